@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   -> creates .venv, installs torch==2.13.0 first, then secsplit, and runs the main job
+#   make test   -> same set-up, then the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.secsplit-installed
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+# torch goes in first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/secsplit train --dataset mnist --model lenet --topology ushape --epochs 5
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/bench_split_overhead.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

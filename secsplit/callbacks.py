@@ -1,0 +1,74 @@
+"""The plug-in points defenses and attacks use. Few on purpose: see each hook's docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from secsplit.topologies.base import Topology
+
+
+class Callback:
+    """Base class: every hook is a no-op, override the ones you need.
+
+    Hooks receive the acting ``party`` name, the training ``step`` and the ``phase`` ("train" or
+    "eval"), so one callback can act for one party only (a defense at the client, an active attack
+    at the server). Passive observation of traffic goes through channel taps, not callbacks.
+    """
+
+    def on_setup(self, topology: Topology) -> None:
+        """Called once when a Trainer attaches the callback: wrap optimizers, add taps."""
+
+    def transform_activation(self, z: torch.Tensor, *, party: str, step: int, phase: str) -> torch.Tensor:
+        """Change what the data owner releases at its cut (activation noise); must stay differentiable."""
+        return z
+
+    def extra_loss(self, x: torch.Tensor, z: torch.Tensor, *, party: str, step: int) -> torch.Tensor | None:
+        """A loss term the data owner adds on its raw input ``x`` and cut output ``z`` (NoPeek)."""
+        return None
+
+    def transform_gradient(self, grad: torch.Tensor, *, party: str, step: int) -> torch.Tensor:
+        """Change a gradient before ``party`` sends it back (label defenses, active attacks)."""
+        return grad
+
+    def on_step_end(self, *, step: int, loss: float) -> None:
+        """After every party has stepped its optimizer."""
+
+    def on_epoch_end(self, *, epoch: int, metrics: dict) -> None:
+        """After each epoch's evaluation; ``metrics`` is the epoch's history row."""
+
+
+class CallbackList(Callback):
+    """Runs several callbacks in order; transforms compose and extra losses add up."""
+
+    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_setup(self, topology):
+        for cb in self.callbacks:
+            cb.on_setup(topology)
+
+    def transform_activation(self, z, *, party, step, phase):
+        for cb in self.callbacks:
+            z = cb.transform_activation(z, party=party, step=step, phase=phase)
+        return z
+
+    def extra_loss(self, x, z, *, party, step):
+        terms = [t for cb in self.callbacks if (t := cb.extra_loss(x, z, party=party, step=step)) is not None]
+        return torch.stack([t.reshape(()) for t in terms]).sum() if terms else None
+
+    def transform_gradient(self, grad, *, party, step):
+        for cb in self.callbacks:
+            grad = cb.transform_gradient(grad, party=party, step=step)
+        return grad
+
+    def on_step_end(self, *, step, loss):
+        for cb in self.callbacks:
+            cb.on_step_end(step=step, loss=loss)
+
+    def on_epoch_end(self, *, epoch, metrics):
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch=epoch, metrics=metrics)

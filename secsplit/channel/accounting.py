@@ -1,0 +1,67 @@
+"""Counts messages and bytes per party, per direction and per kind."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from secsplit.channel.message import Message
+
+
+@dataclass
+class TrafficCounter:
+    """Tallies every message a channel carries.
+
+    Keys are ``(src, dst, kind, phase)``, so totals per direction, per party, per kind and per phase
+    are all sums over one table.
+    """
+
+    bytes: Counter = field(default_factory=Counter)
+    messages: Counter = field(default_factory=Counter)
+
+    def record(self, message: Message) -> None:
+        key = (message.src, message.dst, message.kind, message.phase)
+        self.bytes[key] += message.nbytes
+        self.messages[key] += 1
+
+    def reset(self) -> None:
+        self.bytes.clear()
+        self.messages.clear()
+
+    def total(self, *, src=None, dst=None, kind=None, phase=None, what: str = "bytes") -> int:
+        """Sum of bytes (or messages, ``what="messages"``) over the keys matching every given filter."""
+        table = self.bytes if what == "bytes" else self.messages
+        return sum(
+            value
+            for (s, d, k, p), value in table.items()
+            if (src is None or s == src)
+            and (dst is None or d == dst)
+            and (kind is None or k == kind)
+            and (phase is None or p == phase)
+        )
+
+    def sent(self, party: str, **filters) -> int:
+        return self.total(src=party, **filters)
+
+    def received(self, party: str, **filters) -> int:
+        return self.total(dst=party, **filters)
+
+    def parties(self) -> list[str]:
+        return sorted({s for s, *_ in self.bytes} | {d for _, d, *_ in self.bytes})
+
+    def summary(self) -> dict:
+        """JSON-ready totals: per party sent/received bytes and messages, per direction and kind."""
+        per_party = {
+            p: {
+                "bytes_sent": self.sent(p),
+                "bytes_received": self.received(p),
+                "messages_sent": self.sent(p, what="messages"),
+                "messages_received": self.received(p, what="messages"),
+            }
+            for p in self.parties()
+        }
+        per_direction: dict[str, dict[str, int]] = {}
+        for (s, d, k, p), value in sorted(self.bytes.items()):
+            per_direction.setdefault(f"{s}->{d}", {}).setdefault(f"{p}/{k}", 0)
+            per_direction[f"{s}->{d}"][f"{p}/{k}"] += value
+        return {"per_party": per_party, "per_direction": per_direction, "total_bytes": self.total()}

@@ -1,0 +1,54 @@
+"""The default channel: parties live in one process; every tensor still crosses through here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from secsplit.channel.accounting import TrafficCounter
+from secsplit.channel.message import KINDS, Message
+from secsplit.errors import ChannelError
+
+Tap = Callable[[Message], None]
+#: Tap on every message, whoever sends or receives it: an outside eavesdropper on the wire.
+EAVESDROPPER = "*"
+
+
+class Channel:
+    """Carries tensors between parties, counts them, and lets taps observe them.
+
+    Sending detaches the tensor from the sender's autograd graph: the receiver gets a fresh leaf,
+    exactly as if it had crossed a network, and gradients must be sent back explicitly. Payload
+    memory is shared (no copy) in process; parties must not modify received tensors in place.
+
+    A tap registered for a party sees exactly what that party sees on the wire: every message it
+    sends or receives. A tap registered for :data:`EAVESDROPPER` sees every message.
+    """
+
+    def __init__(self) -> None:
+        self.traffic = TrafficCounter()
+        self.phase = "train"
+        self._taps: dict[str, list[Tap]] = {}
+
+    def add_tap(self, party: str, tap: Tap) -> Callable[[], None]:
+        """Observe ``party``'s messages; returns a function that removes the tap."""
+        self._taps.setdefault(party, []).append(tap)
+        return lambda: self._taps[party].remove(tap)
+
+    def send(self, src: str, dst: str, kind: str, tensor: torch.Tensor, *, step: int, tag: str = "") -> torch.Tensor:
+        """Deliver ``tensor`` from ``src`` to ``dst`` and return it as the receiver holds it."""
+        if kind not in KINDS:
+            raise ChannelError(f"unknown message kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        if not isinstance(tensor, torch.Tensor):
+            raise ChannelError(f"{kind} message from {src} to {dst} must carry a tensor, got {type(tensor).__name__}")
+        message = Message(src, dst, kind, step, self.phase, self._deliver(tensor), tag)
+        self.traffic.record(message)
+        for party in (src, dst, EAVESDROPPER):
+            for tap in self._taps.get(party, ()):
+                tap(message)
+        return message.tensor
+
+    def _deliver(self, tensor: torch.Tensor) -> torch.Tensor:
+        """How a tensor reaches the receiver; network channels override this (encode, send, decode)."""
+        return tensor.detach()

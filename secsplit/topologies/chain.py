@@ -1,0 +1,138 @@
+"""Chains of segments, each owned by one party: vanilla, U-shape, multi-hop and their hybrids.
+
+A chain is the model cut at k points into k+1 segments, plus the owner of each segment. Where two
+consecutive segments have different owners, the activation crosses the channel forward and its
+gradient crosses back. The first owner holds the raw data; the last owner holds the labels.
+
+- vanilla:   client -> server                 (labels sent to the server)
+- U-shape:   client -> server -> client       (labels and loss never leave the client)
+- multi-hop: client -> hop1 -> ... -> server  (only neighbours talk)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from secsplit.channel import Channel
+from secsplit.errors import ConfigError
+from secsplit.optim import OptimizerSpec
+from secsplit.parties import Party
+from secsplit.split import split
+from secsplit.topologies.base import StepResult, Topology
+
+
+class ChainTopology(Topology):
+    """Segments in a line, owned by ``owners[i]``; see the module docstring.
+
+    Args:
+        model: a CuttableModel; its segments share parameters with it.
+        cuts: k cut-point names, in order.
+        owners: k+1 party names, one per segment.
+        channel: where messages go (default: a new in-process Channel).
+        optimizer: every party's optimizer settings.
+        name: the configuration's name (vanilla, ushape, ...), for errors and reports.
+    """
+
+    name = "chain"
+
+    def __init__(
+        self,
+        model,
+        *,
+        cuts: Sequence[str],
+        owners: Sequence[str],
+        channel: Channel | None = None,
+        optimizer: OptimizerSpec | None = None,
+        name: str = "chain",
+    ) -> None:
+        self.name = name
+        cuts = list(cuts)
+        owners = list(owners)
+        if len(owners) != len(cuts) + 1:
+            raise ConfigError(f"{self.name} needs one owner per segment: {len(cuts)} cuts give {len(cuts) + 1} segments, got {len(owners)} owners")
+        if any(a == b for a, b in zip(owners, owners[1:])):
+            raise ConfigError(f"consecutive segments must have different owners (a cut inside one party is no cut): {owners}")
+        self.segments = split(model, cuts)
+        self.owners = owners
+        self.cuts = cuts
+        self.model = model
+        optimizer = optimizer or OptimizerSpec()
+        by_party: dict[str, dict] = {}
+        for i, owner in enumerate(owners):
+            by_party.setdefault(owner, {})[f"segment{i}"] = self.segments[i]
+        parties = {name: Party(name, segs, optimizer) for name, segs in by_party.items()}
+        super().__init__(parties=parties, channel=channel or Channel(), data_owner=owners[0], label_owner=owners[-1])
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, *, step: int, phase: str):
+        """Run the chain; returns logits and the crossings ``(sender's output, receiver's leaf, i)``."""
+        h = x
+        crossings = []
+        first_release = None
+        for i, segment in enumerate(self.segments):
+            if i > 0:  # consecutive owners always differ, so every cut is a crossing
+                sender = self.owners[i - 1]
+                out = h
+                if i == 1:  # the data owner's release: what input-protection defenses act on
+                    first_release = h
+                    out = self.callbacks.transform_activation(h, party=sender, step=step, phase=phase)
+                received = self.channel.send(sender, self.owners[i], "activation", out, step=step)
+                if phase == "train":
+                    received = received.requires_grad_(True)
+                crossings.append((out, received, i))
+                h = received
+            h = segment(h)
+        return h, crossings, first_release
+
+    def train_step(self, x, y, *, step):
+        self.channel.phase = "train"
+        for party in self.parties.values():
+            party.zero_grad()
+        logits, crossings, first_release = self._forward(x, step=step, phase="train")
+        labels = y
+        if self.label_owner != self.data_owner:
+            labels = self.channel.send(self.data_owner, self.label_owner, "labels", y, step=step)
+        loss = F.cross_entropy(logits, labels)
+        self._backward(loss, crossings, x, first_release, step=step)
+        for party in self.parties.values():
+            party.step()
+        correct = int((logits.detach().argmax(1) == labels).sum())
+        return StepResult(loss=float(loss.detach()), correct=correct, count=int(y.shape[0]))
+
+    # -- backward --------------------------------------------------------------------------------
+    def _backward(self, loss, crossings, x, first_release, *, step):
+        """Each party back-propagates its stretch of the chain and sends the gradient back.
+
+        The data owner's extra loss (e.g. NoPeek) joins its last backward, the one through its cut,
+        so the client segment sees one combined backward per step.
+        """
+        roots, grads = [loss], [None]
+        for out, received, i in reversed(crossings):
+            torch.autograd.backward(roots, grads)
+            grad = received.grad
+            if grad is None:  # the receiver's stretch did not depend on it (e.g. frozen): send zeros
+                grad = torch.zeros_like(received)
+            grad = self.callbacks.transform_gradient(grad, party=self.owners[i], step=step)
+            grad = self.channel.send(self.owners[i], self.owners[i - 1], "gradient", grad, step=step)
+            roots, grads = [out], [grad]
+        extra = self.callbacks.extra_loss(x, first_release, party=self.data_owner, step=step)
+        if extra is not None:
+            roots, grads = roots + [extra], grads + [None]
+        torch.autograd.backward(roots, grads)
+
+    # -- inference -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x, *, step=0):
+        previous = self.channel.phase
+        self.channel.phase = "eval"
+        try:
+            logits, _, _ = self._forward(x, step=step, phase="eval")
+            if self.label_owner != self.data_owner:
+                logits = self.channel.send(self.label_owner, self.data_owner, "logits", logits, step=step)
+        finally:
+            self.channel.phase = previous
+        return logits
+
