@@ -120,6 +120,8 @@ class Trainer:
             "test_loss": final["test_loss"],
             "wall_time_s": time.perf_counter() - start,
             "traffic": traffic.summary(),
+            "flops": self.topology.flops.summary(),
+            "client_train_flops": self.topology.flops.totals["train"][self.topology.data_owner],
             "client_bytes_sent": traffic.total(src=self.topology.data_owner, phase="train"),
             "client_bytes_received": traffic.total(dst=self.topology.data_owner, phase="train"),
         }

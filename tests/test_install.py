@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ["secsplit", "secsplit.data", "secsplit.models", "secsplit.channel", "secsplit.topologies",
-               "secsplit.attacks", "secsplit.defenses", "secsplit.evaluation", "secsplit.evaluation.cli"]
+               "secsplit.attacks", "secsplit.defenses", "secsplit.evaluation", "secsplit.evaluation.cli", "secsplit.evaluation.commands.train"]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from secsplit.accounting import FlopMeter
 from secsplit.callbacks import Callback, CallbackList
 from secsplit.channel import Channel
 from secsplit.parties import Party
@@ -31,6 +32,7 @@ class Topology(ABC):
         channel: the only way parties exchange tensors.
         data_owner: the party holding raw inputs.
         label_owner: the party holding labels and computing the loss.
+        flops: per-party FLOP counts (see :class:`secsplit.accounting.FlopMeter`).
     """
 
     name: str = "topology"
@@ -41,6 +43,7 @@ class Topology(ABC):
         self.data_owner = data_owner
         self.label_owner = label_owner
         self.callbacks: Callback = CallbackList()
+        self.flops = FlopMeter()
 
     @abstractmethod
     def train_step(self, x: torch.Tensor, y: torch.Tensor, *, step: int) -> StepResult:

@@ -68,35 +68,41 @@ class ChainTopology(Topology):
 
     # -- forward ---------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor, *, step: int, phase: str):
-        """Run the chain; returns logits and the crossings ``(sender's output, receiver's leaf, i)``."""
+        """Run the chain; returns logits, the crossings ``(sender's output, receiver's leaf, i)`` and
+        the data owner's release before any defense transformed it."""
         h = x
         crossings = []
         first_release = None
         for i, segment in enumerate(self.segments):
+            owner = self.owners[i]
             if i > 0:  # consecutive owners always differ, so every cut is a crossing
                 sender = self.owners[i - 1]
                 out = h
                 if i == 1:  # the data owner's release: what input-protection defenses act on
                     first_release = h
-                    out = self.callbacks.transform_activation(h, party=sender, step=step, phase=phase)
-                received = self.channel.send(sender, self.owners[i], "activation", out, step=step)
+                    with self.flops.party(sender):
+                        out = self.callbacks.transform_activation(h, party=sender, step=step, phase=phase)
+                received = self.channel.send(sender, owner, "activation", out, step=step)
                 if phase == "train":
                     received = received.requires_grad_(True)
                 crossings.append((out, received, i))
                 h = received
-            h = segment(h)
+            with self.flops.party(owner):
+                h = segment(h)
         return h, crossings, first_release
 
     def train_step(self, x, y, *, step):
         self.channel.phase = "train"
         for party in self.parties.values():
             party.zero_grad()
-        logits, crossings, first_release = self._forward(x, step=step, phase="train")
-        labels = y
-        if self.label_owner != self.data_owner:
-            labels = self.channel.send(self.data_owner, self.label_owner, "labels", y, step=step)
-        loss = F.cross_entropy(logits, labels)
-        self._backward(loss, crossings, x, first_release, step=step)
+        with self.flops.step("train", int(x.shape[0])):
+            logits, crossings, first_release = self._forward(x, step=step, phase="train")
+            labels = y
+            if self.label_owner != self.data_owner:
+                labels = self.channel.send(self.data_owner, self.label_owner, "labels", y, step=step)
+            with self.flops.party(self.label_owner):
+                loss = F.cross_entropy(logits, labels)
+            self._backward(loss, crossings, x, first_release, step=step)
         for party in self.parties.values():
             party.step()
         correct = int((logits.detach().argmax(1) == labels).sum())
@@ -111,17 +117,19 @@ class ChainTopology(Topology):
         """
         roots, grads = [loss], [None]
         for out, received, i in reversed(crossings):
-            torch.autograd.backward(roots, grads)
+            with self.flops.party(self.owners[i]):
+                torch.autograd.backward(roots, grads)
             grad = received.grad
             if grad is None:  # the receiver's stretch did not depend on it (e.g. frozen): send zeros
                 grad = torch.zeros_like(received)
             grad = self.callbacks.transform_gradient(grad, party=self.owners[i], step=step)
             grad = self.channel.send(self.owners[i], self.owners[i - 1], "gradient", grad, step=step)
             roots, grads = [out], [grad]
-        extra = self.callbacks.extra_loss(x, first_release, party=self.data_owner, step=step)
-        if extra is not None:
-            roots, grads = roots + [extra], grads + [None]
-        torch.autograd.backward(roots, grads)
+        with self.flops.party(self.data_owner):
+            extra = self.callbacks.extra_loss(x, first_release, party=self.data_owner, step=step)
+            if extra is not None:
+                roots, grads = roots + [extra], grads + [None]
+            torch.autograd.backward(roots, grads)
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -129,7 +137,8 @@ class ChainTopology(Topology):
         previous = self.channel.phase
         self.channel.phase = "eval"
         try:
-            logits, _, _ = self._forward(x, step=step, phase="eval")
+            with self.flops.step("eval", int(x.shape[0])):
+                logits, _, _ = self._forward(x, step=step, phase="eval")
             if self.label_owner != self.data_owner:
                 logits = self.channel.send(self.label_owner, self.data_owner, "logits", logits, step=step)
         finally:

@@ -1,0 +1,77 @@
+"""`secsplit train`: train a split model in process and print accuracy, traffic and time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from secsplit.evaluation.commands.common import positive_float, positive_int
+
+#: The model a data set gets when --model is not given.
+DEFAULT_MODEL = {"mnist": "lenet", "digits": "mlp", "breast-cancer": "mlp", "breast-cancer-imbalanced": "mlp"}
+
+
+def add_parser(sub) -> None:
+    train = sub.add_parser("train", help="train a split model in process and print its results")
+    train.add_argument("--dataset", default="mnist", help="data set name (see `secsplit list`)")
+    train.add_argument("--model", default=None, help="model name; default depends on the data set")
+    train.add_argument("--topology", default="vanilla", help="vanilla, ushape, multihop, ... (see `secsplit list`)")
+    train.add_argument("--cut", action="append", dest="cuts", metavar="NAME",
+                       help="a cut point; repeat for several (default: the model's suggestion)")
+    train.add_argument("--epochs", type=positive_int, default=5)
+    train.add_argument("--batch-size", type=positive_int, default=64)
+    train.add_argument("--optimizer", default="adam", help="sgd, adam or adamw")
+    train.add_argument("--lr", type=positive_float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from secsplit.data import load_dataset
+    from secsplit.models import create_model
+    from secsplit.optim import OptimizerSpec
+    from secsplit.topologies import build_topology
+    from secsplit.training import Trainer
+
+    dataset = load_dataset(args.dataset, seed=args.seed)
+    model_name = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
+    model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=args.seed)
+    optimizer = OptimizerSpec(args.optimizer, lr=args.lr)
+    topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer)
+    trainer = Trainer(
+        topology,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        progress=False if (args.quiet or args.json) else None,
+    )
+    report = trainer.fit(dataset)
+    summary = {**report.summary, "model": model_name, "cuts": topology.cuts, "history": report.history}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _print_summary(s: dict) -> None:
+    for row in s["history"]:
+        print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.4f}  "
+              f"test acc {row['test_accuracy']:.4f}  ({row['wall_time_s']:.1f} s)")
+    print(f"\n{s['topology']} split of {s['model']} on {s['dataset']} at cut(s) {', '.join(s['cuts'])}")
+    for name, party in s["parties"].items():
+        print(f"  {name:<8} segments {', '.join(party['segments'])}  ({party['parameters']:,} parameters)")
+    print(f"test accuracy      {s['test_accuracy']:.4f}")
+    print(f"client -> others   {_mb(s['client_bytes_sent'])} (training)")
+    print(f"others -> client   {_mb(s['client_bytes_received'])} (training)")
+    print(f"wall time          {s['wall_time_s']:.1f} s on {s['device']}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.2f} MB"
+
+
