@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from secsplit.topologies.base import Topology
+    from secsplit.training import Trainer
 
 
 class Callback:
@@ -19,8 +19,11 @@ class Callback:
     at the server). Passive observation of traffic goes through channel taps, not callbacks.
     """
 
-    def on_setup(self, topology: Topology) -> None:
-        """Called once when a Trainer attaches the callback: wrap optimizers, add taps."""
+    def on_setup(self, trainer: Trainer) -> None:
+        """Called once when a Trainer attaches the callback: wrap optimizers, add taps, pick sampling.
+
+        ``trainer.topology`` is the configuration; ``trainer.channel`` carries its messages.
+        """
 
     def transform_activation(self, z: torch.Tensor, *, party: str, step: int, phase: str) -> torch.Tensor:
         """Change what the data owner releases at its cut (activation noise); must stay differentiable."""
@@ -47,9 +50,9 @@ class CallbackList(Callback):
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
         self.callbacks = list(callbacks)
 
-    def on_setup(self, topology):
+    def on_setup(self, trainer):
         for cb in self.callbacks:
-            cb.on_setup(topology)
+            cb.on_setup(trainer)
 
     def transform_activation(self, z, *, party, step, phase):
         for cb in self.callbacks:

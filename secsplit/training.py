@@ -71,10 +71,14 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.callbacks = CallbackList(callbacks)
+        self.global_step = 0
         topology.to(self.device)
         topology.callbacks = self.callbacks
-        self.callbacks.on_setup(topology)
-        self.global_step = 0
+        self.callbacks.on_setup(self)
+
+    @property
+    def channel(self):
+        return self.topology.channel
 
     def batches(self, n: int, epoch: int) -> list[torch.Tensor]:
         """The index batches of one epoch: a permutation seeded by (seed, epoch), so runs are repeatable."""
