@@ -28,6 +28,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+SAMPLINGS = ("shuffle", "poisson")
+
+
 @dataclass
 class TrainingReport:
     """Per-epoch history plus the final summary (JSON-ready)."""
@@ -47,6 +50,9 @@ class Trainer:
         device: "auto", "cpu" or "cuda".
         callbacks: defenses/attacks plugged into the topology (see :class:`Callback`).
         progress: show a progress bar; default: only when stderr is a terminal.
+        sampling: "shuffle" (a seeded permutation cut into batches) or "poisson" (each sample joins
+            each batch independently with probability batch_size / n, as DP-SGD's accounting
+            assumes; a defense may switch it on in ``on_setup``).
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         progress: bool | None = None,
         eval_batch_size: int = 1024,
+        sampling: str = "shuffle",
     ) -> None:
         if batch_size < 1 or epochs < 0 or eval_batch_size < 1:
             raise ConfigError(f"batch_size and eval_batch_size must be >= 1 and epochs >= 0, got {batch_size}, {eval_batch_size}, {epochs}")
@@ -69,6 +76,9 @@ class Trainer:
         self.seed = seed
         self.device = resolve_device(device)
         self.eval_batch_size = eval_batch_size
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"unknown sampling {sampling!r}; valid: {', '.join(SAMPLINGS)}")
+        self.sampling = sampling
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.callbacks = CallbackList(callbacks)
         self.global_step = 0
@@ -81,8 +91,15 @@ class Trainer:
         return self.topology.channel
 
     def batches(self, n: int, epoch: int) -> list[torch.Tensor]:
-        """The index batches of one epoch: a permutation seeded by (seed, epoch), so runs are repeatable."""
+        """The index batches of one epoch, seeded by (seed, epoch) so runs are repeatable.
+
+        Poisson batches can be empty; :meth:`fit` skips those (no party has anything to send).
+        """
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.sampling == "poisson":
+            rate = min(1.0, self.batch_size / n)
+            steps = max(1, round(n / self.batch_size))
+            return [torch.nonzero(torch.rand(n, generator=generator) < rate).flatten() for _ in range(steps)]
         order = torch.randperm(n, generator=generator)
         return list(order.split(self.batch_size))
 
@@ -97,6 +114,10 @@ class Trainer:
             batches = self.batches(len(x_train), epoch)
             bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", disable=not self.progress, leave=False, unit="batch")
             for index in bar:
+                if len(index) == 0:
+                    self.callbacks.on_step_end(step=self.global_step, loss=float("nan"))
+                    self.global_step += 1
+                    continue
                 result = self.topology.train_step(x_train[index], y_train[index], step=self.global_step)
                 self.callbacks.on_step_end(step=self.global_step, loss=result.loss)
                 self.global_step += 1
