@@ -25,6 +25,9 @@ class Callback:
         ``trainer.topology`` is the configuration; ``trainer.channel`` carries its messages.
         """
 
+    def on_fit_start(self, *, num_samples: int, epochs: int, batch_size: int) -> None:
+        """Before the first epoch, when the training-set size is known (DP accounting needs it)."""
+
     def transform_activation(self, z: torch.Tensor, *, party: str, step: int, phase: str) -> torch.Tensor:
         """Change what the data owner releases at its cut (activation noise); must stay differentiable."""
         return z
@@ -53,6 +56,10 @@ class CallbackList(Callback):
     def on_setup(self, trainer):
         for cb in self.callbacks:
             cb.on_setup(trainer)
+
+    def on_fit_start(self, *, num_samples, epochs, batch_size):
+        for cb in self.callbacks:
+            cb.on_fit_start(num_samples=num_samples, epochs=epochs, batch_size=batch_size)
 
     def transform_activation(self, z, *, party, step, phase):
         for cb in self.callbacks:

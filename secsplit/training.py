@@ -107,6 +107,7 @@ class Trainer:
         """Train for ``epochs`` and evaluate on the test split after each epoch."""
         x_train, y_train = dataset.x_train.to(self.device), dataset.y_train.to(self.device)
         report = TrainingReport()
+        self.callbacks.on_fit_start(num_samples=len(x_train), epochs=self.epochs, batch_size=self.batch_size)
         start = time.perf_counter()
         for epoch in range(1, self.epochs + 1):
             self.topology.train()
