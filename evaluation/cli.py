@@ -16,8 +16,15 @@ from secsplit.errors import SecsplitError
 COMMANDS = ["train", "list"]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (plus where to look), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="secsplit", description="Privacy-focused split learning: train, attack, audit.")
+    parser = OneLineErrorParser(prog="secsplit", description="Privacy-focused split learning: train, attack, audit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"secsplit.evaluation.commands.{name}").add_parser(sub)

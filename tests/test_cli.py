@@ -51,4 +51,4 @@ def test_bad_input_gives_one_line_error_and_exit_2(argv, message):
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
-    assert len([line for line in run.stderr.splitlines() if line.strip()]) <= 3  # argparse adds a usage line
+    assert len(run.stderr.strip().splitlines()) == 1
