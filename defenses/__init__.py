@@ -3,5 +3,6 @@
 from secsplit.defenses.base import DEFENSES, Defense, create_defense, list_defenses
 from secsplit.defenses.dpsgd import ClientDPSGD
 from secsplit.defenses.noise import ActivationNoise
+from secsplit.defenses.nopeek import NoPeek
 
-__all__ = ["ActivationNoise", "ClientDPSGD", "DEFENSES", "Defense", "create_defense", "list_defenses"]
+__all__ = ["ActivationNoise", "ClientDPSGD", "DEFENSES", "Defense", "NoPeek", "create_defense", "list_defenses"]

@@ -36,3 +36,18 @@ def test_install_into_throwaway_venv_imports_every_subpackage(tmp_path, editable
         assert Path(files[name]).is_relative_to(expected_root), (name, files[name])
     if editable:
         assert Path(files["secsplit.evaluation"]) == ROOT / "evaluation" / "__init__.py"
+
+
+def test_pyproject_lists_every_package_folder():
+    """A subpackage missing from pyproject's list would be left out of `pip install .` silently."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    mapping = config["package-dir"]
+    found = set()
+    for package, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([package, *relative.parts]))
+    assert found == listed
