@@ -36,6 +36,10 @@ class Callback:
         """A loss term the data owner adds on its raw input ``x`` and cut output ``z`` (NoPeek)."""
         return None
 
+    def transform_labels(self, y: torch.Tensor, *, party: str, step: int) -> torch.Tensor:
+        """Change the labels the label owner trains with, where they enter the loss (label DP)."""
+        return y
+
     def transform_gradient(self, grad: torch.Tensor, *, party: str, step: int) -> torch.Tensor:
         """Change a gradient before ``party`` sends it back (label defenses, active attacks)."""
         return grad
@@ -69,6 +73,11 @@ class CallbackList(Callback):
     def extra_loss(self, x, z, *, party, step):
         terms = [t for cb in self.callbacks if (t := cb.extra_loss(x, z, party=party, step=step)) is not None]
         return torch.stack([t.reshape(()) for t in terms]).sum() if terms else None
+
+    def transform_labels(self, y, *, party, step):
+        for cb in self.callbacks:
+            y = cb.transform_labels(y, party=party, step=step)
+        return y
 
     def transform_gradient(self, grad, *, party, step):
         for cb in self.callbacks:

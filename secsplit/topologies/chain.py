@@ -4,7 +4,9 @@ A chain is the model cut at k points into k+1 segments, plus the owner of each s
 consecutive segments have different owners, the activation crosses the channel forward and its
 gradient crosses back. The first owner holds the raw data; the last owner holds the labels.
 
-- vanilla:   client -> server                 (labels sent to the server)
+- vanilla:   client -> server                 (labels sent to the server, or held by it:
+                                               ``label_source="server"``, the two-party setting
+                                               of label-leakage studies)
 - U-shape:   client -> server -> client       (labels and loss never leave the client)
 - multi-hop: client -> hop1 -> ... -> server  (only neighbours talk)
 """
@@ -24,6 +26,9 @@ from secsplit.split import split
 from secsplit.topologies.base import StepResult, Topology
 
 
+LABEL_SOURCES = ("data_owner", "label_owner")
+
+
 class ChainTopology(Topology):
     """Segments in a line, owned by ``owners[i]``; see the module docstring.
 
@@ -34,6 +39,9 @@ class ChainTopology(Topology):
         channel: where messages go (default: a new in-process Channel).
         optimizer: every party's optimizer settings.
         name: the configuration's name (vanilla, ushape, ...), for errors and reports.
+        label_source: "data_owner" (the data owner sends each batch's labels to the label owner
+            over the channel) or "label_owner" (the label owner holds the labels itself; nothing
+            label-related crosses the channel, as in two-party split learning with a label party).
     """
 
     name = "chain"
@@ -47,8 +55,12 @@ class ChainTopology(Topology):
         channel: Channel | None = None,
         optimizer: OptimizerSpec | None = None,
         name: str = "chain",
+        label_source: str = "data_owner",
     ) -> None:
         self.name = name
+        if label_source not in LABEL_SOURCES:
+            raise ConfigError(f"unknown label_source {label_source!r}; valid: {', '.join(LABEL_SOURCES)}")
+        self.label_source = label_source
         cuts = list(cuts)
         owners = list(owners)
         if len(owners) != len(cuts) + 1:
@@ -98,14 +110,15 @@ class ChainTopology(Topology):
         with self.flops.step("train", int(x.shape[0])):
             logits, crossings, first_release = self._forward(x, step=step, phase="train")
             labels = y
-            if self.label_owner != self.data_owner:
+            if self.label_owner != self.data_owner and self.label_source == "data_owner":
                 labels = self.channel.send(self.data_owner, self.label_owner, "labels", y, step=step)
+            labels = self.callbacks.transform_labels(labels, party=self.label_owner, step=step)
             with self.flops.party(self.label_owner):
                 loss = F.cross_entropy(logits, labels)
             self._backward(loss, crossings, x, first_release, step=step)
         for party in self.parties.values():
             party.step()
-        correct = int((logits.detach().argmax(1) == labels).sum())
+        correct = int((logits.detach().argmax(1) == y).sum())  # against the true labels, whatever defenses did
         return StepResult(loss=float(loss.detach()), correct=correct, count=int(y.shape[0]))
 
     # -- backward --------------------------------------------------------------------------------
