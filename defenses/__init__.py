@@ -1,8 +1,8 @@
 """Defenses: plug-ins that attach to any topology through the Trainer's callbacks."""
 
-from secsplit.defenses.base import DEFENSES, Defense, create_defense, list_defenses
+from secsplit.defenses.base import DEFENSES, Defense, create_defense, defense_from_spec, list_defenses
 from secsplit.defenses.dpsgd import ClientDPSGD
 from secsplit.defenses.noise import ActivationNoise
 from secsplit.defenses.nopeek import NoPeek
 
-__all__ = ["ActivationNoise", "ClientDPSGD", "DEFENSES", "Defense", "NoPeek", "create_defense", "list_defenses"]
+__all__ = ["ActivationNoise", "ClientDPSGD", "DEFENSES", "Defense", "NoPeek", "create_defense", "defense_from_spec", "list_defenses"]

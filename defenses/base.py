@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from secsplit.callbacks import Callback
 from secsplit.registry import Registry
+from secsplit.specs import parse_spec
 
 DEFENSES: Registry = Registry("defense")
 
@@ -22,6 +23,8 @@ class Defense(Callback):
     addresses: ClassVar[str] = ""
     #: whom it protects from, and under which assumptions
     threat_model: ClassVar[str] = ""
+    #: short parameter names accepted in specs, e.g. {"mech": "mechanism"}
+    aliases: ClassVar[dict[str, str]] = {}
 
     def params(self) -> dict:
         """The defense's parameters, JSON-ready (used in reports and cache keys)."""
@@ -40,5 +43,13 @@ def create_defense(name: str, /, **kwargs) -> Defense:
     return DEFENSES.create(name, **kwargs)
 
 
-def list_defenses() -> list[tuple[str, str]]:
-    return [(n, (DEFENSES.lookup(n).__doc__ or "").strip().splitlines()[0]) for n in DEFENSES.names()]
+def defense_from_spec(spec: str) -> Defense:
+    """Build a defense from ``name:key=value,...`` (``nopeek:alpha=0.5``, ``noise:mech=laplace,scale=0.5``)."""
+    name, params = parse_spec(spec)
+    aliases = getattr(DEFENSES.lookup(name), "aliases", {})
+    return create_defense(name, **{aliases.get(k, k): v for k, v in params.items()})
+
+
+def list_defenses() -> list[tuple[str, str, list[str]]]:
+    """(name, one-line description, parameter names) of every registered defense."""
+    return [(n, (DEFENSES.lookup(n).__doc__ or "").strip().splitlines()[0], DEFENSES.parameters(n)) for n in DEFENSES.names()]

@@ -36,6 +36,7 @@ class ActivationNoise(Defense):
     """
 
     name = "noise"
+    aliases = {"mech": "mechanism"}
     addresses = "input reconstruction from activations (inversion, inverse networks, UnSplit); also lowers dCor"
     threat_model = "honest-but-curious server or eavesdropper that observes the client's cut-layer releases"
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from secsplit.errors import UnknownNameError
+from secsplit.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -41,8 +42,24 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
 
     def create(self, name: str, /, **kwargs) -> T:
-        """Build the component registered under ``name`` with ``kwargs``."""
-        return self.lookup(name)(**kwargs)
+        """Build the component registered under ``name`` with ``kwargs``.
+
+        Parameters are checked against the factory's signature first, so a misspelt one is a
+        clear error listing the valid ones rather than a TypeError from inside the factory.
+        """
+        factory = self.lookup(name)
+        try:
+            inspect.signature(factory).bind(**kwargs)
+        except TypeError as error:
+            valid = ", ".join(self.parameters(name)) or "(none)"
+            raise ConfigError(f"bad parameters for {self.kind} {name!r}: {error}; valid parameters: {valid}") from None
+        return factory(**kwargs)
+
+    def parameters(self, name: str) -> list[str]:
+        """Names of the keyword parameters the component ``name`` accepts."""
+        signature = inspect.signature(self.lookup(name))
+        return [p.name for p in signature.parameters.values()
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
 
     def names(self) -> list[str]:
         return sorted(self._factories)

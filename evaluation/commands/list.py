@@ -26,6 +26,12 @@ def run(args: argparse.Namespace) -> int:
     print("topologies:")
     for name, description in list_topologies():
         print(f"  {name:<26} {description}")
+    from secsplit.defenses import list_defenses
+
+    print("defenses (--defense name:key=value,...):")
+    for name, description, params in list_defenses():
+        print(f"  {name:<26} {description}")
+        print(f"  {'':<26} parameters: {', '.join(params) or '(none)'}")
     return 0
 
 

@@ -18,6 +18,11 @@ def add_parser(sub) -> None:
     train.add_argument("--topology", default="vanilla", help="vanilla, ushape, multihop, ... (see `secsplit list`)")
     train.add_argument("--cut", action="append", dest="cuts", metavar="NAME",
                        help="a cut point; repeat for several (default: the model's suggestion)")
+    train.add_argument("--defense", action="append", dest="defenses", metavar="SPEC", default=[],
+                       help="a defense as name:key=value,... e.g. nopeek:alpha=0.5 or noise:mech=laplace,scale=0.5,clip=1; "
+                            "repeat to combine (see `secsplit list`)")
+    train.add_argument("--label-source", default="data_owner", choices=["data_owner", "label_owner"],
+                       help="who holds the labels in vanilla/multi-hop: the data owner sends them (default) or the server holds them")
     train.add_argument("--epochs", type=positive_int, default=5)
     train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--optimizer", default="adam", help="sgd, adam or adamw")
@@ -36,11 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from secsplit.topologies import build_topology
     from secsplit.training import Trainer
 
+    from secsplit.defenses import defense_from_spec
+
+    defenses = [defense_from_spec(spec) for spec in args.defenses]
     dataset = load_dataset(args.dataset, seed=args.seed)
     model_name = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
     model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=args.seed)
     optimizer = OptimizerSpec(args.optimizer, lr=args.lr)
-    topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer)
+    topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source)
     trainer = Trainer(
         topology,
         batch_size=args.batch_size,
@@ -48,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         progress=False if (args.quiet or args.json) else None,
+        callbacks=defenses,
     )
     report = trainer.fit(dataset)
-    summary = {**report.summary, "model": model_name, "cuts": topology.cuts, "history": report.history}
+    summary = {**report.summary, "model": model_name, "cuts": topology.cuts, "history": report.history,
+               "defenses": [d.report() for d in defenses]}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -65,10 +75,19 @@ def _print_summary(s: dict) -> None:
     print(f"\n{s['topology']} split of {s['model']} on {s['dataset']} at cut(s) {', '.join(s['cuts'])}")
     for name, party in s["parties"].items():
         print(f"  {name:<8} segments {', '.join(party['segments'])}  ({party['parameters']:,} parameters)")
+    for defense in s["defenses"]:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in defense["params"].items())
+        print(f"  defense {defense['defense']}({params})" + (f"  epsilon {_epsilon(defense['epsilon'])}" if defense["epsilon"] else ""))
     print(f"test accuracy      {s['test_accuracy']:.4f}")
     print(f"client -> others   {_mb(s['client_bytes_sent'])} (training)")
     print(f"others -> client   {_mb(s['client_bytes_received'])} (training)")
     print(f"wall time          {s['wall_time_s']:.1f} s on {s['device']}")
+
+
+def _epsilon(eps: dict) -> str:
+    if "composed" in eps:
+        return f"{eps['per_release']:.3g} per release, {eps['composed']:.3g} over {eps['releases']} epoch(s) (delta {eps['composed_delta']:.0e})"
+    return f"{eps['prv']:.3g} (PRV) / {eps['rdp']:.3g} (RDP) at delta {eps['delta']:.0e}"
 
 
 def _mb(n: int) -> str:
