@@ -2,7 +2,8 @@
 
 from secsplit.defenses.base import DEFENSES, Defense, create_defense, defense_from_spec, list_defenses
 from secsplit.defenses.dpsgd import ClientDPSGD
+from secsplit.defenses.hijack import HijackDetection
 from secsplit.defenses.noise import ActivationNoise
 from secsplit.defenses.nopeek import NoPeek
 
-__all__ = ["ActivationNoise", "ClientDPSGD", "DEFENSES", "Defense", "NoPeek", "create_defense", "defense_from_spec", "list_defenses"]
+__all__ = ["ActivationNoise", "ClientDPSGD", "DEFENSES", "Defense", "HijackDetection", "NoPeek", "create_defense", "defense_from_spec", "list_defenses"]

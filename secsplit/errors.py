@@ -19,3 +19,8 @@ class DataError(SecsplitError, ValueError):
 
 class ChannelError(SecsplitError):
     """A message between parties was malformed, oversized or unexpected."""
+
+
+class TrainingStopped(SecsplitError):
+    """Raised by a callback to end training early on purpose (e.g. a detected hijack); the Trainer
+    records the reason in its summary and stops cleanly."""

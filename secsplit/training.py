@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from secsplit.callbacks import Callback, CallbackList
-from secsplit.errors import ConfigError
+from secsplit.errors import ConfigError, TrainingStopped
 from secsplit.topologies.base import Topology
 
 
@@ -109,6 +109,38 @@ class Trainer:
         report = TrainingReport()
         self.callbacks.on_fit_start(num_samples=len(x_train), epochs=self.epochs, batch_size=self.batch_size)
         start = time.perf_counter()
+        stopped = None
+        try:
+            self._run_epochs(x_train, y_train, dataset, report, start)
+        except TrainingStopped as reason:
+            stopped = str(reason)
+        if report.history:
+            final = report.history[-1]
+        elif stopped:  # stopped before the first epoch ended: nothing more is sent, not even for evaluation
+            final = {"test_accuracy": None, "test_loss": None}
+        else:
+            final = {f"test_{k}": v for k, v in self.evaluate(dataset.x_test, dataset.y_test).items()}
+        traffic = self.topology.channel.traffic
+        report.summary = {
+            **self.topology.describe(),
+            "dataset": dataset.name,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "device": str(self.device),
+            "test_accuracy": final["test_accuracy"],
+            "test_loss": final["test_loss"],
+            "wall_time_s": time.perf_counter() - start,
+            "stopped": stopped,
+            "traffic": traffic.summary(),
+            "flops": self.topology.flops.summary(),
+            "client_train_flops": self.topology.flops.totals["train"][self.topology.data_owner],
+            "client_bytes_sent": traffic.total(src=self.topology.data_owner, phase="train"),
+            "client_bytes_received": traffic.total(dst=self.topology.data_owner, phase="train"),
+        }
+        return report
+
+    def _run_epochs(self, x_train, y_train, dataset, report: TrainingReport, start: float) -> None:
         for epoch in range(1, self.epochs + 1):
             self.topology.train()
             loss_sum, correct, count = 0.0, 0, 0
@@ -131,27 +163,6 @@ class Trainer:
             row["wall_time_s"] = time.perf_counter() - start
             report.history.append(row)
             self.callbacks.on_epoch_end(epoch=epoch, metrics=row)
-        final = report.history[-1] if report.history else {
-            f"test_{k}": v for k, v in self.evaluate(dataset.x_test, dataset.y_test).items()
-        }
-        traffic = self.topology.channel.traffic
-        report.summary = {
-            **self.topology.describe(),
-            "dataset": dataset.name,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-            "device": str(self.device),
-            "test_accuracy": final["test_accuracy"],
-            "test_loss": final["test_loss"],
-            "wall_time_s": time.perf_counter() - start,
-            "traffic": traffic.summary(),
-            "flops": self.topology.flops.summary(),
-            "client_train_flops": self.topology.flops.totals["train"][self.topology.data_owner],
-            "client_bytes_sent": traffic.total(src=self.topology.data_owner, phase="train"),
-            "client_bytes_received": traffic.total(dst=self.topology.data_owner, phase="train"),
-        }
-        return report
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:

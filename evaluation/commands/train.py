@@ -78,7 +78,10 @@ def _print_summary(s: dict) -> None:
     for defense in s["defenses"]:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in defense["params"].items())
         print(f"  defense {defense['defense']}({params})" + (f"  epsilon {_epsilon(defense['epsilon'])}" if defense["epsilon"] else ""))
-    print(f"test accuracy      {s['test_accuracy']:.4f}")
+    if s.get("stopped"):
+        print(f"stopped early      {s['stopped']}")
+    if s["test_accuracy"] is not None:
+        print(f"test accuracy      {s['test_accuracy']:.4f}")
     print(f"client -> others   {_mb(s['client_bytes_sent'])} (training)")
     print(f"others -> client   {_mb(s['client_bytes_received'])} (training)")
     print(f"wall time          {s['wall_time_s']:.1f} s on {s['device']}")

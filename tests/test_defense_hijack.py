@@ -1,0 +1,85 @@
+"""Hijack detection: no alarm under honest training, alarm and a clean stop under a label-blind server."""
+
+import pytest
+import torch
+from torch import nn
+
+from secsplit.callbacks import Callback
+from secsplit.data import load_dataset
+from secsplit.defenses import create_defense
+from secsplit.defenses.hijack import label_consistency_gap
+from secsplit.errors import ConfigError
+from secsplit.models import create_model
+from secsplit.topologies import build_topology
+from secsplit.training import Trainer
+
+
+class LabelBlindServer(Callback):
+    """An active server returning the gradient of its own label-blind objective (a fixed random
+    discriminator on the activations), as a feature-space-hijacking server does."""
+
+    def __init__(self, dim, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.disc = nn.Sequential(nn.Flatten(), nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, 1))
+        for p in self.disc.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.1
+
+    def on_setup(self, trainer):
+        trainer.channel.add_tap("server", self._see)
+
+    def _see(self, message):
+        if message.kind == "activation" and message.dst == "server":
+            self.z = message.tensor
+
+    def transform_gradient(self, grad, *, party, step):
+        if party != "server":
+            return grad
+        z = self.z.detach().requires_grad_(True)
+        return torch.autograd.grad(self.disc(z).sum(), z)[0] / len(z)
+
+
+def _run(dataset, model_name, *, hijack, seed, topology="vanilla"):
+    data = load_dataset(dataset, seed=seed)
+    model = create_model(model_name, input_shape=data.input_shape, num_classes=data.num_classes, seed=seed)
+    topo = build_topology(topology, model)
+    detector = create_defense("hijack-detection")
+    callbacks = [detector]
+    if hijack:
+        dim = int(torch.Size(dict(model.describe_cuts())[topo.cuts[0]]).numel())
+        callbacks.append(LabelBlindServer(dim, seed))
+    sent = []
+    topo.channel.add_tap("client", lambda m: sent.append(m.step) if m.kind == "activation" and m.src == "client" else None)
+    report = Trainer(topo, epochs=2, batch_size=32, seed=seed, callbacks=callbacks).fit(data)
+    return detector, report, sent
+
+
+def test_gap_is_positive_for_label_shaped_gradients_and_none_without_pairs():
+    labels = torch.tensor([0, 0, 1, 1])
+    honest = torch.tensor([[1.0, 0.1], [0.9, -0.1], [-1.0, 0.2], [-0.8, 0.0]])
+    assert label_consistency_gap(honest, labels) > 1.0
+    assert label_consistency_gap(honest, torch.tensor([0, 1, 2, 3])) is None
+
+
+@pytest.mark.parametrize("dataset,model", [("digits", "mlp"), ("breast-cancer", "mlp")])
+def test_honest_training_raises_no_alarm(dataset, model):
+    for seed in range(2):
+        detector, report, _ = _run(dataset, model, hijack=False, seed=seed)
+        assert detector.detected_at is None and report.summary["stopped"] is None
+        assert min(detector.gaps) > 0.15
+
+
+@pytest.mark.parametrize("topology", ["vanilla", "ushape"])
+def test_label_blind_server_is_detected_and_client_stops_sending(topology):
+    detector, report, sent = _run("digits", "mlp", hijack=True, seed=0, topology=topology)
+    assert detector.detected_at is not None and detector.detected_at <= 10
+    assert "hijack-detection" in report.summary["stopped"]
+    assert max(sent) <= detector.detected_at + 1  # nothing released after the alarm
+    assert detector.report()["detected"] is True
+
+
+def test_needs_labels_at_the_client():
+    data = load_dataset("digits")
+    model = create_model("mlp", input_shape=data.input_shape, num_classes=10, seed=0)
+    topo = build_topology("vanilla", model, label_source="label_owner")
+    with pytest.raises(ConfigError, match="needs labels at the client"):
+        Trainer(topo, callbacks=[create_defense("hijack-detection")])
