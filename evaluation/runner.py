@@ -1,0 +1,205 @@
+"""Run an audit grid: train each configuration once with its attacks watching, score, append rows.
+
+Resumable (finished rows are skipped), parallel (a local process pool, or Ray), and a failed run
+is recorded as a row with its error and does not stop the audit.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+
+from tqdm.auto import tqdm
+
+from secsplit.evaluation.audit_config import AuditConfig, RunSpec
+from secsplit.evaluation.results import append_row, finished_keys
+
+
+def _versions() -> dict:
+    import torch
+
+    import secsplit
+
+    return {"secsplit": secsplit.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _released_probe(topology, x):
+    """What the first party after the data owner receives for inputs x (the released activations)."""
+    seen = []
+    remove = topology.channel.add_tap(
+        topology.data_owner,
+        lambda m: seen.append(m.tensor) if m.kind == "activation" and m.src == topology.data_owner else None)
+    try:
+        topology.predict(x)
+    finally:
+        remove()
+    return seen[0] if seen else None
+
+
+def score_result(result) -> dict:
+    """Leakage metrics of an attack's guesses (scored against the truth it carries)."""
+    from secsplit.evaluation import metrics
+
+    scores: dict = {}
+    if result.reconstructions is not None and result.originals is not None:
+        rec, orig = result.reconstructions.detach().float().clamp(0, 1), result.originals.detach().float()
+        scores.update(mse=metrics.mse(rec, orig), psnr=metrics.psnr(rec, orig, data_range=1.0),
+                      ssim=metrics.ssim(rec, orig, data_range=1.0))
+    if result.label_scores is not None and result.true_labels is not None:
+        s, y = result.label_scores.detach(), result.true_labels.detach()
+        if s.dim() == 1:
+            scores["leak_auc"] = metrics.leak_auc_symmetric(s, y)
+            scores["chance_auc"] = metrics.chance_auc(y, batch_size=None)
+        else:
+            scores["label_accuracy"] = metrics.accuracy(s.argmax(1), y)
+    if result.per_epoch:
+        scores["per_epoch"] = result.per_epoch
+    scores.update({k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool)) and k not in scores})
+    return scores
+
+
+def execute_run(spec: RunSpec) -> list[dict]:
+    """Train one configuration with its attacks attached; return one row per attack."""
+    import torch
+
+    from secsplit.attacks import NotApplicable, create_attack
+    from secsplit.data import load_dataset
+    from secsplit.defenses import defense_from_spec
+    from secsplit.models import create_model
+    from secsplit.optim import OptimizerSpec
+    from secsplit.specs import parse_spec
+    from secsplit.stats import distance_correlation
+    from secsplit.topologies import build_topology
+    from secsplit.training import Trainer
+
+    t = spec.training
+    keys = spec.row_keys()
+    base = {"training": asdict(t), "training_key": t.key(), "versions": _versions(), "seed": t.seed}
+    rows: dict[str, dict] = {}
+    start = time.perf_counter()
+    try:
+        dataset = load_dataset(t.dataset, seed=t.seed)
+        model = create_model(t.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=t.seed)
+        defenses = [] if t.defense == "none" else [defense_from_spec(t.defense)]
+        topology_name = getattr(defenses[0], "topology", None) if defenses else None
+        topology_name = topology_name or t.topology
+        cuts = list(t.cuts) if t.cuts and topology_name == t.topology else None
+        kwargs = {} if topology_name in ("ushape", "multihop-ushape") else {"label_source": t.label_source}
+        topology = build_topology(topology_name, model, cuts=cuts, optimizer=OptimizerSpec("adam", lr=t.lr), **kwargs)
+        attacks = {}
+        for attack_spec in spec.attacks:
+            if attack_spec == "none":
+                continue
+            name, params = parse_spec(attack_spec)
+            attack = create_attack(name, **params)
+            try:
+                attack.check_applicable(topology, dataset)
+            except NotApplicable as reason:
+                rows[attack_spec] = {"status": "not_applicable", "reason": str(reason)}
+                continue
+            attacks[attack_spec] = attack
+        trainer = Trainer(topology, epochs=t.epochs, batch_size=t.batch_size, seed=t.seed,
+                          callbacks=[*defenses, *attacks.values()], progress=False)
+        report = trainer.fit(dataset)
+        summary = report.summary
+        probe_x = dataset.x_test[: spec.probe_samples]
+        with torch.no_grad():
+            released = _released_probe(topology, probe_x)
+        leakage = {}
+        if released is not None and len(probe_x) >= 4:
+            leakage = {"dcor": float(distance_correlation(probe_x, released)),
+                       "dcor_unbiased": float(distance_correlation(probe_x, released, estimator="unbiased")),
+                       "dcor_n": len(probe_x)}
+        common = {
+            "topology": topology_name, "cuts": topology.cuts, "utility": summary["test_accuracy"],
+            "utility_metric": "test_accuracy", "stopped": summary.get("stopped"),
+            "epsilon": defenses[0].epsilon() if defenses else None,
+            "defense_report": defenses[0].report() if defenses else None,
+            "client_flops_train": summary["client_train_flops"], "flops": summary["flops"],
+            "bytes": summary["traffic"]["per_party"], "train_wall_time_s": summary["wall_time_s"], **leakage,
+        }
+        for attack_spec in spec.attacks:
+            if attack_spec in rows:
+                rows[attack_spec].update(common)
+                continue
+            row = {"status": "ok", **common}
+            if attack_spec in attacks:
+                try:
+                    row["leakage"] = score_result(attacks[attack_spec].result())
+                except Exception as error:  # an attack failing must not lose the run's other rows
+                    row.update(status="failed", error=f"{type(error).__name__}: {error}",
+                               traceback=traceback.format_exc(limit=5))
+            rows[attack_spec] = row
+    except Exception as error:
+        failure = {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=5)}
+        rows = {a: dict(failure) for a in spec.attacks}
+    elapsed = time.perf_counter() - start
+    return [{"config_hash": keys[a], "attack": a, **base, **rows[a], "wall_time_s": elapsed} for a in spec.attacks]
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # several runs share the cores; more threads each only contend
+
+
+def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str = "process", quiet: bool = False,
+              on_row: Callable[[dict], None] | None = None) -> dict:
+    """Run every unfinished run of ``config``, appending rows to ``results_path`` as they finish."""
+    done = finished_keys(results_path)
+    todo = [spec for spec in config.runs if not set(spec.row_keys().values()) <= done]
+    counts = {"runs": len(config.runs), "skipped": len(config.runs) - len(todo), "rows": 0, "failed": 0}
+    bar = tqdm(total=len(todo), desc=f"audit {config.name}", disable=quiet, unit="run")
+
+    def record(rows: list[dict]) -> None:
+        for row in rows:
+            if row["config_hash"] in done:
+                continue
+            append_row(results_path, row)
+            counts["rows"] += 1
+            counts["failed"] += row["status"] == "failed"
+            if on_row:
+                on_row(row)
+        bar.update(1)
+        last = rows[0]
+        bar.set_postfix_str(f"{last['training']['dataset']}/{last.get('topology', last['training']['topology'])}/"
+                            f"{last['training']['defense']}: {','.join(sorted({r['status'] for r in rows}))}")
+
+    if executor == "ray":
+        _run_with_ray(todo, jobs, record)
+    elif jobs <= 1:
+        _worker_init()
+        for spec in todo:
+            record(execute_run(spec))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
+            futures = [pool.submit(execute_run, spec) for spec in todo]
+            for future in as_completed(futures):
+                record(future.result())
+    bar.close()
+    return counts
+
+
+def _run_with_ray(todo: list[RunSpec], jobs: int, record) -> None:
+    try:
+        import ray
+    except ImportError:
+        from secsplit.errors import ConfigError
+
+        raise ConfigError("--executor ray needs the optional extra: pip install 'secsplit[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=max(jobs, 1), include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(lambda spec: (_worker_init(), execute_run(spec))[1])
+        pending = [remote.remote(spec) for spec in todo]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            record(ray.get(ready[0]))
+    finally:
+        if started:
+            ray.shutdown()
