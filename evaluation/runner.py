@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -62,8 +63,11 @@ def score_result(result) -> dict:
     return scores
 
 
-def execute_run(spec: RunSpec) -> list[dict]:
-    """Train one configuration with its attacks attached; return one row per attack."""
+def execute_run(spec: RunSpec, artifacts_dir: str | None = None) -> list[dict]:
+    """Train one configuration with its attacks attached; return one row per attack.
+
+    Reconstruction attacks' image grids are saved under ``artifacts_dir`` (named by config hash).
+    """
     import torch
 
     from secsplit.attacks import NotApplicable, create_attack
@@ -129,7 +133,15 @@ def execute_run(spec: RunSpec) -> list[dict]:
             row = {"status": "ok", **common}
             if attack_spec in attacks:
                 try:
-                    row["leakage"] = score_result(attacks[attack_spec].result())
+                    result = attacks[attack_spec].result()
+                    row["leakage"] = score_result(result)
+                    if artifacts_dir and result.reconstructions is not None and result.originals is not None:
+                        from secsplit.evaluation.plots import reconstruction_grid
+
+                        grid = f"grid-{keys[attack_spec]}.png"
+                        reconstruction_grid(result.originals, result.reconstructions, Path(artifacts_dir) / grid,
+                                            title=f"{attack_spec} | {t.dataset} {topology_name} cut {topology.cuts[0]} | {t.defense}")
+                        row["grid"] = grid
                 except Exception as error:  # an attack failing must not lose the run's other rows
                     row.update(status="failed", error=f"{type(error).__name__}: {error}",
                                traceback=traceback.format_exc(limit=5))
@@ -148,8 +160,11 @@ def _worker_init() -> None:
 
 
 def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str = "process", quiet: bool = False,
-              on_row: Callable[[dict], None] | None = None) -> dict:
+              artifacts_dir=None, on_row: Callable[[dict], None] | None = None) -> dict:
     """Run every unfinished run of ``config``, appending rows to ``results_path`` as they finish."""
+    artifacts_dir = str(artifacts_dir) if artifacts_dir else None
+    if artifacts_dir:
+        Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
     done = finished_keys(results_path)
     todo = [spec for spec in config.runs if not set(spec.row_keys().values()) <= done]
     counts = {"runs": len(config.runs), "skipped": len(config.runs) - len(todo), "rows": 0, "failed": 0}
@@ -170,21 +185,21 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
                             f"{last['training']['defense']}: {','.join(sorted({r['status'] for r in rows}))}")
 
     if executor == "ray":
-        _run_with_ray(todo, jobs, record)
+        _run_with_ray(todo, jobs, record, artifacts_dir)
     elif jobs <= 1:
         _worker_init()
         for spec in todo:
-            record(execute_run(spec))
+            record(execute_run(spec, artifacts_dir))
     else:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
-            futures = [pool.submit(execute_run, spec) for spec in todo]
+            futures = [pool.submit(execute_run, spec, artifacts_dir) for spec in todo]
             for future in as_completed(futures):
                 record(future.result())
     bar.close()
     return counts
 
 
-def _run_with_ray(todo: list[RunSpec], jobs: int, record) -> None:
+def _run_with_ray(todo: list[RunSpec], jobs: int, record, artifacts_dir) -> None:
     try:
         import ray
     except ImportError:
@@ -195,7 +210,7 @@ def _run_with_ray(todo: list[RunSpec], jobs: int, record) -> None:
     if started:
         ray.init(num_cpus=max(jobs, 1), include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1)(lambda spec: (_worker_init(), execute_run(spec))[1])
+        remote = ray.remote(num_cpus=1)(lambda spec: (_worker_init(), execute_run(spec, artifacts_dir))[1])
         pending = [remote.remote(spec) for spec in todo]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

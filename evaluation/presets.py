@@ -1,0 +1,49 @@
+"""Built-in audits. ``quick`` is the README's main job (minutes on 2 cores); ``full`` is everything."""
+
+from __future__ import annotations
+
+from secsplit.errors import UnknownNameError
+
+CORE_DEFENSES = ["none", "noise:mech=laplace,clip=10,scale=1", "noise:mech=laplace,clip=10,scale=5",
+                 "nopeek:alpha=0.5", "nopeek:alpha=2"]
+LABEL_DEFENSES = ["none", "max-norm", "marvell:scale=1", "gradient-noise:scale=1"]
+
+PRESETS: dict[str, dict] = {
+    "quick": {
+        "audit": {"name": "quick", "seeds": [0], "epochs": 2, "batch_size": 64, "probe_samples": 256},
+        "experiment": [
+            {"dataset": "mnist", "model": "lenet", "topologies": ["vanilla", "ushape", "multihop"],
+             "cuts": {"vanilla": ["relu1"], "multihop": ["pool1", "pool2"]},
+             "defenses": CORE_DEFENSES, "attacks": ["whitebox-inversion", "inverse-network"]},
+            {"dataset": "breast-cancer-imbalanced", "model": "mlp", "topologies": ["vanilla", "ushape"],
+             "label_source": "label_owner", "batch_size": 32, "epochs": 4,
+             "defenses": LABEL_DEFENSES, "attacks": ["norm-attack", "cosine-attack"]},
+        ],
+    },
+    "full": {
+        "audit": {"name": "full", "seeds": [0, 1, 2], "epochs": 5, "batch_size": 64, "probe_samples": 512},
+        "experiment": [
+            {"dataset": "mnist", "model": "lenet", "topologies": ["vanilla", "ushape", "multihop", "multihop-ushape"],
+             "defenses": [*CORE_DEFENSES, "noise:mech=gaussian,clip=10,epsilon=2", "dpsgd:noise_multiplier=1.0",
+                          "nopeek:alpha=0.1", "nopeek:alpha=1"],
+             "attacks": ["whitebox-inversion", "inverse-network", "unsplit", "gradient-clustering"]},
+            {"dataset": "mnist", "model": "lenet", "topologies": ["vanilla"],
+             "cuts": {"vanilla": ["relu1"]}, "defenses": ["none", "nopeek:alpha=1"],
+             "attacks": ["whitebox-inversion", "inverse-network", "unsplit"]},
+            {"dataset": "digits", "model": "mlp", "topologies": ["vanilla", "ushape"], "label_source": "label_owner",
+             "defenses": ["none", "label-dp:epsilon=1", "gradient-noise:scale=1"], "attacks": ["gradient-clustering"]},
+            {"dataset": "breast-cancer-imbalanced", "model": "mlp", "topologies": ["vanilla", "ushape"],
+             "label_source": "label_owner", "batch_size": 32, "epochs": 5,
+             "defenses": [*LABEL_DEFENSES, "gradient-sparsification:keep=0.1", "label-dp:epsilon=1"],
+             "attacks": ["norm-attack", "cosine-attack"]},
+            {"dataset": "breast-cancer", "model": "mlp", "topologies": ["vanilla"], "label_source": "label_owner",
+             "batch_size": 32, "defenses": LABEL_DEFENSES, "attacks": ["norm-attack", "cosine-attack"]},
+        ],
+    },
+}
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
