@@ -129,7 +129,8 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
                     raise ConfigError(f"{where}.defenses: {error}") from None
         attacks = _string_list(exp.get("attacks", []), f"{where}.attacks")
         for spec in attacks:
-            _known(ATTACKS, parse_spec(spec)[0], f"{where}.attacks")
+            if spec != "none":
+                _known(ATTACKS, parse_spec(spec)[0], f"{where}.attacks")
         epochs = _positive(exp.get("epochs", audit.get("epochs", 3)), f"{where}.epochs")
         batch_size = _positive(exp.get("batch_size", audit.get("batch_size", 64)), f"{where}.batch_size")
         lr = float(audit.get("lr", 1e-3))

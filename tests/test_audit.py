@@ -1,0 +1,147 @@
+"""Audits end to end: grid -> JSONL rows -> tables, plots, HTML; resumable; bad configs fail early."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from secsplit.errors import ConfigError
+from secsplit.evaluation.audit_config import build_audit_config, load_audit_config
+from secsplit.evaluation.cli import main
+from secsplit.evaluation.results import append_row, load_rows
+from secsplit.evaluation.runner import run_audit
+
+TINY = """
+[audit]
+name = "tiny"
+seeds = [0]
+epochs = 1
+batch_size = 64
+probe_samples = 64
+
+[[experiment]]
+dataset = "digits"
+model = "mlp"
+topologies = ["vanilla", "ushape"]
+defenses = ["none", "nopeek:alpha=1"]
+attacks = {attacks}
+"""
+
+ATTACKS = '["none"]'
+
+
+def _comparable(rows):
+    """Rows without timings, which differ between runs."""
+    drop = {"wall_time_s", "train_wall_time_s", "flops", "versions"}
+    return sorted((json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True) for r in rows))
+
+
+@pytest.fixture()
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(attacks=ATTACKS))
+    return path
+
+
+def test_audit_writes_rows_tables_plots_and_html_and_a_rerun_adds_nothing(tmp_path, tiny_config, capsys):
+    out = tmp_path / "out"
+    assert main(["audit", "--config", str(tiny_config), "--out", str(out), "--quiet"]) == 0
+    rows = load_rows(out / "results.jsonl")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert {r["training"]["defense"] for r in rows} == {"none", "nopeek:alpha=1"}
+    for row in rows:
+        assert 0 <= row["utility"] <= 1 and 0 < row["dcor"] <= 1 and row["bytes"]["client"]["bytes_sent"] > 0
+    for name in ("results.md", "results.csv", "results.tex", "report.html", "privacy_utility.png"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "nopeek:alpha=1" in html
+    assert main(["audit", "--config", str(tiny_config), "--out", str(out), "--quiet"]) == 0
+    assert len(load_rows(out / "results.jsonl")) == 4
+    assert "4 training runs (4 already done), 0 new rows" in capsys.readouterr().out
+
+
+def test_report_regenerates_from_results(tmp_path, tiny_config):
+    out = tmp_path / "out"
+    run_audit(load_audit_config(tiny_config), out / "results.jsonl", quiet=True)
+    assert main(["report", str(out / "results.jsonl")]) == 0
+    assert "nopeek:alpha=1" in (out / "results.md").read_text()
+
+
+def test_interrupted_append_leaves_no_half_row_and_resume_completes(tmp_path, tiny_config):
+    config = load_audit_config(tiny_config)
+    reference = tmp_path / "reference.jsonl"
+    run_audit(config, reference, quiet=True)
+    resumed = tmp_path / "resumed.jsonl"
+    first = load_rows(reference)[0]
+    append_row(resumed, first)
+    with open(resumed, "ab") as handle:  # a write cut off mid-row
+        handle.write(b'{"config_hash": "abc", "status": "o')
+    assert len(load_rows(resumed)) == 1
+    counts = run_audit(config, resumed, quiet=True)
+    assert counts["skipped"] == 1 and counts["rows"] == 3
+    assert _comparable(load_rows(resumed)) == _comparable(load_rows(reference))
+
+
+@pytest.mark.slow
+def test_audit_killed_mid_way_then_resumed_gives_the_same_rows(tmp_path, tiny_config):
+    reference = tmp_path / "reference"
+    run_audit(load_audit_config(tiny_config), reference / "results.jsonl", quiet=True)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "secsplit.evaluation", "audit", "--config", str(tiny_config), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (results.exists() and results.read_bytes().count(b"\n") >= 1):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = len(load_rows(results))
+    assert 1 <= finished_before <= 4
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _comparable(load_rows(results)) == _comparable(load_rows(reference / "results.jsonl"))
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ({"experiment": [{"dataset": "imagenet"}]}, "experiment 1.dataset: unknown data set 'imagenet'"),
+        ({"experiment": [{"dataset": "digits", "topologies": ["ring"]}]}, "experiment 1.topologies: unknown topology 'ring'"),
+        ({"experiment": [{"dataset": "digits", "defenses": ["magic"]}]}, "experiment 1.defenses: unknown defense 'magic'"),
+        ({"experiment": [{"dataset": "digits", "attacks": ["mind-reading"]}]}, "experiment 1.attacks: unknown attack 'mind-reading'"),
+        ({"experiment": [{"dataset": "digits", "epochs": 0}]}, "experiment 1.epochs must be a positive integer"),
+        ({"audit": {"seed": 1}, "experiment": [{"dataset": "digits"}]}, r"\[audit\]: unknown key\(s\) seed"),
+        ({"audit": {}}, "needs at least one \\[\\[experiment\\]\\]"),
+    ],
+)
+def test_bad_audit_configs_fail_before_training_naming_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        build_audit_config(raw)
+
+
+def test_bad_toml_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[experiment\n")
+    assert main(["audit", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad TOML" in err[0]
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_failed_run_is_recorded_and_does_not_stop_the_audit(tmp_path, monkeypatch):
+    config = build_audit_config({"audit": {"epochs": 1, "probe_samples": 64},
+                                 "experiment": [{"dataset": "digits", "defenses": ["none", "nopeek:alpha=1"]}]})
+    import secsplit.defenses.nopeek as nopeek
+
+    def broken(self, x, z, *, party, step):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(nopeek.NoPeek, "extra_loss", broken)
+    counts = run_audit(config, tmp_path / "r.jsonl", quiet=True)
+    rows = load_rows(tmp_path / "r.jsonl")
+    assert counts["failed"] == 1 and {r["status"] for r in rows} == {"ok", "failed"}
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert "simulated failure" in failed["error"]
