@@ -145,3 +145,12 @@ def test_failed_run_is_recorded_and_does_not_stop_the_audit(tmp_path, monkeypatc
     assert counts["failed"] == 1 and {r["status"] for r in rows} == {"ok", "failed"}
     failed = next(r for r in rows if r["status"] == "failed")
     assert "simulated failure" in failed["error"]
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_same_rows_as_the_process_pool(tmp_path, tiny_config):
+    pytest.importorskip("ray", reason="optional extra secsplit[ray] not installed")
+    config = load_audit_config(tiny_config)
+    run_audit(config, tmp_path / "pool.jsonl", jobs=2, quiet=True)
+    run_audit(config, tmp_path / "ray.jsonl", jobs=2, executor="ray", quiet=True)
+    assert _comparable(load_rows(tmp_path / "ray.jsonl")) == _comparable(load_rows(tmp_path / "pool.jsonl"))

@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--save", default=None, metavar="DIR",
+                       help="save the trained model as a checkpoint directory (one safetensors file per party; see `secsplit predict`)")
     train.set_defaults(run=run)
 
 
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=args.seed)
     optimizer = OptimizerSpec(args.optimizer, lr=args.lr)
     topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source)
+    if getattr(args, "save", None):
+        _check_save_target(args.save, topology)  # fail before training, not after
     trainer = Trainer(
         topology,
         batch_size=args.batch_size,
@@ -61,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     report = trainer.fit(dataset)
     summary = {**report.summary, "model": model_name, "cuts": topology.cuts, "history": report.history,
                "defenses": [d.report() for d in defenses]}
+    if getattr(args, "save", None):
+        summary["checkpoint"] = str(_save(args, topology, model_name, dataset, summary))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -78,6 +84,8 @@ def _print_summary(s: dict) -> None:
     for defense in s["defenses"]:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in defense["params"].items())
         print(f"  defense {defense['defense']}({params})" + (f"  epsilon {_epsilon(defense['epsilon'])}" if defense["epsilon"] else ""))
+    if s.get("checkpoint"):
+        print(f"  saved checkpoint {s['checkpoint']}")
     if s.get("stopped"):
         print(f"stopped early      {s['stopped']}")
     if s["test_accuracy"] is not None:
@@ -97,3 +105,22 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.2f} MB"
 
 
+def _check_save_target(directory: str, topology) -> None:
+    from pathlib import Path
+
+    from secsplit.checkpoint import CheckpointError, check_savable
+
+    check_savable(topology)
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise CheckpointError(f"cannot save checkpoint: {directory!r} exists and is not a directory")
+
+
+def _save(args: argparse.Namespace, topology, model_name: str, dataset, summary: dict):
+    from secsplit.checkpoint import save_split_model
+
+    return save_split_model(
+        topology, args.save, model_name=model_name, model_options={}, dataset_name=args.dataset,
+        dataset_seed=args.seed, model_seed=args.seed, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        metadata={"test_accuracy": summary["test_accuracy"], "epochs": args.epochs, "defenses": list(args.defenses),
+                  "stopped": summary.get("stopped")},
+    )

@@ -1,0 +1,122 @@
+"""`secsplit predict`: split inference with a saved checkpoint; prints accuracy and traffic."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+from secsplit.evaluation.commands.common import positive_int
+
+
+def add_parser(sub) -> None:
+    predict = sub.add_parser("predict", help="run split inference with a checkpoint saved by `secsplit train --save`")
+    predict.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory (from `secsplit train --save DIR`)")
+    predict.add_argument("--dataset", default=None, help="data set name; default: the one the checkpoint was trained on")
+    predict.add_argument("--split", default="test", choices=["test", "train"], help="which split to predict (default: test)")
+    predict.add_argument("--seed", type=int, default=None, help="data split seed; default: the seed stored in the checkpoint")
+    predict.add_argument("--limit", type=positive_int, default=None, metavar="N", help="predict only the first N samples")
+    predict.add_argument("--batch-size", type=positive_int, default=1024, help="samples per split-inference request batch")
+    predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    predict.add_argument("--output", default=None, metavar="FILE.csv", help="write sample_id,predicted_class rows to this CSV file")
+    predict.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
+    predict.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from secsplit.checkpoint import load_split_model
+    from secsplit.data import load_dataset
+    from secsplit.errors import ConfigError
+    from secsplit.inference import SplitInference
+    from secsplit.training import resolve_device
+
+    device = resolve_device(args.device)
+    topology = load_split_model(args.checkpoint)
+    manifest = topology.checkpoint.manifest
+    saved = manifest.get("dataset") or {}
+    name = args.dataset or saved.get("name")
+    if not name:
+        raise ConfigError("the checkpoint does not record its data set; pass --dataset NAME")
+    seed = args.seed if args.seed is not None else saved.get("seed")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    dataset = load_dataset(name, seed=seed)
+    if tuple(dataset.input_shape) != tuple(manifest["input_shape"]) or dataset.num_classes != manifest["num_classes"]:
+        raise ConfigError(f"data set {name!r} has inputs {tuple(dataset.input_shape)} and {dataset.num_classes} classes, "
+                          f"the checkpoint's model expects {tuple(manifest['input_shape'])} and {manifest['num_classes']}")
+    x, y, ids = (getattr(dataset, f"{p}_{args.split}") for p in ("x", "y", "ids"))
+    if args.limit is not None:
+        x, y, ids = x[:args.limit], y[:args.limit], ids[:args.limit]
+
+    topology.to(device)
+    inference = SplitInference(topology, batch_size=args.batch_size)
+    start = time.perf_counter()
+    predicted = inference.predict_classes(x).cpu()
+    wall = time.perf_counter() - start
+    request = inference.last_request
+    samples = int(len(y))
+    correct = int((predicted == y).sum())
+    if args.output:
+        _write_csv(args.output, ids, predicted)
+
+    summary = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": name,
+        "split": args.split,
+        "seed": seed,
+        "model": manifest["model"]["name"],
+        "topology": manifest["topology"]["name"],
+        "cuts": manifest["topology"]["cuts"],
+        "samples": samples,
+        "correct": correct,
+        "accuracy": correct / samples if samples else None,
+        "client_bytes_sent": request.bytes_sent,
+        "client_bytes_received": request.bytes_received,
+        "traffic": request.as_dict(),
+        "batches": request.batches,
+        "wall_time_s": wall,
+        "device": str(device),
+        "output": args.output,
+    }
+    defenses = (manifest.get("metadata") or {}).get("defenses") or []
+    if defenses:
+        summary["note"] = "trained with defense(s) " + ", ".join(map(str, defenses)) + "; inference runs without them"
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, topology.data_owner)
+    return 0
+
+
+def _write_csv(path: str, ids, predicted) -> None:
+    """Write sample_id,predicted_class rows, atomically (temp file + rename)."""
+    from secsplit.errors import ConfigError
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["sample_id", "predicted_class"])
+            writer.writerows(zip(ids.tolist(), predicted.tolist()))
+        os.replace(tmp, path)
+    except OSError as error:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ConfigError(f"cannot write {path!r}: {error.strerror or error}") from None
+
+
+def _print_summary(s: dict, owner: str) -> None:
+    print(f"{s['topology']} split of {s['model']} at cut(s) {', '.join(s['cuts'])}, checkpoint {s['checkpoint']}")
+    accuracy = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
+    print(f"{s['split']} accuracy      {accuracy}  ({s['correct']}/{s['samples']} on {s['dataset']})")
+    print(f"{owner} -> others   {s['client_bytes_sent'] / 1e6:,.3f} MB (inference)")
+    print(f"others -> {owner}   {s['client_bytes_received'] / 1e6:,.3f} MB (inference)")
+    print(f"wall time          {s['wall_time_s']:.2f} s on {s['device']}")
+    if s["output"]:
+        print(f"predictions        {s['output']}")
+    if s.get("note"):
+        print(f"note: {s['note']}", file=sys.stderr)
