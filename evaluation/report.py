@@ -75,7 +75,8 @@ def _html(rows, records, figures, grids, config_source) -> str:
                     "best value per column highlighted; <em>score</em> is the DCS trade-off score "
                     "1/(1+sqrt(0.5(U-U*)&sup2;+0.5(L-L*)&sup2;)).</p>")
     for attack, recs in sorted(records.items()):
-        sections.append(f"<h3>{html.escape(attack)}</h3>{_html_table(recs)}")
+        title = "No attack: utility and dCor only" if attack == "none" else f"Attack: {attack}"
+        sections.append(f"<h3>{html.escape(title)}</h3>{_html_table(recs)}")
     figure_html = "".join(f"<figure>{_image(path)}<figcaption>{html.escape(title)}</figcaption></figure>"
                           for title, path in figures.items() if path)
     if figure_html:
@@ -97,7 +98,7 @@ def _html(rows, records, figures, grids, config_source) -> str:
     sections.append(f"<h2>Environment</h2><pre>{html.escape(json.dumps(env, indent=2))}</pre>")
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "th{background:#f0f0f0}td:nth-child(-n+5){text-align:left}td.best{font-weight:bold;background:#e6f4e6}"
+             "th{background:#f0f0f0}td:nth-child(-n+5),th:nth-child(-n+5){text-align:left}td.best{font-weight:bold;background:#e6f4e6}"
              "img{max-width:100%}figure{margin:1em 0}figcaption{font-size:12px;color:#555}pre{background:#f7f7f7;padding:1em;overflow:auto}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>secsplit audit report</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")

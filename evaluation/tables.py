@@ -118,7 +118,7 @@ def to_markdown(records_by_attack: dict[str, list[dict]]) -> str:
     for attack, records in sorted(records_by_attack.items()):
         columns = _columns(records)
         best = _best(records)
-        out.append(f"### Attack: {attack}\n")
+        out.append("### No attack: utility and dCor only\n" if attack == "none" else f"### Attack: {attack}\n")
         out.append("| " + " | ".join(columns) + " |")
         out.append("|" + "---|" * len(columns))
         for r in records:

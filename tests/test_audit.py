@@ -154,3 +154,25 @@ def test_ray_executor_gives_the_same_rows_as_the_process_pool(tmp_path, tiny_con
     run_audit(config, tmp_path / "pool.jsonl", jobs=2, quiet=True)
     run_audit(config, tmp_path / "ray.jsonl", jobs=2, executor="ray", quiet=True)
     assert _comparable(load_rows(tmp_path / "ray.jsonl")) == _comparable(load_rows(tmp_path / "pool.jsonl"))
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_headless_chromium(tmp_path, tiny_config):
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (.ci/run installs it from Debian's packages)")
+    out = tmp_path / "out"
+    assert main(["audit", "--config", str(tiny_config), "--out", str(out), "--quiet"]) == 0
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600", f"--screenshot={shot}",
+                    (out / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    assert image.size == (1200, 1600)
+    histogram = image.histogram()
+    assert sum(histogram[:128]) > 0.01 * sum(histogram)  # text, tables and plots drew dark pixels on the page
