@@ -93,6 +93,8 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None) -> list[dict]:
         topology_name = topology_name or t.topology
         cuts = list(t.cuts) if t.cuts and topology_name == t.topology else None
         kwargs = {} if topology_name in ("ushape", "multihop-ushape") else {"label_source": t.label_source}
+        if topology_name.startswith("vertical"):
+            kwargs.update(model_name=t.model, seed=t.seed)
         topology = build_topology(topology_name, model, cuts=cuts, optimizer=OptimizerSpec("adam", lr=t.lr), **kwargs)
         attacks = {}
         for attack_spec in spec.attacks:

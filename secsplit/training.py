@@ -121,6 +121,7 @@ class Trainer:
         else:
             final = {f"test_{k}": v for k, v in self.evaluate(dataset.x_test, dataset.y_test).items()}
         traffic = self.topology.channel.traffic
+        clients = getattr(self.topology, "data_owners", [self.topology.data_owner])
         report.summary = {
             **self.topology.describe(),
             "dataset": dataset.name,
@@ -134,9 +135,10 @@ class Trainer:
             "stopped": stopped,
             "traffic": traffic.summary(),
             "flops": self.topology.flops.summary(),
-            "client_train_flops": self.topology.flops.totals["train"][self.topology.data_owner],
-            "client_bytes_sent": traffic.total(src=self.topology.data_owner, phase="train"),
-            "client_bytes_received": traffic.total(dst=self.topology.data_owner, phase="train"),
+            "client_train_flops": sum(self.topology.flops.totals["train"][c] for c in clients),
+            # all data owners together (vertical splits have several)
+            "client_bytes_sent": sum(traffic.total(src=c, phase="train") for c in clients),
+            "client_bytes_received": sum(traffic.total(dst=c, phase="train") for c in clients),
         }
         return report
 

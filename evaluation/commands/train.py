@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
     model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=args.seed)
     optimizer = OptimizerSpec(args.optimizer, lr=args.lr)
-    topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source)
+    extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
+    topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source, **extra)
     if getattr(args, "save", None):
         _check_save_target(args.save, topology)  # fail before training, not after
     trainer = Trainer(

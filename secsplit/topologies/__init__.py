@@ -3,5 +3,9 @@
 from secsplit.topologies.base import StepResult, Topology
 from secsplit.topologies.chain import ChainTopology
 from secsplit.topologies.presets import TOPOLOGIES, build_topology, list_topologies
+from secsplit.topologies.vertical import VerticalTopology, align_ids, assemble_vertical
 
-__all__ = ["ChainTopology", "StepResult", "TOPOLOGIES", "Topology", "build_topology", "list_topologies"]
+__all__ = [
+    "ChainTopology", "StepResult", "TOPOLOGIES", "Topology", "VerticalTopology", "align_ids", "assemble_vertical",
+    "build_topology", "list_topologies",
+]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from secsplit.errors import ConfigError
 from secsplit.registry import Registry
+from secsplit.topologies.base import Topology
 from secsplit.topologies.chain import ChainTopology
 
 TOPOLOGIES: Registry = Registry("topology")
@@ -62,7 +63,7 @@ def multihop_ushape(model, *, cuts=None, hops: int = 1, **kwargs) -> ChainTopolo
     return ChainTopology(model, cuts=cuts, owners=owners, name="multihop-ushape", **kwargs)
 
 
-def build_topology(name: str, model, **kwargs) -> ChainTopology:
+def build_topology(name: str, model, **kwargs) -> Topology:
     """Build the topology registered as ``name`` over ``model`` (see each builder for options)."""
     return TOPOLOGIES.create(name, model=model, **kwargs)
 
@@ -70,3 +71,64 @@ def build_topology(name: str, model, **kwargs) -> ChainTopology:
 def list_topologies() -> list[tuple[str, str]]:
     """(name, one-line description) of every registered topology."""
     return [(n, (TOPOLOGIES.lookup(n).__doc__ or "").strip().splitlines()[0]) for n in TOPOLOGIES.names()]
+
+
+# -- vertical (feature-partitioned) configurations -------------------------------------------------
+def _vertical_views(input_shape, k: int | None, views, layout: str):
+    from secsplit.data.partition import vertical_columns, vertical_image_regions
+
+    if views is not None:
+        views = list(views)
+        if k is not None and k != len(views):
+            raise ConfigError(f"k={k} but {len(views)} views were given")
+        return views
+    if len(input_shape) == 3:
+        k = (4 if layout == "grid" else 2) if k is None else k
+        return vertical_image_regions(input_shape, k, layout=layout)
+    if layout != "strips":
+        raise ConfigError(f"layout {layout!r} applies to image inputs; tabular inputs are split by columns")
+    if len(input_shape) != 1:
+        raise ConfigError(f"vertical needs (D,) tabular or (C, H, W) image inputs, got {tuple(input_shape)}")
+    return vertical_columns(input_shape[0], 2 if k is None else k)
+
+
+def _vertical(model, name: str, ushape: bool, *, model_name, k, merge, views, layout, cuts, seed, model_options,
+              **kwargs):
+    from secsplit.topologies.vertical import VerticalTopology
+
+    if model_name is None:
+        raise ConfigError(f"topology {name!r} builds one model per client for that client's own features, so it "
+                          f"needs model_name= (the registered model name, e.g. 'lenet' or 'mlp'); the given "
+                          f"model only supplies input_shape and num_classes")
+    views = _vertical_views(tuple(model.input_shape), k, views, layout)
+    return VerticalTopology(model_name, input_shape=model.input_shape, num_classes=model.num_classes, views=views,
+                            cuts=cuts, merge=merge, ushape=ushape, seed=seed, model_options=model_options, name=name,
+                            **kwargs)
+
+
+@TOPOLOGIES.register("vertical")
+def vertical(model, *, model_name: str | None = None, k: int | None = None, merge: str = "concat", views=None,
+             layout: str = "strips", cuts=None, seed: int = 0, model_options: dict | None = None, **kwargs):
+    """k clients hold different features of each sample (vertical / multi-modal); the server merges and labels.
+
+    ``model`` supplies ``input_shape`` and ``num_classes``; each client gets its own
+    ``model_name`` model (required) for its view, seeded ``seed + i``. ``views`` default: for
+    images ``k`` (default 2) vertical strips, or with ``layout="grid"`` 4 quadrants; for tables
+    ``k`` (default 2) contiguous column groups. ``merge``: "concat" (aggregation layer), "sum" or
+    "mean". ``cuts=[cut]`` (default: the per-client model's ``suggested_cuts(1)``). Other
+    keywords (channel, optimizer, label_source) go to :class:`VerticalTopology`.
+    """
+    return _vertical(model, "vertical", False, model_name=model_name, k=k, merge=merge, views=views, layout=layout,
+                     cuts=cuts, seed=seed, model_options=model_options, **kwargs)
+
+
+@TOPOLOGIES.register("vertical-ushape")
+def vertical_ushape(model, *, model_name: str | None = None, k: int | None = None, merge: str = "concat",
+                    views=None, layout: str = "strips", cuts=None, seed: int = 0, model_options: dict | None = None,
+                    **kwargs):
+    """Vertical clients -> server -> client0: client0 keeps the last layer(s), labels and loss.
+
+    Options as for ``vertical``; ``cuts=[cut, tail_cut]`` (default: ``suggested_cuts(2)``).
+    """
+    return _vertical(model, "vertical-ushape", True, model_name=model_name, k=k, merge=merge, views=views,
+                     layout=layout, cuts=cuts, seed=seed, model_options=model_options, **kwargs)
