@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   -> creates .venv, installs torch==2.13.0 first, then secsplit, and runs the main job
+#   make audit  -> creates .venv, installs torch==2.13.0 first, then secsplit, and runs the main job:
+#                  the quick leakage audit on embedded data, report in audit-results/report.html
 #   make test   -> same set-up, then the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.secsplit-installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup audit demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -17,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
+
+audit: setup
+	$(VENV)/bin/secsplit audit --preset quick --out audit-results
 
 demo: setup
 	$(VENV)/bin/secsplit train --dataset mnist --model lenet --topology ushape --epochs 5
@@ -31,4 +35,4 @@ bench: setup
 	$(PY) benchmarks/bench_split_overhead.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info audit-results
