@@ -21,8 +21,9 @@ from secsplit.training import Trainer
 
 ROWS = [
     "none",
-    "noise:mech=laplace,clip=10,scale=2", "noise:mech=laplace,clip=10,scale=10",
-    "noise:mech=gaussian,clip=10,epsilon=8", "noise:mech=gaussian,clip=10,epsilon=1",
+    # clip near the released activations' median norm after training (pool2: L1 ~400, L2 ~32)
+    "noise:mech=laplace,clip=400,scale=1", "noise:mech=laplace,clip=400,scale=4",
+    "noise:mech=gaussian,clip=32,scale=0.5", "noise:mech=gaussian,clip=32,scale=2",
     "nopeek:alpha=0.1", "nopeek:alpha=0.5", "nopeek:alpha=1", "nopeek:alpha=3",
     "dpsgd:noise_multiplier=0.5", "dpsgd:noise_multiplier=1.5",
     "gradient-noise:scale=0.5", "gradient-noise:scale=2",

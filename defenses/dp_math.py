@@ -76,6 +76,8 @@ def compose_pure(epsilon: float, releases: int, *, delta_slack: float | None = N
     if delta_slack is None:
         return basic
     _delta(delta_slack)
+    if epsilon > 1:  # the advanced bound only helps for small epsilon (and e^epsilon overflows for large)
+        return basic
     advanced = math.sqrt(2 * releases * math.log(1 / delta_slack)) * epsilon + releases * epsilon * math.expm1(epsilon)
     return (advanced, delta_slack) if advanced < basic[0] else basic
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from secsplit.errors import UnknownNameError
 
-CORE_DEFENSES = ["none", "noise:mech=laplace,clip=10,scale=1", "noise:mech=laplace,clip=10,scale=5",
+# Gaussian noise clipped near the activations' typical L2 norm (~25-30 for LeNet's shallow cuts)
+CORE_DEFENSES = ["none", "noise:mech=gaussian,clip=30,scale=0.5", "noise:mech=gaussian,clip=30,scale=2",
                  "nopeek:alpha=0.5", "nopeek:alpha=2"]
 LABEL_DEFENSES = ["none", "max-norm", "marvell:scale=1", "gradient-noise:scale=1"]
 

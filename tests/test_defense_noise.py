@@ -106,6 +106,7 @@ def test_composition_over_epochs():
     assert report["releases"] == 100
     assert report["composed"] == pytest.approx(min(advanced, 100 * eps))
     assert dp_math.compose_pure(0.5, 3) == (1.5, 0.0)
+    assert dp_math.compose_pure(800.0, 5, delta_slack=1e-5) == (4000.0, 0.0)  # large epsilon: basic, no overflow
 
 
 @pytest.mark.parametrize(
