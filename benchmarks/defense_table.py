@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--cut", default="pool2")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default=None, help="comma-separated defense names to run (default: all rows)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("mnist", seed=0)
@@ -54,8 +55,11 @@ def main() -> None:
     print(f"MNIST, LeNet, cut after {args.cut}, {args.epochs} epochs, batch 64, Adam 1e-3, seed 0; dCor on 512 test images\n")
     print("| defense | test accuracy | dCor (biased) | dCor^2 (bias-corrected) | epsilon |")
     print("|---|---|---|---|---|")
+    wanted = set(args.only.split(",")) if args.only else None
     for spec in ROWS:
         name = spec.split(":")[0]
+        if wanted and name not in wanted:
+            continue
         if name != "none" and name not in DEFENSES:
             print(f"| `{spec}` | (not registered) | | | |")
             continue
@@ -71,7 +75,9 @@ def main() -> None:
         unbiased = float(distance_correlation(x_probe, z, estimator="unbiased"))
         eps = defense[0].epsilon() if defense else None
         eps_text = ""
-        if eps and "composed" in eps:
+        if eps and "per_label" in eps:
+            eps_text = f"{eps['per_label']:.3g}/label use, {eps['composed']:.3g} over {eps['uses']} epochs (label DP)"
+        elif eps and "composed" in eps:
             eps_text = f"{eps['per_release']:.3g}/release, {eps['composed']:.3g} over {eps['releases']} epochs"
         elif eps and "prv" in eps:
             eps_text = f"{eps['prv']:.3g} (PRV), {eps['rdp']:.3g} (RDP), delta {eps['delta']:.0e}"
