@@ -9,5 +9,8 @@ from secsplit.attacks.base import (
     create_attack,
     list_attacks,
 )
+from secsplit.attacks.label_clustering import GradientClustering
+from secsplit.attacks.label_completion import ModelCompletion
+from secsplit.attacks.label_gradient import CosineAttack, NormAttack
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "NotApplicable", "ThreatModel", "create_attack", "list_attacks"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "CosineAttack", "GradientClustering", "ModelCompletion", "NormAttack", "NotApplicable", "ThreatModel", "create_attack", "list_attacks"]
