@@ -89,6 +89,8 @@ class Attack(Callback):
 
     name: ClassVar[str] = "attack"
     threat_model: ClassVar[ThreatModel]
+    #: whether the attack must watch training traffic; False lets audits reuse a cached trained model
+    observes_training: ClassVar[bool] = True
 
     def check_applicable(self, topology, dataset) -> None:
         """Raise :class:`NotApplicable` with a reason when the configuration makes the attack moot."""

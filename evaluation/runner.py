@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from secsplit.evaluation.audit_config import AuditConfig, RunSpec
+from secsplit.evaluation.model_cache import ModelCache
 from secsplit.evaluation.results import append_row, finished_keys
 
 
@@ -63,10 +64,12 @@ def score_result(result) -> dict:
     return scores
 
 
-def execute_run(spec: RunSpec, artifacts_dir: str | None = None) -> list[dict]:
+def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
     """Train one configuration with its attacks attached; return one row per attack.
 
     Reconstruction attacks' image grids are saved under ``artifacts_dir`` (named by config hash).
+    With ``cache_dir``, trained weights are cached per training configuration, and a run whose
+    attacks do not observe training (``observes_training = False``) loads them instead of training.
     """
     import torch
 
@@ -110,8 +113,17 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None) -> list[dict]:
             attacks[attack_spec] = attack
         trainer = Trainer(topology, epochs=t.epochs, batch_size=t.batch_size, seed=t.seed,
                           callbacks=[*defenses, *attacks.values()], progress=False)
-        report = trainer.fit(dataset)
-        summary = report.summary
+        cache = ModelCache(cache_dir) if cache_dir else None
+        post_hoc = all(not getattr(a, "observes_training", True) for a in attacks.values())
+        cached = cache.load(t.key(), topology) if cache and post_hoc else None
+        if cached is None:
+            summary = trainer.fit(dataset).summary
+            defense_info = {"epsilon": defenses[0].epsilon() if defenses else None,
+                            "report": defenses[0].report() if defenses else None}
+            if cache:
+                cache.save(t.key(), topology, {"summary": summary, "defense": defense_info})
+        else:
+            summary, defense_info = cached["summary"], cached["defense"]
         probe_x = dataset.x_test[: spec.probe_samples]
         with torch.no_grad():
             released = _released_probe(topology, probe_x)
@@ -123,8 +135,8 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None) -> list[dict]:
         common = {
             "topology": topology_name, "cuts": topology.cuts, "utility": summary["test_accuracy"],
             "utility_metric": "test_accuracy", "stopped": summary.get("stopped"),
-            "epsilon": defenses[0].epsilon() if defenses else None,
-            "defense_report": defenses[0].report() if defenses else None,
+            "epsilon": defense_info["epsilon"], "defense_report": defense_info["report"],
+            "trained": "cache" if cached is not None else "fresh",
             "client_flops_train": summary["client_train_flops"], "flops": summary["flops"],
             "bytes": summary["traffic"]["per_party"], "train_wall_time_s": summary["wall_time_s"], **leakage,
         }
@@ -167,6 +179,7 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
     artifacts_dir = str(artifacts_dir) if artifacts_dir else None
     if artifacts_dir:
         Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
+    cache_dir = str(Path(results_path).parent / "cache")
     done = finished_keys(results_path)
     todo = [spec for spec in config.runs if not set(spec.row_keys().values()) <= done]
     counts = {"runs": len(config.runs), "skipped": len(config.runs) - len(todo), "rows": 0, "failed": 0}
@@ -187,21 +200,21 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
                             f"{last['training']['defense']}: {','.join(sorted({r['status'] for r in rows}))}")
 
     if executor == "ray":
-        _run_with_ray(todo, jobs, record, artifacts_dir)
+        _run_with_ray(todo, jobs, record, artifacts_dir, cache_dir)
     elif jobs <= 1:
         _worker_init()
         for spec in todo:
-            record(execute_run(spec, artifacts_dir))
+            record(execute_run(spec, artifacts_dir, cache_dir))
     else:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
-            futures = [pool.submit(execute_run, spec, artifacts_dir) for spec in todo]
+            futures = [pool.submit(execute_run, spec, artifacts_dir, cache_dir) for spec in todo]
             for future in as_completed(futures):
                 record(future.result())
     bar.close()
     return counts
 
 
-def _run_with_ray(todo: list[RunSpec], jobs: int, record, artifacts_dir) -> None:
+def _run_with_ray(todo: list[RunSpec], jobs: int, record, artifacts_dir, cache_dir) -> None:
     try:
         import ray
     except ImportError:
@@ -212,7 +225,7 @@ def _run_with_ray(todo: list[RunSpec], jobs: int, record, artifacts_dir) -> None
     if started:
         ray.init(num_cpus=max(jobs, 1), include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1)(lambda spec: (_worker_init(), execute_run(spec, artifacts_dir))[1])
+        remote = ray.remote(num_cpus=1)(lambda spec: (_worker_init(), execute_run(spec, artifacts_dir, cache_dir))[1])
         pending = [remote.remote(spec) for spec in todo]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

@@ -36,7 +36,7 @@ ATTACKS = '["none"]'
 
 def _comparable(rows):
     """Rows without timings, which differ between runs."""
-    drop = {"wall_time_s", "train_wall_time_s", "flops", "versions"}
+    drop = {"wall_time_s", "train_wall_time_s", "flops", "versions", "trained"}
     return sorted((json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True) for r in rows))
 
 
@@ -176,3 +176,14 @@ def test_html_report_renders_in_headless_chromium(tmp_path, tiny_config):
     assert image.size == (1200, 1600)
     histogram = image.histogram()
     assert sum(histogram[:128]) > 0.01 * sum(histogram)  # text, tables and plots drew dark pixels on the page
+
+
+def test_runs_without_training_observers_reuse_the_cached_model(tmp_path, tiny_config):
+    config = load_audit_config(tiny_config)
+    run_audit(config, tmp_path / "a" / "results.jsonl", quiet=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "cache").symlink_to(tmp_path / "a" / "cache")
+    run_audit(config, tmp_path / "b" / "results.jsonl", quiet=True)
+    fresh, cached = load_rows(tmp_path / "a" / "results.jsonl"), load_rows(tmp_path / "b" / "results.jsonl")
+    assert {r["trained"] for r in fresh} == {"fresh"} and {r["trained"] for r in cached} == {"cache"}
+    assert _comparable(fresh) == _comparable(cached)  # same weights -> same utility, dCor, bytes
