@@ -107,6 +107,10 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
             attack = create_attack(name, **params)
             try:
                 attack.check_applicable(topology, dataset)
+                if getattr(attack, "targets", False) is None:
+                    # reconstruction attacks: the client runs split inference on held-out test images
+                    # (the last ones, disjoint from the dCor probe at the start); they are also the truth
+                    attack.targets = dataset.x_test[-getattr(attack, "max_targets", 16):]
             except NotApplicable as reason:
                 rows[attack_spec] = {"status": "not_applicable", "reason": str(reason)}
                 continue
