@@ -24,14 +24,14 @@ batch_size = 64
 probe_samples = 64
 
 [[experiment]]
-dataset = "digits"
+dataset = "breast-cancer-imbalanced"
 model = "mlp"
 topologies = ["vanilla", "ushape"]
+label_source = "label_owner"
+batch_size = 32
 defenses = ["none", "nopeek:alpha=1"]
-attacks = {attacks}
+attacks = ["norm-attack", "cosine-attack"]
 """
-
-ATTACKS = '["none"]'
 
 
 def _comparable(rows):
@@ -43,7 +43,7 @@ def _comparable(rows):
 @pytest.fixture()
 def tiny_config(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(attacks=ATTACKS))
+    path.write_text(TINY)
     return path
 
 
@@ -51,16 +51,20 @@ def test_audit_writes_rows_tables_plots_and_html_and_a_rerun_adds_nothing(tmp_pa
     out = tmp_path / "out"
     assert main(["audit", "--config", str(tiny_config), "--out", str(out), "--quiet"]) == 0
     rows = load_rows(out / "results.jsonl")
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 8  # 2 topologies x 2 defenses x 2 attacks
     assert {r["training"]["defense"] for r in rows} == {"none", "nopeek:alpha=1"}
     for row in rows:
         assert 0 <= row["utility"] <= 1 and 0 < row["dcor"] <= 1 and row["bytes"]["client"]["bytes_sent"] > 0
+        if row["topology"] == "ushape":  # the client holds the labels: nothing to infer
+            assert row["status"] == "not_applicable" and "labels never leave" in row["reason"]
+        else:
+            assert row["status"] == "ok" and 0.5 <= row["leakage"]["leak_auc"] <= 1
     for name in ("results.md", "results.csv", "results.tex", "report.html", "privacy_utility.png"):
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "nopeek:alpha=1" in html
     assert main(["audit", "--config", str(tiny_config), "--out", str(out), "--quiet"]) == 0
-    assert len(load_rows(out / "results.jsonl")) == 4
+    assert len(load_rows(out / "results.jsonl")) == 8
     assert "4 training runs (4 already done), 0 new rows" in capsys.readouterr().out
 
 
@@ -68,7 +72,8 @@ def test_report_regenerates_from_results(tmp_path, tiny_config):
     out = tmp_path / "out"
     run_audit(load_audit_config(tiny_config), out / "results.jsonl", quiet=True)
     assert main(["report", str(out / "results.jsonl")]) == 0
-    assert "nopeek:alpha=1" in (out / "results.md").read_text()
+    text = (out / "results.md").read_text()
+    assert "nopeek:alpha=1" in text and "### Attack: norm-attack" in text and "not_applicable" in text
 
 
 def test_interrupted_append_leaves_no_half_row_and_resume_completes(tmp_path, tiny_config):
@@ -82,7 +87,7 @@ def test_interrupted_append_leaves_no_half_row_and_resume_completes(tmp_path, ti
         handle.write(b'{"config_hash": "abc", "status": "o')
     assert len(load_rows(resumed)) == 1
     counts = run_audit(config, resumed, quiet=True)
-    assert counts["skipped"] == 1 and counts["rows"] == 3
+    assert counts["skipped"] == 0 and counts["rows"] == 7  # the first run's second row was never written
     assert _comparable(load_rows(resumed)) == _comparable(load_rows(reference))
 
 
@@ -100,7 +105,7 @@ def test_audit_killed_mid_way_then_resumed_gives_the_same_rows(tmp_path, tiny_co
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     finished_before = len(load_rows(results))
-    assert 1 <= finished_before <= 4
+    assert 1 <= finished_before <= 8
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _comparable(load_rows(results)) == _comparable(load_rows(reference / "results.jsonl"))
 
@@ -184,6 +189,9 @@ def test_runs_without_training_observers_reuse_the_cached_model(tmp_path, tiny_c
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "cache").symlink_to(tmp_path / "a" / "cache")
     run_audit(config, tmp_path / "b" / "results.jsonl", quiet=True)
-    fresh, cached = load_rows(tmp_path / "a" / "results.jsonl"), load_rows(tmp_path / "b" / "results.jsonl")
-    assert {r["trained"] for r in fresh} == {"fresh"} and {r["trained"] for r in cached} == {"cache"}
-    assert _comparable(fresh) == _comparable(cached)  # same weights -> same utility, dCor, bytes
+    fresh, second = load_rows(tmp_path / "a" / "results.jsonl"), load_rows(tmp_path / "b" / "results.jsonl")
+    assert {r["trained"] for r in fresh} == {"fresh"}
+    # label attacks watch training, so vanilla runs train again; in U-shape they do not apply, so
+    # nothing watches training and the cached weights are loaded instead
+    assert {(r["topology"], r["trained"]) for r in second} == {("vanilla", "fresh"), ("ushape", "cache")}
+    assert _comparable(fresh) == _comparable(second)  # same weights -> same utility, dCor, bytes
