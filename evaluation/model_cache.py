@@ -8,11 +8,11 @@ the training configuration's hash, so a defense that changes training changes th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from secsplit.atomic import atomic_write
 
 
 class ModelCache:
@@ -28,12 +28,8 @@ class ModelCache:
         tensors = {f"{party}/{name}": value.detach().cpu().contiguous()
                    for party, p in topology.parties.items() for name, value in p.segments.state_dict().items()}
         weights, meta = self._paths(key)
-        for path, write in ((weights, lambda tmp: save_file(tensors, tmp)),
-                            (meta, lambda tmp: Path(tmp).write_text(json.dumps(info, default=str)))):
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            os.close(fd)
-            write(tmp)
-            os.replace(tmp, path)
+        atomic_write(weights, save(tensors))
+        atomic_write(meta, json.dumps(info, default=str).encode())
 
     def load(self, key: str, topology) -> dict | None:
         """Load cached weights into ``topology`` and return the stored info, or None if not cached."""

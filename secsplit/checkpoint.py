@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
 import secsplit
+from secsplit.atomic import atomic_write
 from secsplit.errors import ConfigError, SecsplitError
 
 #: Bump when the layout changes; loaders refuse versions they do not know.
@@ -178,19 +178,9 @@ def _party_segments(topology, party: str) -> dict[str, torch.nn.Module]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data)
     except OSError as error:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise CheckpointError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
 
 

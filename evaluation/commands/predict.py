@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import sys
 import time
 
@@ -92,20 +92,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_csv(path: str, ids, predicted) -> None:
     """Write sample_id,predicted_class rows, atomically (temp file + rename)."""
+    from secsplit.atomic import atomic_write
     from secsplit.errors import ConfigError
 
-    tmp = f"{path}.tmp{os.getpid()}"
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["sample_id", "predicted_class"])
+    writer.writerows(zip(ids.tolist(), predicted.tolist()))
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["sample_id", "predicted_class"])
-            writer.writerows(zip(ids.tolist(), predicted.tolist()))
-        os.replace(tmp, path)
+        atomic_write(path, buffer.getvalue().encode("utf-8"))
     except OSError as error:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise ConfigError(f"cannot write {path!r}: {error.strerror or error}") from None
 
 
