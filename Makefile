@@ -26,6 +26,7 @@ demo: setup
 	$(VENV)/bin/secsplit train --dataset mnist --model lenet --topology ushape --epochs 5
 
 test: setup
+	$(VENV)/bin/ruff check --quiet --select F,E9 secsplit attacks defenses evaluation tests benchmarks
 	$(PY) -m pytest
 
 test-fast: setup
