@@ -94,7 +94,7 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
     """Validate a parsed audit description and expand its grid."""
     from secsplit.attacks import ATTACKS
     from secsplit.data import DATASETS
-    from secsplit.defenses import DEFENSES, defense_from_spec
+    from secsplit.defenses import defense_from_spec
     from secsplit.models import MODELS
     from secsplit.topologies import TOPOLOGIES
 
