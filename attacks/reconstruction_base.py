@@ -1,0 +1,185 @@
+"""What every input-reconstruction attack shares: observing the client's cut activations from the
+server's seat, choosing the target batch, the total-variation prior and small helpers.
+
+Observation. The attack registers a tap for the attacking party (the server) in ``on_setup`` and
+keeps the activations the client sends it (kind "activation", from the data owner). It applies only
+where the server receives the client's release directly: vanilla and U-shape chains. In multi-hop
+chains the first hop, not the server, receives it (:class:`NotApplicable`).
+
+Target batch. An attack is scored on one batch of client inputs whose activations the server saw:
+
+- ``targets=`` given: when :meth:`ReconstructionAttack.result` runs, the client runs split inference
+  (``topology.predict``) on ``targets`` as a deployed client would on new data; the server's tap
+  records the activations it receives (phase "eval"), exactly what it would see in deployment.
+- ``targets=None``: the target is the last batch of activations the server saw in phase
+  ``phase`` (default "eval", e.g. the end-of-training evaluation), cut to ``max_targets`` rows.
+  The originals are then unknown to the attack and ``AttackResult.originals`` is None.
+
+Ground truth. ``targets`` doubles as the ground truth returned in ``AttackResult.originals``; it is
+used *only* to drive the client's inference and for scoring. No attack reads it for its guesses
+(the optimizations see the observed activations only; see each attack's threat model).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from secsplit.attacks.base import Attack, AttackResult, NotApplicable
+from secsplit.errors import ConfigError
+
+TABULAR_REASON = "SSIM does not apply to tabular data: input reconstruction is scored on images"
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation per sample (mean absolute difference of neighbouring pixels), shape (N,)."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    return dh + dw
+
+
+def relative_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared error normalized by the target's mean square, shape (N,): scale-free across cuts."""
+    err = (pred - target).flatten(1).pow(2).mean(1)
+    return err / target.flatten(1).pow(2).mean(1).clamp_min(1e-8)
+
+
+def reset_parameters(module: nn.Module, seed: int) -> nn.Module:
+    """Re-draw every parameter of ``module`` with its layers' own initializers, seeded; returns it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            if layer is not module and hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+    return module
+
+
+def frozen_copy(segment: nn.Module) -> nn.Module:
+    """An eval-mode, gradient-free deep copy of ``segment`` (the attack never changes the client's own)."""
+    clone = copy.deepcopy(segment).eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+class ReconstructionAttack(Attack):
+    """Base of server-side input-reconstruction attacks (see the module docstring).
+
+    Args:
+        targets: held-out client inputs (N, C, H, W) the client runs split inference on; also the
+            ground truth for scoring (never used for the guesses).
+        max_targets: rows of an observed batch to attack when ``targets`` is None.
+        phase: phase of the observed batch when ``targets`` is None ("eval" or "train").
+        seed: seeds the attack's own randomness.
+    """
+
+    attacker = "server"
+
+    @property
+    def observes_training(self) -> bool:
+        """Only when attacking a training batch; held-out targets need just the trained model."""
+        return self.targets is None and self.phase == "train"
+
+    def __init__(self, *, targets: torch.Tensor | None = None, max_targets: int = 32, phase: str = "eval",
+                 seed: int = 0) -> None:
+        if phase not in ("eval", "train"):
+            raise ConfigError(f"phase must be 'eval' or 'train', got {phase!r}")
+        if targets is not None and targets.dim() != 4:
+            raise ConfigError(f"{self.name} needs image targets (N, C, H, W), got shape {tuple(targets.shape)}")
+        if max_targets < 1:
+            raise ConfigError(f"max_targets must be >= 1, got {max_targets}")
+        self.targets = targets
+        self.max_targets = max_targets
+        self.phase = phase
+        self.seed = seed
+        self.topology = None
+        self._last: torch.Tensor | None = None
+        self._observed_targets: torch.Tensor | None = None
+        self._remove_tap = None
+
+    # -- applicability ---------------------------------------------------------------------------
+    def check_applicable(self, topology, dataset) -> None:
+        if getattr(dataset, "kind", "image") == "tabular" or len(getattr(dataset, "input_shape", (1, 1, 1))) != 3:
+            raise NotApplicable(TABULAR_REASON)
+        self._check_topology(topology)
+
+    def _check_topology(self, topology) -> None:
+        owners = getattr(topology, "owners", None)
+        if owners is None or not hasattr(topology, "segments"):
+            raise NotApplicable(f"{self.name} needs a chain topology whose first segment is the client's")
+        if owners[1] != self.attacker:
+            raise NotApplicable(f"the {self.attacker} does not receive the client's activations in "
+                                f"{getattr(topology, 'name', 'this topology')} (the client sends them to {owners[1]!r})")
+
+    # -- observation -----------------------------------------------------------------------------
+    def on_setup(self, trainer) -> None:
+        self.attach(trainer.topology)
+
+    def attach(self, topology) -> None:
+        """Tap the server's messages of ``topology`` (``on_setup`` does this; call it directly without a Trainer)."""
+        self._check_topology(topology)
+        if self._remove_tap is not None:
+            self._remove_tap()
+        self.topology = topology
+        self._remove_tap = topology.channel.add_tap(self.attacker, self._observe)
+
+    def _observe(self, message) -> None:
+        if (message.kind == "activation" and message.src == self.topology.data_owner
+                and message.dst == self.attacker and message.phase == self.phase):
+            self._last = message.tensor.detach().clone()
+
+    def observed(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the target activations as the server saw them, the ground-truth inputs or None)."""
+        if self.topology is None:
+            raise ConfigError(f"{self.name} observes nothing until attached: pass it to a Trainer or call attach(topology)")
+        if self.targets is not None:
+            if self._observed_targets is None:
+                self._observed_targets = self._client_inference(self.targets)
+            return self._observed_targets, self.targets.detach().cpu()
+        if self._last is None:
+            raise ConfigError(f"{self.name} has not observed any {self.phase}-phase activation from the client; "
+                              "pass targets= to have the client run inference on a held-out batch")
+        return self._last[: self.max_targets], None
+
+    def _client_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The client runs split inference on ``x``; returns what the server's tap received."""
+        modes = [s.training for s in self.topology.segments]
+        previous_phase, self.phase = self.phase, "eval"
+        self._last = None
+        try:
+            self.topology.eval()
+            device = next(self.topology.segments[0].parameters()).device
+            self.topology.predict(x.to(device))
+        finally:
+            self.phase = previous_phase
+            for segment, mode in zip(self.topology.segments, modes):
+                segment.train(mode)
+        if self._last is None:
+            raise ConfigError(f"the {self.attacker}'s tap saw no activation while the client ran inference")
+        return self._last
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        if self.targets is not None:
+            return tuple(self.targets.shape[1:])
+        shape = getattr(self.topology.model, "input_shape", None)
+        if shape is None:
+            raise ConfigError(f"{self.name} cannot tell the input shape; pass targets=")
+        return tuple(shape)
+
+    # -- result ----------------------------------------------------------------------------------
+    def result(self) -> AttackResult:
+        z, originals = self.observed()
+        start = time.perf_counter()
+        reconstructions, info = self.reconstruct(z)
+        info = {"seconds": time.perf_counter() - start, "num_targets": int(z.shape[0]),
+                "activation_shape": list(z.shape[1:]), **self.params(), **info}
+        return AttackResult(attack=self.name, threat_model=self.threat_model.describe(),
+                            reconstructions=reconstructions.detach().clamp(0, 1).cpu(), originals=originals, info=info)
+
+    def reconstruct(self, z: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Guess the inputs behind activations ``z``; returns (images in [0, 1], info)."""
+        raise NotImplementedError
