@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 audit: setup
-	$(VENV)/bin/secsplit audit --preset quick --out audit-results
+	$(VENV)/bin/secsplit audit --preset quick --out audit-results --jobs 2
 
 demo: setup
 	$(VENV)/bin/secsplit train --dataset mnist --model lenet --topology ushape --epochs 5

@@ -59,15 +59,16 @@ def table_records(rows: list[dict]) -> dict[str, list[dict]]:
     records: dict[str, list[dict]] = defaultdict(list)
     for (attack, dataset, topology, cuts, defense), group in grouped.items():
         ok = [r for r in group if r["status"] == "ok"]
+        trained = [r for r in group if r["status"] in ("ok", "not_applicable")]  # both trained the model
         record = {"dataset": dataset, "topology": topology, "cuts": cuts, "defense": defense,
                   "status": group[-1]["status"] if not ok else "ok", "seeds": len(ok)}
+        mean = lambda values: sum(values) / len(values) if values else None
+        for name in ("utility", "dcor", "dcor_unbiased"):
+            record[name] = mean([r[name] for r in trained if isinstance(r.get(name), (int, float))])
         if not ok:
             record["note"] = group[-1].get("reason") or group[-1].get("error", "")
             records[attack].append(record)
             continue
-        mean = lambda values: sum(values) / len(values) if values else None
-        for name in ("utility", "dcor", "dcor_unbiased"):
-            record[name] = mean([r[name] for r in ok if isinstance(r.get(name), (int, float))])
         for name in ("ssim", "psnr", "mse", "leak_auc", "chance_auc", "label_accuracy"):
             record[name] = mean([r["leakage"][name] for r in ok if isinstance(r.get("leakage", {}).get(name), (int, float))])
         record["epsilon"] = mean([e for r in ok if (e := _epsilon(r)) is not None])
