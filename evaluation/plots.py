@@ -16,11 +16,13 @@ from secsplit.specs import parse_spec  # noqa: E402
 LEAKAGE_ORDER = ("ssim", "leak_auc", "label_accuracy", "dcor")
 
 
-def _leakage(record: dict):
+def attack_metric(records: list[dict]) -> str | None:
+    """The one leakage metric an attack's rows are plotted by: its own (SSIM, leak AUC, label
+    accuracy) when any row has it, else dCor. Rows are never plotted on a mixed axis."""
     for name in LEAKAGE_ORDER:
-        if isinstance(record.get(name), (int, float)):
-            return name, record[name]
-    return None, None
+        if any(isinstance(r.get(name), (int, float)) for r in records):
+            return name
+    return None
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -34,17 +36,16 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def privacy_utility_scatter(records_by_attack: dict[str, list[dict]], path) -> Path | None:
-    attacks = [a for a, recs in sorted(records_by_attack.items()) if any(_leakage(r)[0] and r.get("utility") is not None for r in recs)]
+    attacks = [a for a, recs in sorted(records_by_attack.items()) if attack_metric(recs)]
     if not attacks:
         return None
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
-        points, metric = [], None
+        points, metric = [], attack_metric(records_by_attack[attack])
         for r in records_by_attack[attack]:
-            name, leak = _leakage(r)
-            if name is None or r.get("utility") is None:
+            leak = r.get(metric)
+            if not isinstance(leak, (int, float)) or r.get("utility") is None:
                 continue
-            metric = metric or name
             points.append((leak, r["utility"]))
             ax.scatter(leak, r["utility"], s=30)
             ax.annotate(f"{r['topology']}/{r['defense']}", (leak, r["utility"]), fontsize=6, alpha=0.8)
@@ -64,13 +65,14 @@ def leakage_vs_strength(records_by_attack: dict[str, list[dict]], path) -> Path 
     """For each defense swept over a numeric parameter: leakage (and utility) against that parameter."""
     series = defaultdict(list)
     for attack, records in records_by_attack.items():
+        metric = attack_metric(records)
         for r in records:
             if r["defense"] == "none":
                 continue
             name, params = parse_spec(r["defense"])
             numeric = [(k, v) for k, v in params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            metric, leak = _leakage(r)
-            if not numeric or metric is None:
+            leak = r.get(metric)
+            if not numeric or not isinstance(leak, (int, float)):
                 continue
             key, value = numeric[0]
             series[(attack, name, key, metric, r["dataset"], r["topology"])].append((value, leak, r.get("utility")))
