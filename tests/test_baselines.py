@@ -20,13 +20,6 @@ N_PARAMS = D * H1 + H1 + H1 * H2 + H2 + H2 * C + C  # breast-cancer mlp, by hand
 SGD = OptimizerSpec("sgd", lr=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def cancer():

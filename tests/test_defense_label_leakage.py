@@ -57,12 +57,7 @@ def leak_run(defense_name, kwargs, *, seed, epochs=3, batch_size=32):
 
 @pytest.fixture(scope="module")
 def measured():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is fastest, and steadier on a busy machine
-    try:
-        return {name: np.array([leak_run(name, kw, seed=s) for s in SEEDS]).mean(0) for name, kw in CONFIGS.items()}
-    finally:
-        torch.set_num_threads(threads)
+    return {name: np.array([leak_run(name, kw, seed=s) for s in SEEDS]).mean(0) for name, kw in CONFIGS.items()}
 
 
 def test_undefended_gradients_leak_labels(measured):

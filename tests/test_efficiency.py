@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from secsplit.efficiency import (
     PAPER_CLIENT_TFLOPS, efficiency_table, markdown_report, measure_model_costs, per_client_costs, split_ratios,
@@ -15,13 +14,6 @@ from secsplit.models import create_model
 
 D, H1, H2, C = 30, 16, 8, 3
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _by_method(rows):
