@@ -34,6 +34,12 @@ class BaselineReport:
     client_bytes_received: list[int] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
+    @classmethod
+    def for_clients(cls, method: str, num_clients: int) -> BaselineReport:
+        """An empty report with zeroed per-client counters."""
+        return cls(method, client_flops=[0] * num_clients, client_bytes_sent=[0] * num_clients,
+                   client_bytes_received=[0] * num_clients)
+
     @property
     def test_accuracy(self) -> float | None:
         return self.history[-1]["test_accuracy"] if self.history else None

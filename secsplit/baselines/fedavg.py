@@ -58,10 +58,7 @@ def train_fedavg(model: nn.Module, dataset, *, num_clients: int, rounds: int, lo
     parts = client_partition(dataset, num_clients, partition, seed=seed)
     per_round = max(1, round(client_fraction * num_clients))
     exchange = state_bytes(model)
-    report = BaselineReport("fedavg")
-    report.client_flops = [0] * num_clients
-    report.client_bytes_sent = [0] * num_clients
-    report.client_bytes_received = [0] * num_clients
+    report = BaselineReport.for_clients("fedavg", num_clients)
     flops = FlopCache()
     start = time.perf_counter()
     global_state = {name: t.detach().clone() for name, t in model.state_dict().items()}

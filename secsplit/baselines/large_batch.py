@@ -49,10 +49,7 @@ def train_large_batch_sgd(model: nn.Module, dataset, *, num_clients: int, epochs
     buffers = [b for b in model.buffers()]
     down = state_bytes(model)
     up = gradient_bytes(model) + sum(b.numel() * b.element_size() for b in buffers)
-    report = BaselineReport("large_batch_sgd")
-    report.client_flops = [0] * num_clients
-    report.client_bytes_sent = [0] * num_clients
-    report.client_bytes_received = [0] * num_clients
+    report = BaselineReport.for_clients("large_batch_sgd", num_clients)
     flops = FlopCache()
     start = time.perf_counter()
     steps = 0
