@@ -28,12 +28,12 @@ PRESETS: dict[str, dict] = {
             {"dataset": "mnist", "model": "lenet", "topologies": ["vanilla", "ushape", "multihop", "multihop-ushape"],
              "defenses": [*CORE_DEFENSES, "noise:mech=gaussian,clip=10,epsilon=2", "dpsgd:noise_multiplier=1.0",
                           "nopeek:alpha=0.1", "nopeek:alpha=1"],
-             "attacks": ["whitebox-inversion", "inverse-network", "gradient-clustering"]},
+             "attacks": ["whitebox-inversion", "inverse-network", "unsplit", "gradient-clustering"]},
             {"dataset": "mnist", "model": "lenet", "topologies": ["vanilla"],
              "cuts": {"vanilla": ["relu1"]}, "defenses": ["none", "nopeek:alpha=1"],
-             "attacks": ["whitebox-inversion", "inverse-network"]},
+             "attacks": ["whitebox-inversion", "inverse-network", "unsplit"]},
             *({"dataset": "mnist", "model": "lenet", "topologies": ["vanilla"], "cuts": {"vanilla": [cut]},
-               "defenses": ["none"], "attacks": ["whitebox-inversion", "inverse-network"]}
+               "defenses": ["none"], "attacks": ["whitebox-inversion", "inverse-network", "unsplit"]}
               for cut in ("pool1", "relu2", "pool2", "relu3")),
             {"dataset": "mnist", "model": "lenet", "topologies": ["vanilla", "ushape"], "label_source": "label_owner",
              "defenses": ["none", "label-dp:epsilon=1", "gradient-noise:scale=1"],

@@ -55,3 +55,11 @@ def test_reconstruction_is_not_applicable_to_tabular_data_or_when_the_server_see
     lenet = create_model("lenet", input_shape=(1, 8, 8), num_classes=10, seed=0)
     with pytest.raises(NotApplicable, match="does not receive the client's activations"):
         create_attack("inverse-network").check_applicable(build_topology("multihop", lenet), images)
+
+
+def test_unsplit_recovers_recognizable_images_knowing_only_the_architecture(mnist):
+    targets = mnist.x_test[-8:]
+    result = _attack(mnist, create_attack("unsplit", rounds=10, targets=targets))
+    score = ssim(result.reconstructions, result.originals, data_range=1.0)
+    assert score > 0.5 and score > _mean_image_ssim(mnist, targets) + 0.3
+    assert create_attack("unsplit").threat_model.knows == ("client-architecture",)
