@@ -29,7 +29,8 @@ def test_train_human_summary(capsys):
 def test_list_shows_every_kind_of_component(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ["mnist", "digits", "breast-cancer", "lenet", "mlp", "resnet", "vgg", "vanilla", "ushape", "pool1"]:
+    for name in ["mnist", "digits", "breast-cancer", "lenet", "mlp", "resnet", "vgg", "vanilla", "ushape", "pool1",
+                 "norm-attack", "whitebox-inversion", "honest-but-curious server after the inputs", "nopeek"]:
         assert name in out
 
 

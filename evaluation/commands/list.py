@@ -28,6 +28,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<26} {description}")
     from secsplit.defenses import list_defenses
 
+    from secsplit.attacks import list_attacks
+
+    print("attacks (threat model):")
+    for name, threat in list_attacks():
+        print(f"  {name:<26} {threat}")
     print("defenses (--defense name:key=value,...):")
     for name, description, params in list_defenses():
         print(f"  {name:<26} {description}")
