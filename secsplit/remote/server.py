@@ -1,0 +1,246 @@
+"""The server's side of split training across machines: answers each client message in protocol order.
+
+Protocol for one training step ``s`` (client -> server, reply in brackets):
+
+- vanilla: ``activation`` [ack], ``labels`` [``gradient`` at the cut, with loss and accuracy in meta]
+- U-shape: ``activation`` [``activation`` for the client's tail], ``gradient`` of the tail input
+  [``gradient`` at the cut]
+- evaluation (phase eval): ``activation`` [``logits`` (vanilla) or ``activation`` (U-shape)]
+- control: ``hello`` (session spec, run id, resume step) [party info], ``checkpoint`` [ack after the
+  server's state for step s is on disk], ``bye`` [ack].
+
+Every message is checked before use: the run id, the step (training steps arrive in order, each
+exactly once), dtype and shape (activations must have the cut's shape, gradients the shape of what
+the server sent, labels one class index in range per sample). A refusal names the problem; the
+client sees it as :class:`~secsplit.channel.grpc_link.PeerRefused` and the server logs it.
+One client trains at a time; a second hello while a session is live is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from secsplit.callbacks import Callback, CallbackList
+from secsplit.channel.codec import WireMessage, check_tensor
+from secsplit.errors import ChannelError, ConfigError
+from secsplit.party_state import load_party_state, save_party_state
+from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
+
+log = logging.getLogger("secsplit.server")
+PARTY = "server"
+
+
+@dataclass
+class _Pending:
+    step: int
+    received: torch.Tensor  # the client's activation as a leaf
+    output: torch.Tensor    # the server stretch's output, graph attached
+
+
+class TrainingServer:
+    """Plays the server in vanilla and U-shape split training for one client at a time.
+
+    Args:
+        pinned: settings the client's spec must match (e.g. ``{"model": "lenet", "topology": "ushape"}``);
+            None values are free.
+        checkpoint_dir: where ``checkpoint`` requests write the server's state (one subfolder per
+            run id, the last ``keep`` steps kept), and where a resuming session reads it.
+        callbacks: server-side plug-ins (``transform_labels``, ``transform_gradient``).
+        max_batch: the largest batch accepted, bounding memory a client can make the server use.
+    """
+
+    def __init__(self, *, pinned: dict | None = None, checkpoint_dir: str | Path | None = None,
+                 callbacks: Iterable[Callback] = (), max_batch: int = 4096, keep: int = 3) -> None:
+        self.pinned = dict(pinned or {})
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.callbacks = CallbackList(callbacks)
+        self.max_batch, self.keep = max_batch, keep
+        self.lock = threading.Lock()
+        self.run_id: str | None = None
+        self.finished = threading.Event()
+        self.last_activity = time.monotonic()
+        self.steps_trained = 0
+        self._reset_session()
+
+    def _reset_session(self) -> None:
+        self.run_id = None
+        self.spec: SessionSpec | None = None
+        self.topology = None
+        self.next_step = 0
+        self.pending: _Pending | None = None
+
+    # -- entry point ---------------------------------------------------------------------------
+    def handle(self, message: WireMessage, peer: str) -> WireMessage:
+        with self.lock:
+            self.last_activity = time.monotonic()
+            if message.kind == "control" and message.tag == "hello":
+                return self._hello(message, peer)
+            if self.run_id is None:
+                raise ChannelError(f"no session is open (run {message.run_id!r} unknown): send hello first")
+            if message.run_id != self.run_id:
+                raise ChannelError(f"unknown run {message.run_id!r}; this server is in run {self.run_id!r}")
+            if message.kind == "control":
+                return self._control(message)
+            if message.phase == "eval":
+                return self._evaluate(message)
+            return self._train(message)
+
+    def _reply(self, message: WireMessage, kind: str, tensor=None, **meta) -> WireMessage:
+        return WireMessage(run_id=self.run_id or message.run_id, step=message.step, kind=kind, src=PARTY,
+                           dst=message.src, phase=message.phase, tag=message.tag if kind == "control" else "",
+                           tensor=tensor, meta=meta)
+
+    # -- session ---------------------------------------------------------------------------------
+    def _hello(self, message: WireMessage, peer: str) -> WireMessage:
+        meta = message.meta
+        if meta.get("protocol") != PROTOCOL_VERSION:
+            raise ChannelError(f"client speaks protocol {meta.get('protocol')!r}, this server {PROTOCOL_VERSION}")
+        if self.run_id is not None and message.run_id != self.run_id:
+            raise ChannelError(f"busy: run {self.run_id!r} is in progress (one client trains at a time)")
+        if not message.run_id:
+            raise ChannelError("hello without a run id")
+        spec = SessionSpec.from_dict(meta.get("spec"))
+        spec.check_pinned(self.pinned)
+        topology = spec.build()
+        if topology.owners[0] != "client" or PARTY not in topology.owners:
+            raise ConfigError(f"topology {spec.topology!r} has no client -> server crossing")
+        self.spec, self.topology, self.run_id = spec, topology, message.run_id
+        self.indices = [i for i, owner in enumerate(topology.owners) if owner == PARTY]
+        if self.indices != list(range(self.indices[0], self.indices[-1] + 1)):
+            raise ConfigError(f"the server's segments must be contiguous, got owners {topology.owners}")
+        self.is_last = self.indices[-1] == len(topology.owners) - 1
+        self.input_shape = self._cut_shape(topology, self.indices[0])
+        self.party = topology.parties[PARTY]
+        resume = int(meta.get("resume_step", 0))
+        if resume:
+            self._load(resume)
+        self.next_step = resume
+        self.pending = None
+        log.info("session %s opened by %s: %s %s cuts %s, from step %d", self.run_id, peer, spec.topology, spec.model,
+                 list(topology.cuts), resume)
+        return self._reply(message, "control", parameters=self.party.num_parameters(), segments=list(self.party.segments),
+                           step=self.next_step)
+
+    @staticmethod
+    def _cut_shape(topology, index: int) -> tuple[int, ...]:
+        with torch.no_grad():
+            h = torch.zeros(1, *topology.model.input_shape)
+            for segment in topology.segments[:index]:
+                segment.eval()
+                h = segment(h)
+                segment.train()
+        return tuple(h.shape[1:])
+
+    def _control(self, message: WireMessage) -> WireMessage:
+        if message.tag == "checkpoint":
+            if message.step != self.next_step or self.pending is not None:
+                raise ChannelError(f"checkpoint at step {message.step} but the server is at step {self.next_step}")
+            self._save(message.step)
+            return self._reply(message, "control", step=message.step)
+        if message.tag == "bye":
+            log.info("session %s closed after step %d", self.run_id, self.next_step)
+            reply = self._reply(message, "control", step=self.next_step)
+            self._reset_session()
+            self.finished.set()
+            return reply
+        raise ChannelError(f"unknown control message {message.tag!r}; valid: hello, checkpoint, bye")
+
+    # -- training --------------------------------------------------------------------------------
+    def _check_activation(self, message: WireMessage) -> torch.Tensor:
+        tensor = message.tensor
+        if tensor is None or tensor.dim() != len(self.input_shape) + 1:
+            shape = None if tensor is None else tuple(tensor.shape)
+            raise ChannelError(f"activation must have shape (batch, {', '.join(map(str, self.input_shape))}), got {shape}")
+        batch = tensor.shape[0]
+        if not 1 <= batch <= self.max_batch:
+            raise ChannelError(f"activation batch of {batch} outside 1..{self.max_batch}")
+        return check_tensor(message, kind="activation", shape=(batch, *self.input_shape), dtype=torch.float32)
+
+    def _stretch(self, h: torch.Tensor) -> torch.Tensor:
+        for i in self.indices:
+            h = self.topology.segments[i](h)
+        return h
+
+    def _train(self, message: WireMessage) -> WireMessage:
+        step = message.step
+        if message.kind == "activation":
+            if self.pending is not None or step != self.next_step:
+                expected = f"step {self.next_step}" if self.pending is None else f"the rest of step {self.pending.step}"
+                raise ChannelError(f"activation for step {step} out of order: expected {expected}")
+            received = self._check_activation(message).clone().requires_grad_(True)
+            self.party.zero_grad()
+            output = self._stretch(received)
+            self.pending = _Pending(step, received, output)
+            if self.is_last:
+                return self._reply(message, "control")
+            return self._reply(message, "activation", output.detach())
+        if self.pending is None or step != self.pending.step:
+            raise ChannelError(f"{message.kind} for step {step} arrived before its activation")
+        pending = self.pending
+        if message.kind == "labels" and self.is_last:
+            labels = check_tensor(message, kind="labels", shape=(pending.output.shape[0],), dtype=torch.int64)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.spec.num_classes):
+                raise ChannelError(f"labels must lie in 0..{self.spec.num_classes - 1}")
+            labels = self.callbacks.transform_labels(labels, party=PARTY, step=step)
+            loss = F.cross_entropy(pending.output, labels)
+            loss.backward()
+            meta = {"loss": float(loss.detach()), "correct": int((pending.output.detach().argmax(1) == labels).sum())}
+        elif message.kind == "gradient" and not self.is_last:
+            grad = check_tensor(message, kind="gradient", shape=tuple(pending.output.shape), dtype=torch.float32)
+            pending.output.backward(grad)
+            meta = {}
+        else:
+            raise ChannelError(f"unexpected {message.kind} message in a {self.spec.topology} step")
+        grad_in = pending.received.grad if pending.received.grad is not None else torch.zeros_like(pending.received)
+        grad_in = self.callbacks.transform_gradient(grad_in, party=PARTY, step=step)
+        self.party.step()
+        self.pending = None
+        self.next_step = step + 1
+        self.steps_trained += 1
+        return self._reply(message, "gradient", grad_in.detach(), **meta)
+
+    @torch.no_grad()
+    def _evaluate(self, message: WireMessage) -> WireMessage:
+        if message.kind != "activation":
+            raise ChannelError(f"evaluation accepts activation messages only, got {message.kind}")
+        was_training = self.party.segments.training
+        self.party.train(False)
+        try:
+            output = self._stretch(self._check_activation(message))
+        finally:
+            self.party.train(was_training)
+        return self._reply(message, "logits" if self.is_last else "activation", output)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _run_dir(self) -> Path:
+        if self.checkpoint_dir is None:
+            raise ChannelError("this server keeps no checkpoints (start it with --checkpoint-dir to allow resuming)")
+        return self.checkpoint_dir / self.run_id
+
+    def _save(self, step: int) -> None:
+        directory = self._run_dir()
+        save_party_state(directory, f"server-step{step:09d}", self.party, info={"run_id": self.run_id, "step": step,
+                                                                             "spec": self.spec.to_dict()})
+        states = sorted(directory.glob("server-step*.json"))
+        for old in states[: max(0, len(states) - self.keep)]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+
+    def _load(self, step: int) -> None:
+        directory = self._run_dir()
+        name = f"server-step{step:09d}"
+        if not (directory / f"{name}.json").exists():
+            have = sorted(p.stem.removeprefix("server-step").lstrip("0") or "0" for p in directory.glob("server-step*.json"))
+            raise ChannelError(f"cannot resume run {self.run_id!r} at step {step}: the server has states for steps "
+                               f"{have or 'none'}")
+        info = load_party_state(directory, name, self.party)
+        if info.get("spec") != self.spec.to_dict():
+            raise ChannelError("cannot resume: the server's saved state belongs to a different session spec")

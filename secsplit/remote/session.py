@@ -1,0 +1,85 @@
+"""What a client and a server agree on before training across machines: the session spec.
+
+Both sides rebuild the same model from the same registered name, shapes and seed, cut it at the
+same points, and then each keeps only the segments it owns. The client proposes the spec in its
+hello message (plain JSON, parsed, never evaluated); the server accepts it only if it matches the
+settings its operator pinned (``secsplit serve --model ... --topology ...``), naming any mismatch.
+
+Note that a shared seed means the server knows the client segment's *initial* weights; it never
+receives the trained ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from secsplit.errors import ConfigError
+from secsplit.optim import OptimizerSpec
+
+#: Chain topologies that run across machines: the client owns the first (and, in U-shape, the
+#: last) segment; the server owns everything between.
+REMOTE_TOPOLOGIES = ("vanilla", "ushape")
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything both sides need to build their segments identically."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    topology: str = "vanilla"
+    cuts: tuple[str, ...] = ()
+    seed: int = 0
+    optimizer: dict = field(default_factory=lambda: OptimizerSpec().to_dict())
+    model_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.topology not in REMOTE_TOPOLOGIES:
+            raise ConfigError(f"topology {self.topology!r} does not run across machines yet; "
+                              f"valid: {', '.join(REMOTE_TOPOLOGIES)}")
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        object.__setattr__(self, "cuts", tuple(self.cuts))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"], d["cuts"] = list(self.input_shape), list(self.cuts)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SessionSpec:
+        if not isinstance(data, dict):
+            raise ConfigError("session spec must be a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown session settings {sorted(unknown)}; valid: {sorted(known)}")
+        missing = {"model", "input_shape", "num_classes"} - set(data)
+        if missing:
+            raise ConfigError(f"session spec lacks {sorted(missing)}")
+        try:
+            return cls(**{**data, "input_shape": tuple(data["input_shape"]), "cuts": tuple(data.get("cuts", ()))})
+        except TypeError as error:
+            raise ConfigError(f"bad session spec: {error}") from None
+
+    def check_pinned(self, pinned: dict) -> None:
+        """Refuse when a setting the server's operator fixed differs from the client's proposal."""
+        mine = self.to_dict()
+        for key, value in pinned.items():
+            if value is None:
+                continue
+            if key not in mine:
+                raise ConfigError(f"unknown pinned setting {key!r}")
+            theirs = list(value) if isinstance(value, tuple) else value
+            if mine[key] != theirs:
+                raise ConfigError(f"client proposes {key}={mine[key]!r} but this server runs {key}={theirs!r}")
+
+    def build(self):
+        """The full chain topology on this side (each side then uses only its own party's segments)."""
+        from secsplit.models import create_model
+        from secsplit.topologies import build_topology
+
+        model = create_model(self.model, input_shape=self.input_shape, num_classes=self.num_classes, seed=self.seed,
+                             **self.model_options)
+        return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=OptimizerSpec(**self.optimizer))
