@@ -33,6 +33,16 @@ def add_parser(sub) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--save", default=None, metavar="DIR",
                        help="save the trained model as a checkpoint directory (one safetensors file per party; see `secsplit predict`)")
+    remote = train.add_argument_group("across machines (see `secsplit serve --role server`)")
+    remote.add_argument("--connect", default=None, metavar="HOST:PORT",
+                        help="train against a server party at this address (vanilla or ushape) instead of in process")
+    remote.add_argument("--certs", default=None, metavar="DIR", help="directory from `secsplit certs init` (mutual TLS)")
+    remote.add_argument("--insecure", action="store_true", help="plaintext, no authentication: local tests only")
+    remote.add_argument("--name", default="client", help="this party's name, as in its certificate (default client)")
+    remote.add_argument("--server-name", default="server", help="the name the server's certificate must carry (default server)")
+    remote.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
+                        help="fail when the server does not answer a message within S seconds (default 60)")
+    remote.add_argument("--max-message-mb", type=positive_float, default=64.0, help="largest message (default 64 MiB)")
     train.set_defaults(run=run)
 
 
@@ -50,8 +60,12 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
     model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=args.seed)
     optimizer = OptimizerSpec(args.optimizer, lr=args.lr)
-    extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
-    topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source, **extra)
+    if getattr(args, "connect", None):
+        topology = _connect(args, dataset, model_name, optimizer)
+    else:
+        extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
+        topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source,
+                                  **extra)
     if getattr(args, "save", None):
         _check_save_target(args.save, topology)  # fail before training, not after
     trainer = Trainer(
@@ -63,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
         progress=False if (args.quiet or args.json) else None,
         callbacks=defenses,
     )
-    report = trainer.fit(dataset)
+    try:
+        report = trainer.fit(dataset)
+    finally:
+        if hasattr(topology, "close"):
+            topology.close()
     summary = {**report.summary, "model": model_name, "cuts": topology.cuts, "history": report.history,
                "defenses": [d.report() for d in defenses]}
     if getattr(args, "save", None):
@@ -73,6 +91,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     return 0
+
+
+def _connect(args, dataset, model_name: str, optimizer):
+    """The client side of a session with a remote server party (vanilla or U-shape)."""
+    from secsplit.channel.grpc_link import Link
+    from secsplit.errors import ConfigError
+    from secsplit.evaluation.commands.serve import tls_options
+    from secsplit.remote import RemoteChainTopology, SessionSpec
+
+    if args.label_source != "data_owner":
+        raise ConfigError("across machines the client holds and sends the labels (--label-source data_owner)")
+    spec = SessionSpec(model=model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                       topology=args.topology, cuts=tuple(args.cuts or ()), seed=args.seed, optimizer=optimizer.to_dict())
+    link = Link(args.connect, party=args.name, peer=args.server_name, timeout_s=args.timeout,
+                max_message_bytes=int(args.max_message_mb * 2**20), **tls_options(args))
+    return RemoteChainTopology(spec, link)
 
 
 def _print_summary(s: dict) -> None:

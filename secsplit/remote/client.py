@@ -33,10 +33,12 @@ class RemoteChainTopology(Topology):
         link: a connected :class:`~secsplit.channel.grpc_link.Link` to the server.
         run_id: names the session; a resumed run reuses its id.
         resume_step: ask the server to restore its state saved at this step.
+        local: the client's own copy of the topology (e.g. loaded from a checkpoint for split
+            inference against ``secsplit serve --role inference``); default: built from ``spec``.
     """
 
-    def __init__(self, spec: SessionSpec, link, *, run_id: str | None = None, resume_step: int = 0) -> None:
-        local = spec.build()
+    def __init__(self, spec: SessionSpec, link, *, run_id: str | None = None, resume_step: int = 0, local=None) -> None:
+        local = spec.build() if local is None else local
         if local.label_source != "data_owner":
             raise ConfigError("across machines the client holds the labels (label_source=data_owner)")
         self.spec, self.link = spec, link

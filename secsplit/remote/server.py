@@ -103,25 +103,30 @@ class TrainingServer:
         meta = message.meta
         if meta.get("protocol") != PROTOCOL_VERSION:
             raise ChannelError(f"client speaks protocol {meta.get('protocol')!r}, this server {PROTOCOL_VERSION}")
-        if self.run_id is not None and message.run_id != self.run_id:
+        if self.run_id is not None:
             raise ChannelError(f"busy: run {self.run_id!r} is in progress (one client trains at a time)")
         if not message.run_id:
             raise ChannelError("hello without a run id")
         spec = SessionSpec.from_dict(meta.get("spec"))
         spec.check_pinned(self.pinned)
+        if spec.model_options and "model_options" not in self.pinned:
+            raise ConfigError("this server accepts model options only when its operator pins them")
         topology = spec.build()
         if topology.owners[0] != "client" or PARTY not in topology.owners:
             raise ConfigError(f"topology {spec.topology!r} has no client -> server crossing")
-        self.spec, self.topology, self.run_id = spec, topology, message.run_id
-        self.indices = [i for i, owner in enumerate(topology.owners) if owner == PARTY]
-        if self.indices != list(range(self.indices[0], self.indices[-1] + 1)):
+        indices = [i for i, owner in enumerate(topology.owners) if owner == PARTY]
+        if indices != list(range(indices[0], indices[-1] + 1)):
             raise ConfigError(f"the server's segments must be contiguous, got owners {topology.owners}")
-        self.is_last = self.indices[-1] == len(topology.owners) - 1
-        self.input_shape = self._cut_shape(topology, self.indices[0])
-        self.party = topology.parties[PARTY]
-        resume = int(meta.get("resume_step", 0))
+        resume = meta.get("resume_step", 0)
+        if not isinstance(resume, int) or isinstance(resume, bool) or resume < 0:
+            raise ChannelError(f"resume_step must be a non-negative integer, got {resume!r}")
         if resume:
-            self._load(resume)
+            self._load(message.run_id, spec, topology.parties[PARTY], resume)
+        # the session opens only once everything above succeeded
+        self.spec, self.topology, self.run_id, self.indices = spec, topology, message.run_id, indices
+        self.is_last = indices[-1] == len(topology.owners) - 1
+        self.input_shape = self._cut_shape(topology, indices[0])
+        self.party = topology.parties[PARTY]
         self.next_step = resume
         self.pending = None
         log.info("session %s opened by %s: %s %s cuts %s, from step %d", self.run_id, peer, spec.topology, spec.model,
@@ -152,6 +157,17 @@ class TrainingServer:
             self.finished.set()
             return reply
         raise ChannelError(f"unknown control message {message.tag!r}; valid: hello, checkpoint, bye")
+
+    def abort(self, reason: str) -> None:
+        """End the live session (e.g. its client went silent); its saved states stay for a resume."""
+        with self.lock:
+            if self.run_id is not None:
+                log.error("session %s aborted at step %d: %s", self.run_id, self.next_step, reason)
+                self._reset_session()
+
+    @property
+    def session_open(self) -> bool:
+        return self.run_id is not None
 
     # -- training --------------------------------------------------------------------------------
     def _check_activation(self, message: WireMessage) -> torch.Tensor:
@@ -220,13 +236,15 @@ class TrainingServer:
         return self._reply(message, "logits" if self.is_last else "activation", output)
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def _run_dir(self) -> Path:
+    def _run_dir(self, run_id: str) -> Path:
         if self.checkpoint_dir is None:
             raise ChannelError("this server keeps no checkpoints (start it with --checkpoint-dir to allow resuming)")
-        return self.checkpoint_dir / self.run_id
+        if not run_id or not all(c.isalnum() or c in "-_" for c in run_id) or len(run_id) > 64:
+            raise ChannelError("run ids used for checkpoints must be 1-64 letters, digits, '-' or '_'")
+        return self.checkpoint_dir / run_id
 
     def _save(self, step: int) -> None:
-        directory = self._run_dir()
+        directory = self._run_dir(self.run_id)
         save_party_state(directory, f"server-step{step:09d}", self.party, info={"run_id": self.run_id, "step": step,
                                                                              "spec": self.spec.to_dict()})
         states = sorted(directory.glob("server-step*.json"))
@@ -234,13 +252,13 @@ class TrainingServer:
             old.unlink(missing_ok=True)
             old.with_suffix(".safetensors").unlink(missing_ok=True)
 
-    def _load(self, step: int) -> None:
-        directory = self._run_dir()
+    def _load(self, run_id: str, spec: SessionSpec, party, step: int) -> None:
+        directory = self._run_dir(run_id)
         name = f"server-step{step:09d}"
         if not (directory / f"{name}.json").exists():
-            have = sorted(p.stem.removeprefix("server-step").lstrip("0") or "0" for p in directory.glob("server-step*.json"))
-            raise ChannelError(f"cannot resume run {self.run_id!r} at step {step}: the server has states for steps "
+            have = sorted(int(p.stem.removeprefix("server-step")) for p in directory.glob("server-step*.json"))
+            raise ChannelError(f"cannot resume run {run_id!r} at step {step}: the server has states for steps "
                                f"{have or 'none'}")
-        info = load_party_state(directory, name, self.party)
-        if info.get("spec") != self.spec.to_dict():
+        info = load_party_state(directory, name, party)
+        if info.get("spec") != spec.to_dict():
             raise ChannelError("cannot resume: the server's saved state belongs to a different session spec")

@@ -11,6 +11,7 @@ receives the trained ones.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from secsplit.errors import ConfigError
@@ -20,6 +21,9 @@ from secsplit.optim import OptimizerSpec
 #: last) segment; the server owns everything between.
 REMOTE_TOPOLOGIES = ("vanilla", "ushape")
 PROTOCOL_VERSION = 1
+#: Bounds on what a proposed spec may make the other side allocate.
+MAX_INPUT_ELEMENTS = 1 << 22
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,19 @@ class SessionSpec:
         if self.topology not in REMOTE_TOPOLOGIES:
             raise ConfigError(f"topology {self.topology!r} does not run across machines yet; "
                               f"valid: {', '.join(REMOTE_TOPOLOGIES)}")
-        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
-        object.__setattr__(self, "cuts", tuple(self.cuts))
+        try:
+            object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+            object.__setattr__(self, "cuts", tuple(str(c) for c in self.cuts))
+        except (TypeError, ValueError):
+            raise ConfigError(f"bad input_shape {self.input_shape!r} or cuts {self.cuts!r}") from None
+        if not self.input_shape or any(d < 1 for d in self.input_shape) or math.prod(self.input_shape) > MAX_INPUT_ELEMENTS:
+            raise ConfigError(f"input_shape {self.input_shape} must be positive with at most {MAX_INPUT_ELEMENTS} elements")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or not 2 <= self.num_classes <= MAX_CLASSES:
+            raise ConfigError(f"num_classes must be an integer in 2..{MAX_CLASSES}, got {self.num_classes!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.optimizer, dict) or not isinstance(self.model_options, dict):
+            raise ConfigError("optimizer and model_options must be JSON objects")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,6 +95,10 @@ class SessionSpec:
         from secsplit.models import create_model
         from secsplit.topologies import build_topology
 
-        model = create_model(self.model, input_shape=self.input_shape, num_classes=self.num_classes, seed=self.seed,
-                             **self.model_options)
-        return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=OptimizerSpec(**self.optimizer))
+        try:
+            optimizer = OptimizerSpec(**self.optimizer)
+            model = create_model(self.model, input_shape=self.input_shape, num_classes=self.num_classes, seed=self.seed,
+                                 **self.model_options)
+        except TypeError as error:
+            raise ConfigError(f"bad session spec: {error}") from None
+        return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=optimizer)

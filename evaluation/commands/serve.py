@@ -1,0 +1,104 @@
+"""`secsplit serve`: run the server party across machines (training) or serve split inference."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from secsplit.evaluation.commands.common import positive_float, positive_int
+
+
+def add_parser(sub) -> None:
+    serve = sub.add_parser("serve", help="run the server party over gRPC with mutual TLS (training or inference)")
+    serve.add_argument("--role", required=True, choices=["server", "inference"],
+                       help="server: the server side of split training; inference: serve a checkpoint's server segments")
+    serve.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT", help="address to listen on (port 0: any free port)")
+    add_tls_arguments(serve, party_default="server")
+    serve.add_argument("--allow", action="append", dest="allow", metavar="NAME",
+                       help="client party name accepted (certificate CN); repeat; default: client")
+    serve.add_argument("--max-message-mb", type=positive_float, default=64.0, help="largest message accepted (default 64 MiB)")
+    serve.add_argument("--max-batch", type=positive_int, default=4096, help="largest batch accepted per message")
+    # training role
+    serve.add_argument("--model", default=None, help="training: accept only this model (default: what the client proposes)")
+    serve.add_argument("--topology", default=None, choices=["vanilla", "ushape"], help="training: accept only this topology")
+    serve.add_argument("--cut", action="append", dest="cuts", metavar="NAME", help="training: accept only these cut points")
+    serve.add_argument("--seed", type=int, default=None, help="training: accept only this model seed")
+    serve.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                       help="training: save server state here when the client checkpoints, so runs can resume")
+    serve.add_argument("--idle-timeout", type=positive_float, default=120.0, metavar="S",
+                       help="training: abort a session whose client sends nothing for S seconds (default 120)")
+    serve.add_argument("--once", action="store_true",
+                       help="training: exit after one session ends (exit 1 if it was aborted)")
+    # inference role
+    serve.add_argument("--checkpoint", default=None, metavar="DIR", help="inference: checkpoint saved by `secsplit train --save`")
+    serve.add_argument("--workers", type=positive_int, default=4, help="threads answering requests (default 4)")
+    serve.add_argument("--queue", type=positive_int, default=64, help="requests allowed to wait beyond the workers (default 64)")
+    serve.set_defaults(run=run)
+
+
+def add_tls_arguments(parser, *, party_default: str) -> None:
+    parser.add_argument("--certs", default=None, metavar="DIR", help="directory from `secsplit certs init` (mutual TLS)")
+    parser.add_argument("--insecure", action="store_true", help="plaintext, no authentication: local tests only")
+    parser.add_argument("--name", default=party_default, help=f"this party's name, as in its certificate (default {party_default})")
+
+
+def tls_options(args) -> dict:
+    from secsplit.errors import ConfigError
+
+    if args.insecure and args.certs:
+        raise ConfigError("--insecure and --certs exclude each other")
+    if not args.insecure and not args.certs:
+        raise ConfigError("mutual TLS needs --certs DIR (create it with `secsplit certs init`); "
+                          "--insecure runs plaintext for local tests")
+    return {"certs": args.certs, "insecure": args.insecure}
+
+
+def run(args: argparse.Namespace) -> int:
+    from secsplit.channel.grpc_link import Listener
+    from secsplit.errors import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    tls = tls_options(args)
+    if args.role == "inference":
+        from secsplit.remote.serving import InferenceServer
+
+        if not args.checkpoint:
+            raise ConfigError("--role inference needs --checkpoint DIR (from `secsplit train --save DIR`)")
+        handler = InferenceServer(args.checkpoint, max_batch=args.max_batch)
+    else:
+        from secsplit.remote.server import TrainingServer
+
+        pinned = {"model": args.model, "topology": args.topology, "seed": args.seed,
+                  "cuts": list(args.cuts) if args.cuts else None}
+        handler = TrainingServer(pinned=pinned, checkpoint_dir=args.checkpoint_dir, max_batch=args.max_batch)
+    if args.insecure:
+        logging.getLogger("secsplit.serve").warning("serving PLAINTEXT without authentication (--insecure)")
+    listener = Listener(handler.handle, listen=args.listen, party=args.name, allowed_peers=args.allow or ["client"],
+                        max_message_bytes=int(args.max_message_mb * 2**20), max_workers=args.workers,
+                        max_queue=args.queue, **tls).start()
+    host = args.listen.rsplit(":", 1)[0]
+    print(f"listening on {host}:{listener.port} as {args.name} ({args.role})", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    code = 0
+    try:
+        while not stop.wait(0.2):
+            if args.role != "server":
+                continue
+            if handler.session_open and time.monotonic() - handler.last_activity > args.idle_timeout:
+                handler.abort(f"no message from the client for {args.idle_timeout:g} s")
+                if args.once:
+                    code = 1
+                    break
+            if args.once and handler.finished.is_set():
+                break
+    except KeyboardInterrupt:
+        pass
+    listener.stop(grace=1.0)
+    if code:
+        print("secsplit serve: error: the session was aborted: the client went silent (see the log)", file=sys.stderr)
+    return code
