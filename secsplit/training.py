@@ -29,6 +29,46 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 SAMPLINGS = ("shuffle", "poisson")
+TRAINER_STATE = "trainer-state.json"
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Save training state every ``every`` steps into ``directory``; with ``resume``, continue from it.
+
+    What is saved: every party's weights and optimizer state (safetensors + JSON per party, named
+    by step), the position in the data order, the epoch history so far and the RNG state. The
+    trainer's JSON is written last and names the step, so it always points at complete files.
+    A resumed run trains the remaining steps exactly as the uninterrupted run would have, for
+    callbacks that keep no state of their own (noise defenses draw from the restored RNG; stateful
+    ones such as DP accounting or hijack detection restart their bookkeeping).
+    """
+
+    directory: str
+    every: int = 50
+    resume: bool = False
+    keep: int = 2
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.keep < 1:
+            raise ConfigError(f"checkpoint every and keep must be >= 1, got {self.every}, {self.keep}")
+
+
+def read_trainer_state(directory) -> dict | None:
+    """The last saved trainer state in ``directory`` (None when there is none)."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / TRAINER_STATE
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"cannot resume: {path} is unreadable ({error})") from None
+    if not isinstance(state, dict) or "global_step" not in state:
+        raise ConfigError(f"cannot resume: {path} is not a secsplit trainer state")
+    return state
 
 
 @dataclass
@@ -53,6 +93,7 @@ class Trainer:
         sampling: "shuffle" (a seeded permutation cut into batches) or "poisson" (each sample joins
             each batch independently with probability batch_size / n, as DP-SGD's accounting
             assumes; a defense may switch it on in ``on_setup``).
+        checkpointing: periodic training checkpoints and resuming (see :class:`Checkpointing`).
     """
 
     def __init__(
@@ -67,6 +108,7 @@ class Trainer:
         progress: bool | None = None,
         eval_batch_size: int = 1024,
         sampling: str = "shuffle",
+        checkpointing: Checkpointing | None = None,
     ) -> None:
         if batch_size < 1 or epochs < 0 or eval_batch_size < 1:
             raise ConfigError(f"batch_size and eval_batch_size must be >= 1 and epochs >= 0, got {batch_size}, {eval_batch_size}, {epochs}")
@@ -82,6 +124,10 @@ class Trainer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.callbacks = CallbackList(callbacks)
         self.global_step = 0
+        self.checkpointing = checkpointing
+        self._resume: dict | None = None
+        if checkpointing is not None and checkpointing.resume:
+            self._resume = read_trainer_state(checkpointing.directory)
         topology.to(self.device)
         topology.callbacks = self.callbacks
         self.callbacks.on_setup(self)
@@ -95,13 +141,27 @@ class Trainer:
 
         Poisson batches can be empty; :meth:`fit` skips those (no party has anything to send).
         """
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = self._epoch_generator(epoch)
         if self.sampling == "poisson":
             rate = min(1.0, self.batch_size / n)
             steps = max(1, round(n / self.batch_size))
             return [torch.nonzero(torch.rand(n, generator=generator) < rate).flatten() for _ in range(steps)]
         order = torch.randperm(n, generator=generator)
         return list(order.split(self.batch_size))
+
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+
+    def _epoch_batches(self, y_train: torch.Tensor, epoch: int) -> Iterable[torch.Tensor]:
+        """The topology's own plan for the epoch where it has one (which client trains when), else :meth:`batches`."""
+        plan = self.topology.epoch_plan(len(y_train), labels=y_train, epoch=epoch, batch_size=self.batch_size,
+                                        generator=self._epoch_generator(epoch))
+        if plan is None:
+            return self.batches(len(y_train), epoch)
+        if self.sampling != "shuffle":
+            raise ConfigError(f"topology {self.topology.name!r} plans its own batches (which client trains when), so "
+                              f"sampling={self.sampling!r} (set e.g. by dpsgd) cannot apply; use a single-client topology")
+        return plan
 
     def fit(self, dataset) -> TrainingReport:
         """Train for ``epochs`` and evaluate on the test split after each epoch."""
@@ -143,12 +203,21 @@ class Trainer:
         return report
 
     def _run_epochs(self, x_train, y_train, dataset, report: TrainingReport, start: float) -> None:
-        for epoch in range(1, self.epochs + 1):
+        first_epoch, skip, sums = 1, 0, (0.0, 0, 0)
+        if self._resume is not None:
+            first_epoch, skip, sums = self._restore(self._resume, report)
+        for epoch in range(first_epoch, self.epochs + 1):
             self.topology.train()
-            loss_sum, correct, count = 0.0, 0, 0
-            batches = self.batches(len(x_train), epoch)
+            loss_sum, correct, count = sums if epoch == first_epoch else (0.0, 0, 0)
+            batches = self._epoch_batches(y_train, epoch)
+            if epoch == first_epoch and skip:
+                if not isinstance(batches, list):
+                    raise ConfigError(f"cannot resume topology {self.topology.name!r} mid-epoch: it plans its own "
+                                      f"turns (clients hand weights on between steps); checkpoint at epoch ends "
+                                      f"or restart the epoch")
+                batches = batches[skip:]
             bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", disable=not self.progress, leave=False, unit="batch")
-            for index in bar:
+            for position, index in enumerate(bar, start=skip if epoch == first_epoch else 0):
                 if len(index) == 0:
                     self.callbacks.on_step_end(step=self.global_step, loss=float("nan"))
                     self.global_step += 1
@@ -160,11 +229,47 @@ class Trainer:
                 correct += result.correct
                 count += result.count
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}")
+                if self.checkpointing is not None and self.global_step % self.checkpointing.every == 0:
+                    self._save(epoch, position + 1, (loss_sum, correct, count), report)
             row = {"epoch": epoch, "train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1)}
             row.update({f"test_{k}": v for k, v in self.evaluate(dataset.x_test, dataset.y_test).items()})
             row["wall_time_s"] = time.perf_counter() - start
             report.history.append(row)
             self.callbacks.on_epoch_end(epoch=epoch, metrics=row)
+
+    def _save(self, epoch: int, batches_done: int, sums: tuple, report: TrainingReport) -> None:
+        """Parties' states first (named by step), then the trainer's JSON that points at them."""
+        import json
+        from pathlib import Path
+
+        from secsplit.atomic import atomic_write
+
+        directory = Path(self.checkpointing.directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        step = self.global_step
+        self.topology.save_training_state(directory, step)
+        state = {"global_step": step, "epoch": epoch, "batches_done": batches_done, "sums": list(sums),
+                 "history": report.history, "seed": self.seed, "batch_size": self.batch_size, "epochs": self.epochs,
+                 "sampling": self.sampling, "rng": torch.get_rng_state().tolist(),
+                 "topology": getattr(self.topology, "run_id", None)}
+        atomic_write(directory / TRAINER_STATE, json.dumps(state).encode())
+        self.topology.prune_training_states(directory, keep_steps=self._kept_steps(step))
+
+    def _kept_steps(self, step: int) -> list[int]:
+        every, keep = self.checkpointing.every, self.checkpointing.keep
+        return [s for s in range(step, -1, -every)][:keep]
+
+    def _restore(self, state: dict, report: TrainingReport) -> tuple[int, int, tuple]:
+        for key in ("seed", "batch_size", "sampling"):
+            if state.get(key) != getattr(self, key):
+                raise ConfigError(f"cannot resume: the checkpoint was trained with {key}={state.get(key)!r}, "
+                                  f"this run has {key}={getattr(self, key)!r}")
+        self.topology.load_training_state(self.checkpointing.directory, state["global_step"])
+        torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
+        self.global_step = state["global_step"]
+        report.history.extend(state["history"])
+        loss_sum, correct, count = state["sums"]
+        return state["epoch"], state["batches_done"], (float(loss_sum), int(correct), int(count))
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:

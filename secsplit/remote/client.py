@@ -73,6 +73,11 @@ class RemoteChainTopology(Topology):
         """Ask the server to save its state as of ``step`` (before the client saves its own)."""
         self._control("checkpoint", step)
 
+    def save_training_state(self, directory, step: int) -> None:
+        """The server saves its state for ``step`` first, then the client its own."""
+        self.checkpoint_remote(step)
+        super().save_training_state(directory, step)
+
     def close(self) -> None:
         """Tell the server the session is over."""
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,26 @@ class Topology(ABC):
     def predict(self, x: torch.Tensor, *, step: int = 0) -> torch.Tensor:
         """Split inference: logits as the data owner finally holds them."""
 
+    def epoch_plan(self, n: int, *, labels: torch.Tensor | None = None, epoch: int, batch_size: int,
+                   generator: torch.Generator) -> Iterable[torch.Tensor] | None:
+        """The index batches of one epoch in the order this configuration trains them; None: the Trainer's own.
+
+        Only configurations where who trains when matters return a plan (many clients taking
+        turns, SplitFed rounds); the Trainer then uses it in place of its seeded shuffle. Iterating
+        the plan may act between steps (a client hands its weights on, an aggregator averages): the
+        Trainer asks for the next batch only after the previous step finished, and exhausts the
+        plan before it evaluates. Invalid settings (e.g. more clients than the ``n`` samples) must
+        raise here, before any step.
+
+        Args:
+            n: training-set size.
+            labels: the training labels (label-dependent partitions read them).
+            epoch: 1-based epoch number.
+            batch_size: samples per step.
+            generator: seeded by the Trainer's seed and the epoch; use it for every random choice.
+        """
+        return None
+
     def train(self, mode: bool = True) -> None:
         for party in self.parties.values():
             party.train(mode)
@@ -64,6 +85,29 @@ class Topology(ABC):
         for party in self.parties.values():
             party.segments.to(device)
         return self
+
+    # -- training checkpoints (see secsplit.training.Checkpointing) ------------------------------
+    def save_training_state(self, directory, step: int) -> None:
+        """Write every local party's weights and optimizer state for ``step``."""
+        from secsplit.party_state import save_party_state
+
+        for name, party in self.parties.items():
+            save_party_state(directory, f"{name}-step{step:09d}", party, info={"step": step, "party": name})
+
+    def load_training_state(self, directory, step: int) -> None:
+        from secsplit.party_state import load_party_state
+
+        for name, party in self.parties.items():
+            load_party_state(directory, f"{name}-step{step:09d}", party)
+
+    def prune_training_states(self, directory, *, keep_steps) -> None:
+        """Delete saved party states of steps not in ``keep_steps``."""
+        from pathlib import Path
+
+        keep = {f"-step{s:09d}" for s in keep_steps}
+        for path in Path(directory).glob("*-step*.*"):
+            if path.suffix in (".json", ".safetensors") and not any(path.stem.endswith(k) for k in keep):
+                path.unlink(missing_ok=True)
 
     def describe(self) -> dict:
         """JSON-ready summary: topology name, parties, their segments and parameter counts."""
