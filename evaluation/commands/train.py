@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from secsplit.evaluation.commands.common import positive_float, positive_int
+from secsplit.evaluation.commands.common import keyword_option, positive_float, positive_int
 
 #: The model a data set gets when --model is not given.
 DEFAULT_MODEL = {"mnist": "lenet", "digits": "mlp", "breast-cancer": "mlp", "breast-cancer-imbalanced": "mlp"}
@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
     train.add_argument("--topology", default="vanilla", help="vanilla, ushape, multihop, ... (see `secsplit list`)")
     train.add_argument("--cut", action="append", dest="cuts", metavar="NAME",
                        help="a cut point; repeat for several (default: the model's suggestion)")
+    train.add_argument("--option", action="append", dest="options", metavar="KEY=VALUE", type=keyword_option, default=[],
+                       help="a keyword of the topology, repeatable (e.g. clients=10, weights_via=server, merge=sum)")
     train.add_argument("--defense", action="append", dest="defenses", metavar="SPEC", default=[],
                        help="a defense as name:key=value,... e.g. nopeek:alpha=0.5 or noise:mech=laplace,scale=0.5,clip=1; "
                             "repeat to combine (see `secsplit list`)")
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         topology = _connect(args, dataset, model_name, optimizer)
     else:
         extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
+        extra.update(dict(getattr(args, "options", None) or []))
         topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source,
                                   **extra)
     if getattr(args, "save", None):

@@ -65,7 +65,14 @@ def multihop_ushape(model, *, cuts=None, hops: int = 1, **kwargs) -> ChainTopolo
 
 def build_topology(name: str, model, **kwargs) -> Topology:
     """Build the topology registered as ``name`` over ``model`` (see each builder for options)."""
-    return TOPOLOGIES.create(name, model=model, **kwargs)
+    try:
+        return TOPOLOGIES.create(name, model=model, **kwargs)
+    except TypeError as error:  # builders forward **kwargs: a misspelt option surfaces one level down
+        if "keyword argument" not in str(error):
+            raise
+        bad = str(error).rsplit(" ", 1)[-1]
+        raise ConfigError(f"topology {name!r} has no option {bad}; see help(secsplit.topologies.presets) "
+                          f"or `secsplit list` for its options") from None
 
 
 def list_topologies() -> list[tuple[str, str]]:
