@@ -10,6 +10,7 @@ import sys
 import time
 
 from secsplit.evaluation.commands.common import positive_int
+from secsplit.evaluation.commands.serve import add_connect_arguments, connect_link
 
 
 def add_parser(sub) -> None:
@@ -23,6 +24,8 @@ def add_parser(sub) -> None:
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
     predict.add_argument("--output", default=None, metavar="FILE.csv", help="write sample_id,predicted_class rows to this CSV file")
     predict.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
+    add_connect_arguments(predict, what="send activations to `secsplit serve --role inference` at this address; "
+                                        "only the client's weights are read from --checkpoint")
     predict.set_defaults(run=run)
 
 
@@ -34,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from secsplit.training import resolve_device
 
     device = resolve_device(args.device)
-    topology = load_split_model(args.checkpoint)
+    remote = None
+    if getattr(args, "connect", None):
+        topology = remote = _connect(args)
+    else:
+        topology = load_split_model(args.checkpoint)
     manifest = topology.checkpoint.manifest
     saved = manifest.get("dataset") or {}
     name = args.dataset or saved.get("name")
@@ -53,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     topology.to(device)
     inference = SplitInference(topology, batch_size=args.batch_size)
     start = time.perf_counter()
-    predicted = inference.predict_classes(x).cpu()
+    try:
+        predicted = inference.predict_classes(x).cpu()
+    finally:
+        if remote is not None:
+            remote.close()
     wall = time.perf_counter() - start
     request = inference.last_request
     samples = int(len(y))
@@ -80,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
         "output": args.output,
     }
+    if remote is not None:
+        summary["server"] = args.connect
+        summary["transport"] = remote.link.stats.as_dict()
     defenses = (manifest.get("metadata") or {}).get("defenses") or []
     if defenses:
         summary["note"] = "trained with defense(s) " + ", ".join(map(str, defenses)) + "; inference runs without them"
@@ -88,6 +102,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary, topology.data_owner)
     return 0
+
+
+def _connect(args):
+    """The checkpoint's client segments here, its server segments behind ``args.connect``."""
+    from secsplit.checkpoint import load_split_model
+    from secsplit.remote import RemoteChainTopology
+    from secsplit.remote.serving import spec_from_manifest
+
+    local = load_split_model(args.checkpoint, parties="client")
+    topology = RemoteChainTopology(spec_from_manifest(local.checkpoint.manifest), connect_link(args), local=local)
+    topology.checkpoint = local.checkpoint
+    return topology
 
 
 def _write_csv(path: str, ids, predicted) -> None:
@@ -111,6 +137,10 @@ def _print_summary(s: dict, owner: str) -> None:
     print(f"{s['split']} accuracy      {accuracy}  ({s['correct']}/{s['samples']} on {s['dataset']})")
     print(f"{owner} -> others   {s['client_bytes_sent'] / 1e6:,.3f} MB (inference)")
     print(f"others -> {owner}   {s['client_bytes_received'] / 1e6:,.3f} MB (inference)")
+    if s.get("transport"):
+        t = s["transport"]
+        print(f"server             {s['server']}: {t['messages_sent']:,} exchanges, envelopes "
+              f"{t['wire_sent'] / 1e6:,.3f} MB sent / {t['wire_received'] / 1e6:,.3f} MB received")
     print(f"wall time          {s['wall_time_s']:.2f} s on {s['device']}")
     if s["output"]:
         print(f"predictions        {s['output']}")

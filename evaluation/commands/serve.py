@@ -46,6 +46,27 @@ def add_tls_arguments(parser, *, party_default: str) -> None:
     parser.add_argument("--name", default=party_default, help=f"this party's name, as in its certificate (default {party_default})")
 
 
+def add_connect_arguments(parser, *, what: str) -> None:
+    """The client side's options for reaching a served party (train --connect, predict --connect)."""
+    remote = parser.add_argument_group("across machines (see `secsplit serve`)")
+    remote.add_argument("--connect", default=None, metavar="HOST:PORT", help=what)
+    remote.add_argument("--certs", default=None, metavar="DIR", help="directory from `secsplit certs init` (mutual TLS)")
+    remote.add_argument("--insecure", action="store_true", help="plaintext, no authentication: local tests only")
+    remote.add_argument("--name", default="client", help="this party's name, as in its certificate (default client)")
+    remote.add_argument("--server-name", default="server", help="the name the server's certificate must carry (default server)")
+    remote.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
+                        help="fail when the server does not answer a message within S seconds (default 60)")
+    remote.add_argument("--max-message-mb", type=positive_float, default=64.0, help="largest message (default 64 MiB)")
+
+
+def connect_link(args):
+    """A :class:`~secsplit.channel.grpc_link.Link` to ``args.connect`` with the TLS settings of ``args``."""
+    from secsplit.channel.grpc_link import Link
+
+    return Link(args.connect, party=args.name, peer=args.server_name, timeout_s=args.timeout,
+                max_message_bytes=int(args.max_message_mb * 2**20), **tls_options(args))
+
+
 def tls_options(args) -> dict:
     from secsplit.errors import ConfigError
 

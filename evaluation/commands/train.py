@@ -6,6 +6,7 @@ import argparse
 import json
 
 from secsplit.evaluation.commands.common import keyword_option, positive_float, positive_int
+from secsplit.evaluation.commands.serve import add_connect_arguments, connect_link
 
 #: The model a data set gets when --model is not given.
 DEFAULT_MODEL = {"mnist": "lenet", "digits": "mlp", "breast-cancer": "mlp", "breast-cancer-imbalanced": "mlp"}
@@ -35,16 +36,14 @@ def add_parser(sub) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--save", default=None, metavar="DIR",
                        help="save the trained model as a checkpoint directory (one safetensors file per party; see `secsplit predict`)")
-    remote = train.add_argument_group("across machines (see `secsplit serve --role server`)")
-    remote.add_argument("--connect", default=None, metavar="HOST:PORT",
-                        help="train against a server party at this address (vanilla or ushape) instead of in process")
-    remote.add_argument("--certs", default=None, metavar="DIR", help="directory from `secsplit certs init` (mutual TLS)")
-    remote.add_argument("--insecure", action="store_true", help="plaintext, no authentication: local tests only")
-    remote.add_argument("--name", default="client", help="this party's name, as in its certificate (default client)")
-    remote.add_argument("--server-name", default="server", help="the name the server's certificate must carry (default server)")
-    remote.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
-                        help="fail when the server does not answer a message within S seconds (default 60)")
-    remote.add_argument("--max-message-mb", type=positive_float, default=64.0, help="largest message (default 64 MiB)")
+    resume = train.add_argument_group("training checkpoints (resume after a crash)")
+    resume.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                        help="save weights, optimizer and trainer state here every --checkpoint-every steps")
+    resume.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="STEPS", help="default 50")
+    resume.add_argument("--resume", action="store_true",
+                        help="continue from the last state in --checkpoint-dir (same settings; across machines the "
+                             "server must run with its own --checkpoint-dir)")
+    add_connect_arguments(train, what="train against a server party at this address (vanilla or ushape) instead of in process")
     train.set_defaults(run=run)
 
 
@@ -62,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
     model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=args.seed)
     optimizer = OptimizerSpec(args.optimizer, lr=args.lr)
+    checkpointing = _checkpointing(args)
     if getattr(args, "connect", None):
-        topology = _connect(args, dataset, model_name, optimizer)
+        topology = _connect(args, dataset, model_name, optimizer, checkpointing)
     else:
         extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
         extra.update(dict(getattr(args, "options", None) or []))
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=False if (args.quiet or args.json) else None,
         callbacks=defenses,
+        checkpointing=checkpointing,
     )
     try:
         report = trainer.fit(dataset)
@@ -96,20 +97,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connect(args, dataset, model_name: str, optimizer):
-    """The client side of a session with a remote server party (vanilla or U-shape)."""
-    from secsplit.channel.grpc_link import Link
+def _checkpointing(args):
     from secsplit.errors import ConfigError
-    from secsplit.evaluation.commands.serve import tls_options
+    from secsplit.training import Checkpointing
+
+    directory = getattr(args, "checkpoint_dir", None)
+    if directory is None:
+        if getattr(args, "resume", False):
+            raise ConfigError("--resume needs --checkpoint-dir DIR (where the interrupted run saved its state)")
+        return None
+    if args.resume:
+        from secsplit.training import read_trainer_state
+
+        if read_trainer_state(directory) is None:
+            raise ConfigError(f"--resume: no saved training state in {directory} (run without --resume to start)")
+    return Checkpointing(directory, every=args.checkpoint_every, resume=args.resume)
+
+
+def _connect(args, dataset, model_name: str, optimizer, checkpointing=None):
+    """The client side of a session with a remote server party (vanilla or U-shape)."""
+    from secsplit.errors import ConfigError
     from secsplit.remote import RemoteChainTopology, SessionSpec
 
     if args.label_source != "data_owner":
         raise ConfigError("across machines the client holds and sends the labels (--label-source data_owner)")
     spec = SessionSpec(model=model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                        topology=args.topology, cuts=tuple(args.cuts or ()), seed=args.seed, optimizer=optimizer.to_dict())
-    link = Link(args.connect, party=args.name, peer=args.server_name, timeout_s=args.timeout,
-                max_message_bytes=int(args.max_message_mb * 2**20), **tls_options(args))
-    return RemoteChainTopology(spec, link)
+    link = connect_link(args)
+    run_id, resume_step = None, 0
+    if checkpointing is not None and checkpointing.resume:
+        from secsplit.training import read_trainer_state
+
+        state = read_trainer_state(checkpointing.directory)
+        if state is None:
+            raise ConfigError(f"--resume: no trainer state in {checkpointing.directory}")
+        run_id, resume_step = state.get("topology"), state["global_step"]
+        if not isinstance(run_id, str):
+            raise ConfigError(f"--resume: {checkpointing.directory} holds an in-process run, not one across machines")
+    return RemoteChainTopology(spec, link, run_id=run_id, resume_step=resume_step)
 
 
 def _print_summary(s: dict) -> None:
@@ -130,6 +155,11 @@ def _print_summary(s: dict) -> None:
         print(f"test accuracy      {s['test_accuracy']:.4f}")
     print(f"client -> others   {_mb(s['client_bytes_sent'])} (training)")
     print(f"others -> client   {_mb(s['client_bytes_received'])} (training)")
+    if s.get("transport"):
+        t = s["transport"]
+        print(f"over the network   {t['messages_sent']:,} exchanges with {s['parties']['server'].get('remote')}, "
+              f"envelopes {_mb(t['wire_sent'])} sent / {_mb(t['wire_received'])} received "
+              f"(framing {_mb(t['framing_sent'] + t['framing_received'])})")
     print(f"wall time          {s['wall_time_s']:.1f} s on {s['device']}")
 
 

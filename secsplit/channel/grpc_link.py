@@ -76,6 +76,12 @@ def _credentials(certs, party: str) -> PartyCredentials:
     return load_credentials(certs, party)
 
 
+def _check_address(address: str) -> None:
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address {address!r} must be HOST:PORT with a port in 1..65535")
+
+
 class Link:
     """The calling side of a connection: sends one envelope, waits for the reply (with a deadline).
 
@@ -92,6 +98,7 @@ class Link:
     def __init__(self, address: str, *, party: str, peer: str = "server", certs=None, insecure: bool = False,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, timeout_s: float = 60.0,
                  connect_timeout_s: float = 30.0) -> None:
+        _check_address(address)
         self.address, self.party, self.peer = address, party, peer
         self.max_message_bytes = max_message_bytes
         self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
@@ -119,7 +126,7 @@ class Link:
             except grpc.RpcError as error:
                 code = error.code()
                 if code == grpc.StatusCode.UNAVAILABLE and not self._connected and time.monotonic() < deadline \
-                        and "handshake" not in (error.details() or "").lower():
+                        and "connection refused" in (error.details() or "").lower():
                     time.sleep(0.2)  # the server may still be starting
                     continue
                 raise self._explain(error, message) from None
@@ -140,9 +147,14 @@ class Link:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ChannelError(f"no reply to {what} within {self.timeout_s:g} s: the peer is gone or stuck")
         if code == grpc.StatusCode.UNAVAILABLE:
-            hint = ("TLS handshake failed (wrong CA, expired or wrong-name certificate, or plaintext against TLS)"
-                    if "handshake" in details.lower() or "ssl" in details.lower() else
-                    "is it running, and do both sides agree on TLS (--insecure on both or neither)?")
+            lowered = details.lower()
+            if any(k in lowered for k in ("handshake", "ssl", "verification", "certificate")):
+                hint = "TLS handshake failed (wrong CA, expired or wrong-name certificate, or plaintext against TLS)"
+            elif "socket closed" in lowered and not self.insecure and not self._connected:
+                hint = ("the server closed the connection during the TLS handshake: it refused our certificate "
+                        "(another CA, expired) or it speaks plaintext")
+            else:
+                hint = "is it running, and do both sides agree on TLS (--insecure on both or neither)?"
             log.warning("cannot deliver %s: %s", what, details)
             return ChannelError(f"cannot reach {self.peer} at {self.address}: {hint} [{details}]")
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
