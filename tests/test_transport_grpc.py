@@ -325,3 +325,22 @@ def test_inference_server_answers_concurrent_clients_like_local_split_inference(
         assert len(answers) == 8 and serving.requests == 8
         for rows, logits in answers.values():
             torch.testing.assert_close(logits, expected[rows], rtol=1e-5, atol=1e-6)
+
+
+def test_requests_beyond_workers_and_queue_are_refused_not_queued_forever():
+    release, entered = threading.Event(), threading.Event()
+
+    def slow(message, peer):
+        entered.set()
+        release.wait(10)
+        return WireMessage(run_id=message.run_id, step=message.step, kind="control", src="server", dst=message.src)
+
+    hello = WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="hello")
+    with _serving(slow, insecure=True, max_workers=1, max_queue=0) as listener:
+        first = threading.Thread(target=lambda: _link(listener, insecure=True).exchange(hello))
+        first.start()
+        assert entered.wait(10)
+        with pytest.raises(PeerRefused, match="RESOURCE_EXHAUSTED|Concurrent RPC limit|refused"):
+            _link(listener, insecure=True).exchange(hello)
+        release.set()
+        first.join(10)
