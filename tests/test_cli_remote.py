@@ -106,3 +106,25 @@ def test_train_resume_continues_a_checkpointed_run(capsys, tmp_path):
 def test_resume_without_saved_state_is_a_clear_error(capsys, tmp_path):
     assert main(["train", "--dataset", "digits", "--resume", "--checkpoint-dir", str(tmp_path / "none")]) != 0
     assert "no saved training state" in capsys.readouterr().err
+
+
+def test_three_processes_train_vertical_like_one(capsys, tmp_path):
+    """`serve --topology vertical` plus two `train --connect --name clientI` processes, mutual TLS."""
+    pki = tmp_path / "pki"
+    assert main(["certs", "init", "--out", str(pki), "--party", "server", "--party", "client0", "--party", "client1"]) == 0
+    common = ["train", "--dataset", "breast-cancer", "--topology", "vertical", "--epochs", "2", "--batch-size", "32",
+              "--option", "k=2"]
+    alone = _json_run(capsys, common)
+    with _serve("--role", "server", "--topology", "vertical", "--certs", str(pki), "--once") as (server, port):
+        clients = [subprocess.Popen([sys.executable, "-m", "secsplit.evaluation", *common, "--json", "--quiet",
+                                     "--connect", f"127.0.0.1:{port}", "--certs", str(pki), "--name", name],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for name in ("client0", "client1")]
+        outputs = [c.communicate(timeout=300) for c in clients]
+        assert [c.returncode for c in clients] == [0, 0], [err for _, err in outputs]
+        assert server.wait(30) == 0
+    apart = [json.loads(out) for out, _ in outputs]
+    assert apart[0]["test_accuracy"] == alone["test_accuracy"] > 0.85
+    assert apart[1]["test_accuracy"] is None
+    for key in ("client_bytes_sent", "client_bytes_received"):  # in process: both clients together
+        assert apart[0][key] + apart[1][key] == alone[key] > 0

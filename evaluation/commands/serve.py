@@ -24,7 +24,10 @@ def add_parser(sub) -> None:
     serve.add_argument("--max-batch", type=positive_int, default=4096, help="largest batch accepted per message")
     # training role
     serve.add_argument("--model", default=None, help="training: accept only this model (default: what the client proposes)")
-    serve.add_argument("--topology", default=None, choices=["vanilla", "ushape"], help="training: accept only this topology")
+    serve.add_argument("--topology", default=None, choices=["vanilla", "ushape", "vertical"],
+                       help="training: accept only this topology (vertical: k clients named client0.. one view each)")
+    serve.add_argument("--wait", type=positive_float, default=30.0, metavar="S",
+                       help="vertical: how long a client's message waits for the other clients' (default 30)")
     serve.add_argument("--cut", action="append", dest="cuts", metavar="NAME", help="training: accept only these cut points")
     serve.add_argument("--seed", type=int, default=None, help="training: accept only this model seed")
     serve.add_argument("--checkpoint-dir", default=None, metavar="DIR",
@@ -95,11 +98,23 @@ def run(args: argparse.Namespace) -> int:
 
         pinned = {"model": args.model, "topology": args.topology, "seed": args.seed,
                   "cuts": list(args.cuts) if args.cuts else None}
-        handler = TrainingServer(pinned=pinned, checkpoint_dir=args.checkpoint_dir, max_batch=args.max_batch)
+        if args.topology == "vertical":
+            from secsplit.remote.session import MAX_VERTICAL_CLIENTS
+            from secsplit.remote.vertical import VerticalServer
+
+            if args.checkpoint_dir:
+                raise ConfigError("vertical sessions across machines do not checkpoint yet; drop --checkpoint-dir")
+            handler = VerticalServer(pinned=pinned, max_batch=args.max_batch, wait_s=args.wait)
+            allowed = args.allow or [f"client{i}" for i in range(MAX_VERTICAL_CLIENTS)]
+            workers = max(args.workers, 2 * len(allowed) + 2)  # each client's request may wait for the others
+        else:
+            handler = TrainingServer(pinned=pinned, checkpoint_dir=args.checkpoint_dir, max_batch=args.max_batch)
     if args.insecure:
         logging.getLogger("secsplit.serve").warning("serving PLAINTEXT without authentication (--insecure)")
-    listener = Listener(handler.handle, listen=args.listen, party=args.name, allowed_peers=args.allow or ["client"],
-                        max_message_bytes=int(args.max_message_mb * 2**20), max_workers=args.workers,
+    if args.role == "inference" or args.topology != "vertical":
+        allowed, workers = args.allow or ["client"], args.workers
+    listener = Listener(handler.handle, listen=args.listen, party=args.name, allowed_peers=allowed,
+                        max_message_bytes=int(args.max_message_mb * 2**20), max_workers=workers,
                         max_queue=args.queue, **tls).start()
     host = args.listen.rsplit(":", 1)[0]
     print(f"listening on {host}:{listener.port} as {args.name} ({args.role})", flush=True)

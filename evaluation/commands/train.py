@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         topology = _connect(args, dataset, model_name, optimizer, checkpointing)
     else:
         extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
+        if args.topology.startswith("multitask"):
+            extra["seed"] = args.seed
         extra.update(dict(getattr(args, "options", None) or []))
         topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source,
                                   **extra)
@@ -122,8 +124,15 @@ def _connect(args, dataset, model_name: str, optimizer, checkpointing=None):
     if args.label_source != "data_owner":
         raise ConfigError("across machines the client holds and sends the labels (--label-source data_owner)")
     spec = SessionSpec(model=model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                       topology=args.topology, cuts=tuple(args.cuts or ()), seed=args.seed, optimizer=optimizer.to_dict())
+                       topology=args.topology, cuts=tuple(args.cuts or ()), seed=args.seed, optimizer=optimizer.to_dict(),
+                       topology_options=dict(getattr(args, "options", None) or []))
     link = connect_link(args)
+    if spec.topology == "vertical":
+        from secsplit.remote.vertical import RemoteVerticalClient, sample_digest
+
+        if checkpointing is not None:
+            raise ConfigError("vertical training across machines does not checkpoint yet; drop --checkpoint-dir")
+        return RemoteVerticalClient(spec, link, party=args.name, samples=sample_digest(dataset.ids_train))
     run_id, resume_step = None, 0
     if checkpointing is not None and checkpointing.resume:
         from secsplit.training import read_trainer_state
@@ -139,8 +148,10 @@ def _connect(args, dataset, model_name: str, optimizer, checkpointing=None):
 
 def _print_summary(s: dict) -> None:
     for row in s["history"]:
-        print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.4f}  "
-              f"test acc {row['test_accuracy']:.4f}  ({row['wall_time_s']:.1f} s)")
+        tasks = "".join(f"  {key[len('test_task_'):-len('_accuracy')]} {value:.4f}" for key, value in row.items()
+                        if key.startswith("test_task_") and key.endswith("_accuracy"))
+        print(f"epoch {row['epoch']:>3}  train loss {_num(row['train_loss'])}  train acc {_num(row['train_accuracy'])}  "
+              f"test acc {_num(row['test_accuracy'])}{tasks}  ({row['wall_time_s']:.1f} s)")
     print(f"\n{s['topology']} split of {s['model']} on {s['dataset']} at cut(s) {', '.join(s['cuts'])}")
     for name, party in s["parties"].items():
         print(f"  {name:<8} segments {', '.join(party['segments'])}  ({party['parameters']:,} parameters)")
@@ -163,7 +174,13 @@ def _print_summary(s: dict) -> None:
     print(f"wall time          {s['wall_time_s']:.1f} s on {s['device']}")
 
 
+def _num(value) -> str:
+    return "   n/a" if value is None else f"{value:.4f}"
+
+
 def _epsilon(eps: dict) -> str:
+    if "per_label" in eps:
+        return f"{eps['per_label']:.3g} per use of a label, {eps['composed']:.3g} over {eps['uses']} use(s) (label DP)"
     if "composed" in eps:
         return f"{eps['per_release']:.3g} per release, {eps['composed']:.3g} over {eps['releases']} epoch(s) (delta {eps['composed_delta']:.0e})"
     return f"{eps['prv']:.3g} (PRV) / {eps['rdp']:.3g} (RDP) at delta {eps['delta']:.0e}"

@@ -19,7 +19,10 @@ from secsplit.optim import OptimizerSpec
 
 #: Chain topologies that run across machines: the client owns the first (and, in U-shape, the
 #: last) segment; the server owns everything between.
-REMOTE_TOPOLOGIES = ("vanilla", "ushape")
+REMOTE_TOPOLOGIES = ("vanilla", "ushape", "vertical")
+#: Topology options a spec may carry, per topology (vertical: number of clients and merge).
+TOPOLOGY_OPTIONS = {"vertical": ("k", "merge", "layout")}
+MAX_VERTICAL_CLIENTS = 16
 PROTOCOL_VERSION = 1
 #: Bounds on what a proposed spec may make the other side allocate.
 MAX_INPUT_ELEMENTS = 1 << 22
@@ -38,6 +41,7 @@ class SessionSpec:
     seed: int = 0
     optimizer: dict = field(default_factory=lambda: OptimizerSpec().to_dict())
     model_options: dict = field(default_factory=dict)
+    topology_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.topology not in REMOTE_TOPOLOGIES:
@@ -54,8 +58,16 @@ class SessionSpec:
             raise ConfigError(f"num_classes must be an integer in 2..{MAX_CLASSES}, got {self.num_classes!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.optimizer, dict) or not isinstance(self.model_options, dict):
-            raise ConfigError("optimizer and model_options must be JSON objects")
+        if not all(isinstance(d, dict) for d in (self.optimizer, self.model_options, self.topology_options)):
+            raise ConfigError("optimizer, model_options and topology_options must be JSON objects")
+        valid = TOPOLOGY_OPTIONS.get(self.topology, ())
+        unknown = sorted(set(self.topology_options) - set(valid))
+        if unknown:
+            raise ConfigError(f"topology {self.topology!r} takes no option(s) {unknown} across machines; "
+                              f"valid: {list(valid) or 'none'}")
+        k = self.topology_options.get("k", 2)
+        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_VERTICAL_CLIENTS:
+            raise ConfigError(f"vertical across machines needs k in 2..{MAX_VERTICAL_CLIENTS} clients, got {k!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -101,4 +113,15 @@ class SessionSpec:
                                  **self.model_options)
         except TypeError as error:
             raise ConfigError(f"bad session spec: {error}") from None
-        return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=optimizer)
+        extra = {}
+        if self.topology == "vertical":
+            extra = {"model_name": self.model, "seed": self.seed, "model_options": self.model_options or None,
+                     **self.topology_options}
+        return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=optimizer, **extra)
+
+    @property
+    def clients(self) -> list[str]:
+        """The client parties' names: "client", or client0 .. client{k-1} for vertical."""
+        if self.topology == "vertical":
+            return [f"client{i}" for i in range(self.topology_options.get("k", 2))]
+        return ["client"]

@@ -2,6 +2,7 @@
 
 from secsplit.topologies.base import StepResult, Topology
 from secsplit.topologies.chain import ChainTopology
+from secsplit.topologies import multitask  # noqa: F401  (registers multitask, multitask-ushape, multitask-local)
 from secsplit.topologies.presets import TOPOLOGIES, build_topology, list_topologies
 from secsplit.topologies.vertical import VerticalTopology, align_ids, assemble_vertical
 
