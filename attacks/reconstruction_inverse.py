@@ -22,29 +22,33 @@ from secsplit.errors import ConfigError
 
 
 class _Decoder(nn.Module):
-    """Activations -> images: conv layers after upsampling for feature maps, an MLP for flat vectors."""
+    """Activations -> images: a fully connected path for the global layout, conv refinement for detail.
+
+    The fully connected path sees the whole activation, so it can undo pooling and deep cuts where
+    each spatial cell mixes a wide patch of the input; the conv path (on the activation upsampled
+    to the image size, next to the coarse image) adds the local detail shallow cuts keep. A purely
+    convolutional decoder of a few 3x3 layers sees too little of an 8x8 or 4x4 map: at LeNet's
+    relu2 it collapsed to the mean image (SSIM 0.29), against 0.80 with the global path.
+    """
 
     def __init__(self, z_shape: tuple[int, ...], x_shape: tuple[int, ...], width: int = 64) -> None:
         super().__init__()
         self.x_shape = x_shape
-        channels = x_shape[0]
-        if len(z_shape) == 3:
-            self.body = nn.Sequential(
-                nn.Conv2d(z_shape[0], width, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(width, channels, 3, padding=1))
-            self.conv = True
-        else:
-            size = int(torch.Size(x_shape).numel())
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.Size(z_shape).numel()), 8 * width), nn.ReLU(),
-                                      nn.Linear(8 * width, size))
-            self.conv = False
+        z_size, x_size = int(torch.Size(z_shape).numel()), int(torch.Size(x_shape).numel())
+        self.coarse = nn.Sequential(nn.Flatten(), nn.Linear(z_size, 8 * width), nn.ReLU(), nn.Linear(8 * width, x_size))
+        self.conv = len(z_shape) == 3 and len(x_shape) == 3
+        if self.conv:
+            self.refine = nn.Sequential(
+                nn.Conv2d(z_shape[0] + x_shape[0], width // 2, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(width // 2, width // 2, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(width // 2, x_shape[0], 3, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.conv:
-            z = F.interpolate(z, size=self.x_shape[1:], mode="bilinear", align_corners=False)
-            return torch.sigmoid(self.body(z))
-        return torch.sigmoid(self.body(z)).view(-1, *self.x_shape)
+        coarse = self.coarse(z).view(-1, *self.x_shape)
+        if not self.conv:
+            return torch.sigmoid(coarse)
+        up = F.interpolate(z, size=self.x_shape[1:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(coarse + self.refine(torch.cat([up, coarse], 1)))
 
 
 @ATTACKS.register("inverse-network")

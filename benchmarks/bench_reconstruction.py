@@ -28,18 +28,20 @@ def main() -> None:
     parser.add_argument("--cuts", default="relu1,pool1,relu2,pool2,relu3")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--targets", type=int, default=16)
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated attack names")
     args = parser.parse_args()
+    names = args.attacks.split(",")
     torch.set_num_threads(1)
     data = load_dataset("mnist", seed=0)
     targets = data.x_test[-args.targets:]
     baseline = ssim(data.x_train.mean(0, keepdim=True).expand_as(targets), targets, data_range=1.0)
     print(f"MNIST LeNet, vanilla, {args.epochs} epochs, {args.targets} held-out images; mean-image baseline SSIM {baseline:.3f}\n")
-    print("| cut | test accuracy | " + " | ".join(f"{a} SSIM / PSNR" for a in ATTACKS) + " |")
-    print("|---|---|" + "---|" * len(ATTACKS))
+    print("| cut | test accuracy | " + " | ".join(f"{a} SSIM / PSNR" for a in names) + " |")
+    print("|---|---|" + "---|" * len(names))
     for cut in args.cuts.split(","):
         model = create_model("lenet", input_shape=(1, 28, 28), num_classes=10, seed=0)
         topology = build_topology("vanilla", model, cuts=[cut])
-        attacks = [create_attack(name, targets=targets) for name in ATTACKS]
+        attacks = [create_attack(name, targets=targets) for name in names]
         for attack in attacks:
             attack.check_applicable(topology, data)
         report = Trainer(topology, epochs=args.epochs, callbacks=attacks).fit(data)

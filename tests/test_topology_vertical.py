@@ -261,6 +261,8 @@ def test_builder_errors_and_defaults():
         build_topology("vertical", model, model_name="mlp", merge="max")
     with pytest.raises(ConfigError, match="'vertical-ushape' needs 2 cut point"):
         build_topology("vertical-ushape", model, model_name="mlp", cuts=["relu1"])
+    with pytest.raises(ConfigError, match="at least 2 client views, got 1"):
+        build_topology("vertical", model, model_name="mlp", k=1)
     with pytest.raises(ConfigError, match="k=3 but 2 views"):
         build_topology("vertical", model, model_name="mlp", k=3, views=vertical_columns(30, 2))
     topo = build_topology("vertical", model, model_name="mlp", k=3)

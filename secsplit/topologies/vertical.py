@@ -223,8 +223,9 @@ class VerticalTopology(Topology):
         if label_source not in LABEL_SOURCES:
             raise ConfigError(f"unknown label_source {label_source!r}; valid: {', '.join(LABEL_SOURCES)}")
         views = list(views)
-        if not views:
-            raise ConfigError(f"{self.name} needs at least one client view")
+        if len(views) < 2:
+            raise ConfigError(f"{self.name} splits each sample's features across clients, so it needs at least 2 "
+                              f"client views, got {len(views)}; with one client use vanilla or ushape")
         if not all(isinstance(v, FeatureView) for v in views):
             raise ConfigError(f"views must be FeatureView objects (see secsplit.data.vertical_columns / "
                               f"vertical_image_regions), got {[type(v).__name__ for v in views]}")
