@@ -163,18 +163,19 @@ def _message(remote, kind, tensor, step, phase="train", **fields):
 
 
 def test_bad_messages_are_refused_with_a_reason_and_the_session_goes_on(digits):
-    server = TrainingServer()
+    server = TrainingServer(wait_s=0.3)
     with _serving(server.handle, insecure=True) as listener:
         link = _link(listener, insecure=True)
         remote = RemoteChainTopology(_spec(digits), link)
         x, y = digits.x_train[:8], digits.y_train[:8]
         z = remote.head(x).detach()
         refusals = {
+            "before its activation": _message(remote, "labels", y, step=0),  # waits wait_s for it first
             "out of order": _message(remote, "activation", z, step=3),
             "unknown run": _message(remote, "activation", z, step=0, run_id="run-somebody-else"),
             "shape": _message(remote, "activation", z[:, :5], step=0),
             "dtype": _message(remote, "activation", z.double(), step=0),
-            "before its activation": _message(remote, "labels", y, step=0),
+            "its activation was refused": _message(remote, "labels", y, step=0),
         }
         for reason, message in refusals.items():
             with pytest.raises(PeerRefused, match=reason):
@@ -187,7 +188,7 @@ def test_bad_messages_are_refused_with_a_reason_and_the_session_goes_on(digits):
         # after all that, the step still completes and training goes on
         reply = link.exchange(_message(remote, "labels", y, step=0))
         assert reply.kind == "gradient" and tuple(reply.tensor.shape) == tuple(z.shape)
-        assert server.next_step == 1 and len(listener.refusals) == 7
+        assert server.next_step == 1 and len(listener.refusals) == 8
         with pytest.raises(PeerRefused, match="busy"):
             RemoteChainTopology(_spec(digits), _link(listener, insecure=True))
         remote.close()
@@ -344,3 +345,38 @@ def test_requests_beyond_workers_and_queue_are_refused_not_queued_forever():
             _link(listener, insecure=True).exchange(hello)
         release.set()
         first.join(10)
+
+
+def test_labels_overtaking_their_activation_wait_for_it_and_a_refused_activation_fails_them_at_once(digits):
+    server = TrainingServer(wait_s=5.0)
+    with _serving(server.handle, insecure=True, max_workers=4) as listener:
+        link = _link(listener, insecure=True)
+        remote = RemoteChainTopology(_spec(digits), link)
+        x, y = digits.x_train[:8], digits.y_train[:8]
+        z = remote.head(x).detach()
+        replies = {}
+        labels_first = threading.Thread(target=lambda: replies.setdefault("labels", link.exchange(
+            _message(remote, "labels", y, step=0))))
+        labels_first.start()
+        time.sleep(0.3)  # the labels now wait at the server
+        link.exchange(_message(remote, "activation", z, step=0))
+        labels_first.join(5)
+        assert replies["labels"].kind == "gradient" and server.next_step == 1
+        # step 1: a refused activation fails the waiting labels at once, not after wait_s
+        errors = []
+        waiting = threading.Thread(target=lambda: errors.append(_refusal(link, _message(remote, "labels", y, step=1))))
+        start = time.monotonic()
+        waiting.start()
+        time.sleep(0.3)
+        with pytest.raises(PeerRefused, match="shape"):
+            link.exchange(_message(remote, "activation", z[:, :3], step=1))
+        waiting.join(5)
+        assert "its activation was refused" in errors[0] and time.monotonic() - start < 3.0
+
+
+def _refusal(link, message) -> str:
+    try:
+        link.exchange(message)
+    except PeerRefused as error:
+        return str(error)
+    return "accepted"

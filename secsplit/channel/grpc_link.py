@@ -131,6 +131,30 @@ class Link:
                     continue
                 raise self._explain(error, message) from None
         self._connected = True
+        return self._finish(message, data, reply_bytes)
+
+    def exchange_later(self, message: WireMessage) -> Callable[[], WireMessage]:
+        """Send ``message`` without waiting; the returned function waits for the reply (or raises).
+
+        Saves a round trip where a reply is only an acknowledgement (the vanilla activation): the
+        next message goes out at once. Only after the first exchange, so connecting is settled.
+        """
+        if not self._connected:
+            reply = self.exchange(message)
+            return lambda: reply
+        data = encode(message, max_bytes=self.max_message_bytes)
+        future = self._call.future(data, timeout=self.timeout_s)
+
+        def result() -> WireMessage:
+            try:
+                reply_bytes = future.result()
+            except grpc.RpcError as error:
+                raise self._explain(error, message) from None
+            return self._finish(message, data, reply_bytes)
+
+        return result
+
+    def _finish(self, message: WireMessage, data: bytes, reply_bytes: bytes) -> WireMessage:
         try:
             reply = decode(reply_bytes, max_bytes=self.max_message_bytes)
         except CodecError as error:

@@ -94,13 +94,21 @@ class RemoteChainTopology(Topology):
             with self.flops.party(CLIENT):
                 z = self.head(x)
                 out = self.callbacks.transform_activation(z, party=CLIENT, step=step, phase="train")
-            reply = self._exchange("activation", out.detach(), step, "train")
-            if self.tail is None:  # vanilla: labels go to the server, the gradient comes back
+            if self.tail is None:  # vanilla: labels go to the server right behind the activation (its reply
+                # is an acknowledgement, so no need to wait for it), and the gradient comes back
+                self.channel.send(CLIENT, SERVER, "activation", out.detach(), step=step)
+                acknowledged = self.link.exchange_later(WireMessage(run_id=self.run_id, step=step, kind="activation",
+                                                                    src=CLIENT, dst=SERVER, phase="train",
+                                                                    tensor=out.detach()))
                 labels = self.channel.send(CLIENT, SERVER, "labels", y, step=step)
-                reply = self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="labels", src=CLIENT,
-                                                       dst=SERVER, tensor=labels))
+                try:
+                    reply = self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="labels", src=CLIENT,
+                                                           dst=SERVER, tensor=labels))
+                finally:
+                    acknowledged()  # an activation refusal is the reason to report, so it goes first
                 loss_value, correct = float(reply.meta.get("loss", float("nan"))), int(reply.meta.get("correct", 0))
             else:  # U-shape: the tail and the loss stay here
+                reply = self._exchange("activation", out.detach(), step, "train")
                 h = self._receive(reply, "activation", None, step).requires_grad_(True)
                 with self.flops.party(CLIENT):
                     logits = self.tail(h)

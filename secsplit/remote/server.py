@@ -55,15 +55,18 @@ class TrainingServer:
             run id, the last ``keep`` steps kept), and where a resuming session reads it.
         callbacks: server-side plug-ins (``transform_labels``, ``transform_gradient``).
         max_batch: the largest batch accepted, bounding memory a client can make the server use.
+        wait_s: how long a step's labels or gradient wait for its activation, which a pipelining
+            client sends just before them and which may arrive second.
     """
 
     def __init__(self, *, pinned: dict | None = None, checkpoint_dir: str | Path | None = None,
-                 callbacks: Iterable[Callback] = (), max_batch: int = 4096, keep: int = 3) -> None:
+                 callbacks: Iterable[Callback] = (), max_batch: int = 4096, keep: int = 3, wait_s: float = 10.0) -> None:
         self.pinned = dict(pinned or {})
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.callbacks = CallbackList(callbacks)
         self.max_batch, self.keep = max_batch, keep
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
+        self.wait_s = wait_s  # a step's second message may overtake its activation (pipelined client): wait this long
         self.run_id: str | None = None
         self.finished = threading.Event()
         self.last_activity = time.monotonic()
@@ -76,6 +79,7 @@ class TrainingServer:
         self.topology = None
         self.next_step = 0
         self.pending: _Pending | None = None
+        self.refused_step: int | None = None
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, message: WireMessage, peer: str) -> WireMessage:
@@ -164,6 +168,7 @@ class TrainingServer:
             if self.run_id is not None:
                 log.error("session %s aborted at step %d: %s", self.run_id, self.next_step, reason)
                 self._reset_session()
+                self.lock.notify_all()
 
     @property
     def session_open(self) -> bool:
@@ -191,13 +196,27 @@ class TrainingServer:
             if self.pending is not None or step != self.next_step:
                 expected = f"step {self.next_step}" if self.pending is None else f"the rest of step {self.pending.step}"
                 raise ChannelError(f"activation for step {step} out of order: expected {expected}")
-            received = self._check_activation(message).clone().requires_grad_(True)
+            try:
+                received = self._check_activation(message).clone().requires_grad_(True)
+            except ChannelError:
+                self.refused_step = step  # wakes a pipelined second message of this step, which then fails at once
+                self.lock.notify_all()
+                raise
             self.party.zero_grad()
             output = self._stretch(received)
             self.pending = _Pending(step, received, output)
+            self.lock.notify_all()
             if self.is_last:
                 return self._reply(message, "control")
             return self._reply(message, "activation", output.detach())
+        if self.pending is None and step == self.next_step:  # the activation is still on its way
+            run = self.run_id
+            self.lock.wait_for(lambda: self.run_id != run or self.refused_step == step
+                               or (self.pending is not None and self.pending.step == step), timeout=self.wait_s)
+            if self.run_id != run:
+                raise ChannelError(f"run {run!r} ended while {message.kind} for step {step} waited for its activation")
+            if self.refused_step == step and self.pending is None:
+                raise ChannelError(f"{message.kind} for step {step} refused: its activation was refused")
         if self.pending is None or step != self.pending.step:
             raise ChannelError(f"{message.kind} for step {step} arrived before its activation")
         pending = self.pending
