@@ -12,8 +12,9 @@ from secsplit.attacks.base import (
 from secsplit.attacks.label_clustering import GradientClustering
 from secsplit.attacks.label_completion import ModelCompletion
 from secsplit.attacks.label_gradient import CosineAttack, NormAttack
+from secsplit.attacks.reconstruction_fsha import FeatureSpaceHijacking
 from secsplit.attacks.reconstruction_inverse import InverseNetwork
 from secsplit.attacks.reconstruction_unsplit import UnSplit
 from secsplit.attacks.reconstruction_whitebox import WhiteBoxInversion
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "CosineAttack", "GradientClustering", "InverseNetwork", "ModelCompletion", "NormAttack", "NotApplicable", "ThreatModel", "UnSplit", "WhiteBoxInversion", "create_attack", "list_attacks"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "CosineAttack", "FeatureSpaceHijacking", "GradientClustering", "InverseNetwork", "ModelCompletion", "NormAttack", "NotApplicable", "ThreatModel", "UnSplit", "WhiteBoxInversion", "create_attack", "list_attacks"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from secsplit.errors import TrainingStopped
 from secsplit.evaluation.audit_config import AuditConfig, RunSpec
 from secsplit.evaluation.model_cache import ModelCache
 from secsplit.evaluation.results import append_row, finished_keys
@@ -37,6 +38,8 @@ def _released_probe(topology, x):
         lambda m: seen.append(m.tensor) if m.kind == "activation" and m.src == topology.data_owner else None)
     try:
         topology.predict(x)
+    except TrainingStopped:  # a defense stopped the client from releasing anything more (e.g. hijack detected)
+        return None
     finally:
         remove()
     return seen[0] if seen else None
