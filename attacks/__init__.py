@@ -7,6 +7,7 @@ from secsplit.attacks.base import (
     NotApplicable,
     ThreatModel,
     create_attack,
+    get,
     list_attacks,
 )
 from secsplit.attacks.label_clustering import GradientClustering
@@ -17,4 +18,4 @@ from secsplit.attacks.reconstruction_inverse import InverseNetwork
 from secsplit.attacks.reconstruction_unsplit import UnSplit
 from secsplit.attacks.reconstruction_whitebox import WhiteBoxInversion
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "CosineAttack", "FeatureSpaceHijacking", "GradientClustering", "InverseNetwork", "ModelCompletion", "NormAttack", "NotApplicable", "ThreatModel", "UnSplit", "WhiteBoxInversion", "create_attack", "list_attacks"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "CosineAttack", "FeatureSpaceHijacking", "GradientClustering", "InverseNetwork", "ModelCompletion", "NormAttack", "NotApplicable", "ThreatModel", "UnSplit", "WhiteBoxInversion", "create_attack", "get", "list_attacks"]

@@ -79,6 +79,29 @@ class AttackResult:
     per_epoch: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
+    def scores(self) -> dict:
+        """Named leakage metrics of the guesses against the truth: mse/psnr/ssim for reconstructions,
+        leak_auc with its chance level (binary) or label_accuracy (multi-class) for labels, plus the
+        attack's own scalar info (e.g. known labels used)."""
+        from secsplit import metrics
+
+        scores: dict = {}
+        if self.reconstructions is not None and self.originals is not None:
+            rec, orig = self.reconstructions.detach().float().clamp(0, 1), self.originals.detach().float()
+            scores.update(mse=metrics.mse(rec, orig), psnr=metrics.psnr(rec, orig, data_range=1.0),
+                          ssim=metrics.ssim(rec, orig, data_range=1.0))
+        if self.label_scores is not None and self.true_labels is not None:
+            s, y = self.label_scores.detach(), self.true_labels.detach()
+            if s.dim() == 1:
+                scores["leak_auc"] = metrics.leak_auc_symmetric(s, y)
+                scores["chance_auc"] = metrics.chance_auc(y, batch_size=None)
+            else:
+                scores["label_accuracy"] = metrics.accuracy(s.argmax(1), y)
+        if self.per_epoch:
+            scores["per_epoch"] = self.per_epoch
+        scores.update({k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool)) and k not in scores})
+        return scores
+
 
 class NotApplicable(Exception):
     """Raised by :meth:`Attack.check_applicable` with the reason an attack makes no sense here."""
@@ -102,8 +125,31 @@ class Attack(Callback):
     def params(self) -> dict:
         return {}
 
+    def run(self, topology, dataset, *, epochs: int = 1, batch_size: int = 64, seed: int = 0, callbacks=(),
+            **trainer_options) -> AttackResult:
+        """Train ``topology`` on ``dataset`` with this attack observing what its party sees, then attack.
+
+        The one-call API: ``get("norm").run(build_topology("vanilla", model), data, epochs=3).scores()``.
+        ``callbacks`` (e.g. defenses) run before the attack, so it sees what they let through.
+        Raises :class:`NotApplicable` (before any training) where the threat model makes no sense.
+        """
+        from secsplit.training import Trainer
+
+        self.check_applicable(topology, dataset)
+        trainer_options.setdefault("progress", False)
+        Trainer(topology, epochs=epochs, batch_size=batch_size, seed=seed, callbacks=[*callbacks, self],
+                **trainer_options).fit(dataset)
+        return self.result()
+
 
 def create_attack(name: str, /, **kwargs) -> Attack:
+    return ATTACKS.create(name, **kwargs)
+
+
+def get(name: str, /, **kwargs) -> Attack:
+    """``create_attack`` that also takes the short names ("norm" for "norm-attack", "cosine", "fsha")."""
+    if name not in ATTACKS and f"{name}-attack" in ATTACKS:
+        name = f"{name}-attack"
     return ATTACKS.create(name, **kwargs)
 
 

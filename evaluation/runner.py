@@ -47,24 +47,7 @@ def _released_probe(topology, x):
 
 def score_result(result) -> dict:
     """Leakage metrics of an attack's guesses (scored against the truth it carries)."""
-    from secsplit.evaluation import metrics
-
-    scores: dict = {}
-    if result.reconstructions is not None and result.originals is not None:
-        rec, orig = result.reconstructions.detach().float().clamp(0, 1), result.originals.detach().float()
-        scores.update(mse=metrics.mse(rec, orig), psnr=metrics.psnr(rec, orig, data_range=1.0),
-                      ssim=metrics.ssim(rec, orig, data_range=1.0))
-    if result.label_scores is not None and result.true_labels is not None:
-        s, y = result.label_scores.detach(), result.true_labels.detach()
-        if s.dim() == 1:
-            scores["leak_auc"] = metrics.leak_auc_symmetric(s, y)
-            scores["chance_auc"] = metrics.chance_auc(y, batch_size=None)
-        else:
-            scores["label_accuracy"] = metrics.accuracy(s.argmax(1), y)
-    if result.per_epoch:
-        scores["per_epoch"] = result.per_epoch
-    scores.update({k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool)) and k not in scores})
-    return scores
+    return result.scores()
 
 
 def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:

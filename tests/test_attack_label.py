@@ -193,3 +193,16 @@ def test_auc_rows_matches_sklearn_and_chance_auc_sits_above_half():
     balanced_batches = [np.arange(32) % 2 for _ in range(10)]
     assert 0.56 < batch_chance_auc(balanced_batches) < 0.62
     assert np.isnan(batch_chance_auc([np.zeros(32)]))
+
+
+def test_one_call_api_gets_by_short_name_runs_and_scores(imbalanced):
+    from secsplit import attacks
+
+    result = attacks.get("cosine").run(_topology(imbalanced), imbalanced, epochs=1, batch_size=32)
+    scores = result.scores()
+    assert result.attack == "cosine-attack" and scores["leak_auc"] > 0.95 and 0.5 < scores["chance_auc"] < 0.8
+    assert scores["known_labels_used"] > 0
+    ushape = _topology(imbalanced, "ushape")
+    with pytest.raises(attacks.NotApplicable, match="labels never leave"):
+        attacks.get("norm").run(ushape, imbalanced, epochs=1)
+    assert ushape.channel.traffic.total() == 0  # refused before any training
