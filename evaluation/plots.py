@@ -132,9 +132,9 @@ def reconstruction_grid(originals, reconstructions, path, *, title: str = "", ma
             image = images[i].detach().float().clamp(0, 1).cpu()
             ax = axes[row][i]
             if image.shape[0] == 1:
-                ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
             else:
-                ax.imshow(image.permute(1, 2, 0))
+                ax.imshow(image.permute(1, 2, 0).numpy())
             ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=8)
