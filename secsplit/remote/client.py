@@ -25,7 +25,34 @@ from secsplit.topologies.base import StepResult, Topology
 CLIENT, SERVER = "client", "server"
 
 
-class RemoteChainTopology(Topology):
+class RemoteClient(Topology):
+    """What every client-side topology across machines shares: control messages, closing, describing the link.
+
+    Subclasses set ``party_name``, ``run_id``, ``link`` and (after their hello) ``server_info``.
+    """
+
+    party_name: str = CLIENT
+
+    def _control(self, tag: str, step: int, **meta) -> WireMessage:
+        return self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="control", src=self.party_name,
+                                              dst=SERVER, tag=tag, meta=meta))
+
+    def close(self) -> None:
+        """Tell the server the session is over (a server already gone is no error here)."""
+        try:
+            self._control("bye", 0)
+        except ChannelError:
+            pass
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info["parties"][SERVER] = {"segments": self.server_info.get("segments", []),
+                                   "parameters": self.server_info.get("parameters"), "remote": self.link.address}
+        info["transport"] = self.link.stats.as_dict()
+        return info
+
+
+class RemoteChainTopology(RemoteClient):
     """Vanilla or U-shape with the server's segments on the far side of ``link``.
 
     Args:
@@ -65,10 +92,6 @@ class RemoteChainTopology(Topology):
         tensor = check_tensor(reply, kind=kind, shape=shape, dtype=torch.float32, what=f"server's {kind}")
         return self.channel.send(SERVER, CLIENT, kind, tensor, step=step)
 
-    def _control(self, tag: str, step: int, **meta) -> WireMessage:
-        message = WireMessage(run_id=self.run_id, step=step, kind="control", src=CLIENT, dst=SERVER, tag=tag, meta=meta)
-        return self.link.exchange(message)
-
     def checkpoint_remote(self, step: int) -> None:
         """Ask the server to save its state as of ``step`` (before the client saves its own)."""
         self._control("checkpoint", step)
@@ -77,13 +100,6 @@ class RemoteChainTopology(Topology):
         """The server saves its state for ``step`` first, then the client its own."""
         self.checkpoint_remote(step)
         super().save_training_state(directory, step)
-
-    def close(self) -> None:
-        """Tell the server the session is over."""
-        try:
-            self._control("bye", 0)
-        except ChannelError:
-            pass
 
     # -- training ---------------------------------------------------------------------------------
     def train_step(self, x, y, *, step):
@@ -144,10 +160,3 @@ class RemoteChainTopology(Topology):
                     return self.tail(h)
         finally:
             self.channel.phase = previous
-
-    def describe(self) -> dict:
-        info = super().describe()
-        info["parties"][SERVER] = {"segments": self.server_info.get("segments", []),
-                                   "parameters": self.server_info.get("parameters"), "remote": self.link.address}
-        info["transport"] = self.link.stats.as_dict()
-        return info

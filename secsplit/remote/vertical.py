@@ -35,8 +35,9 @@ from secsplit.callbacks import Callback, CallbackList
 from secsplit.channel import Channel
 from secsplit.channel.codec import WireMessage, check_tensor
 from secsplit.errors import ChannelError, ConfigError
+from secsplit.remote.client import RemoteClient
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
-from secsplit.topologies.base import StepResult, Topology
+from secsplit.topologies.base import StepResult
 
 log = logging.getLogger("secsplit.server")
 SERVER = "server"
@@ -265,7 +266,7 @@ class VerticalServer:
         return self._reply(message, "logits", logits)
 
 
-class RemoteVerticalClient(Topology):
+class RemoteVerticalClient(RemoteClient):
     """One client of vertical split training across machines; the Trainer drives it like any topology.
 
     Args:
@@ -301,16 +302,6 @@ class RemoteVerticalClient(Topology):
         return self.link.exchange(WireMessage(run_id=self.run_id, step=step if wire_step is None else wire_step, kind=kind,
                                               src=self.party_name, dst=SERVER, phase=phase, tag=tag, tensor=tensor))
 
-    def _control(self, tag: str, step: int, **meta) -> WireMessage:
-        return self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="control", src=self.party_name,
-                                              dst=SERVER, tag=tag, meta=meta))
-
-    def close(self) -> None:
-        try:
-            self._control("bye", 0)
-        except ChannelError:
-            pass
-
     def train_step(self, x, y, *, step):
         self.channel.phase = "train"
         party = self.parties[self.party_name]
@@ -325,8 +316,7 @@ class RemoteVerticalClient(Topology):
                 reply = self._exchange("labels", y, step, "train")
                 loss, correct = float(reply.meta.get("loss", float("nan"))), int(reply.meta.get("correct", 0))
             else:
-                reply = self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="control", src=self.party_name,
-                                                       dst=SERVER, tag="pull"))
+                reply = self._control("pull", step)
                 loss, correct = float("nan"), 0
             grad = check_tensor(reply, kind="gradient", shape=tuple(out.shape), dtype=torch.float32, what="server's gradient")
             grad = self.channel.send(SERVER, self.party_name, "gradient", grad, step=step)
@@ -361,9 +351,4 @@ class RemoteVerticalClient(Topology):
             self.channel.phase = previous
 
     def describe(self) -> dict:
-        info = super().describe()
-        info["parties"][SERVER] = {"segments": self.server_info.get("segments", []),
-                                   "parameters": self.server_info.get("parameters"), "remote": self.link.address}
-        info["transport"] = self.link.stats.as_dict()
-        info["cuts"] = list(self.cuts)
-        return info
+        return {**super().describe(), "cuts": list(self.cuts)}
