@@ -21,6 +21,8 @@ through :meth:`LabelAttack.check_applicable`). Its labels are used for two thing
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from scipy.stats import rankdata
@@ -98,7 +100,15 @@ class LabelAttack(Attack):
 
     binary: bool = True
 
-    def __init__(self, *, dataset=None, seed: int = 0) -> None:
+    #: parties this attack may sit at; gradient attacks also work from the server's seat in U-shape
+    seats: tuple[str, ...] = ("client",)
+
+    def __init__(self, *, dataset=None, seed: int = 0, attacker: str | None = None) -> None:
+        if attacker is not None and attacker != self.threat_model.attacker:
+            if attacker not in self.seats:
+                raise ConfigError(f"{self.name} can attack from {', '.join(self.seats)}, not {attacker!r}")
+            # an instance-level threat model: the same attack from another party's seat
+            self.threat_model = dataclasses.replace(self.threat_model, attacker=attacker)
         self.dataset = dataset
         self.seed = int(seed)
         self.trainer = None
@@ -113,7 +123,7 @@ class LabelAttack(Attack):
         return self.threat_model.attacker
 
     def params(self) -> dict:
-        return {"seed": self.seed}
+        return {"seed": self.seed, "attacker": self.party}
 
     # -- applicability -----------------------------------------------------------------------------
     def check_applicable(self, topology, dataset) -> None:

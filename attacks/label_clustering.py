@@ -76,13 +76,15 @@ class GradientClustering(LabelAttack):
         dataset, seed: see :class:`~secsplit.attacks.label_base.LabelAttack`.
     """
 
+    seats = ("client", "server")
+
     name = "gradient-clustering"
     threat_model = ThreatModel(attacker="client", behaviour="honest-but-curious", knows=("few-labels",), target="labels")
     binary = False
 
     def __init__(self, *, known_per_class: int = 5, method: str = "auto", window: int | None = None,
-                 normalize: bool = True, dataset=None, seed: int = 0) -> None:
-        super().__init__(dataset=dataset, seed=seed)
+                 normalize: bool = True, dataset=None, seed: int = 0, attacker: str | None = None) -> None:
+        super().__init__(dataset=dataset, seed=seed, attacker=attacker)
         if method not in METHODS:
             raise ConfigError(f"unknown clustering method {method!r}; valid: {', '.join(METHODS)}")
         if isinstance(known_per_class, bool) or int(known_per_class) < 1:

@@ -23,6 +23,9 @@ from secsplit.attacks.label_base import LabelAttack
 class NormAttack(LabelAttack):
     """Score = L2 norm of each sample's returned gradient; higher = more likely positive.
 
+    From the client's seat (vanilla, labels at the server) by default; ``attacker="server"`` is
+    the server of U-shape, which receives the gradient of the client's tail input.
+
     Binary labels only. Per epoch: leak AUC per batch (``auc``, ``raw_auc``), pooled over the
     epoch (``pooled_auc``) and the per-batch chance level (``chance_auc``).
 
@@ -31,6 +34,8 @@ class NormAttack(LabelAttack):
     from epoch 2), and falls to ~0.7-0.9 once the model learns them (Adam lr 1e-3: train accuracy
     0.98 by epoch 4); with balanced labels it stays near the per-batch chance level.
     """
+
+    seats = ("client", "server")
 
     name = "norm-attack"
     threat_model = ThreatModel(attacker="client", behaviour="honest-but-curious", knows=(), target="labels")
@@ -54,11 +59,13 @@ class CosineAttack(LabelAttack):
         dataset, seed: see :class:`~secsplit.attacks.label_base.LabelAttack`.
     """
 
+    seats = ("client", "server")
+
     name = "cosine-attack"
     threat_model = ThreatModel(attacker="client", behaviour="honest-but-curious", knows=("few-labels",), target="labels")
 
-    def __init__(self, *, dataset=None, seed: int = 0) -> None:
-        super().__init__(dataset=dataset, seed=seed)
+    def __init__(self, *, dataset=None, seed: int = 0, attacker: str | None = None) -> None:
+        super().__init__(dataset=dataset, seed=seed, attacker=attacker)
         self.reference: torch.Tensor | None = None
         self.known_labels_used = 0
         self.reused_references = 0
