@@ -219,6 +219,11 @@ def test_the_server_of_ushape_recovers_labels_from_the_tail_gradient(imbalanced,
     clustering = attacks.get("gradient-clustering", attacker="server").run(_topology(digits, "ushape"), digits,
                                                                           epochs=1, batch_size=32)
     assert clustering.scores()["label_accuracy"] > 0.95  # measured 1.00 on 10 classes
+    from secsplit.defenses import create_defense
+
+    defended = attacks.get("norm", attacker="server").run(_topology(imbalanced, "ushape"), imbalanced, epochs=2,
+                                                           batch_size=32, callbacks=[create_defense("max-norm")])
+    assert defended.scores()["leak_auc"] < 0.7  # the client's max-norm padding on the gradient it returns (0.50)
     with pytest.raises(attacks.NotApplicable, match="label owner is the attacker"):
         attacks.get("norm", attacker="server").run(_topology(imbalanced), imbalanced)  # vanilla: it holds them
     with pytest.raises(ConfigError, match="can attack from client, server, not 'eavesdropper'"):
