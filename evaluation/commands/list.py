@@ -23,9 +23,15 @@ def run(args: argparse.Namespace) -> int:
         model = create_model(name, input_shape=shape, num_classes=10, seed=0)
         print(f"  {name:<26} {description}")
         print(f"  {'':<26} cuts: {', '.join(model.cut_points)}")
-    print("topologies:")
+    from secsplit.topologies import TOPOLOGIES
+
+    print("topologies (train --topology NAME --option key=value ...):")
+    internal = {"model", "cuts", "channel", "optimizer", "label_source", "model_name", "kwargs"}
     for name, description in list_topologies():
+        options = [p for p in TOPOLOGIES.parameters(name) if p not in internal]
         print(f"  {name:<26} {description}")
+        if options:
+            print(f"  {'':<26} options: {', '.join(options)}")
     from secsplit.defenses import list_defenses
 
     from secsplit.attacks import list_attacks

@@ -66,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
         topology = _connect(args, dataset, model_name, optimizer, checkpointing)
     else:
         extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
-        if args.topology.startswith("multitask"):
-            extra["seed"] = args.seed
+        from secsplit.topologies import TOPOLOGIES
+
+        if args.topology in TOPOLOGIES and "seed" in TOPOLOGIES.parameters(args.topology):
+            extra.setdefault("seed", args.seed)  # partitions, extra heads: --seed governs them too
         extra.update(dict(getattr(args, "options", None) or []))
         topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source,
                                   **extra)
