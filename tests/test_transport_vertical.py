@@ -126,3 +126,66 @@ def test_vertical_spec_checks_its_options(data):
         SessionSpec(model="mlp", input_shape=(30,), num_classes=2, topology="vanilla", topology_options={"k": 2})
     with pytest.raises(ConfigError, match="not a client"):
         RemoteVerticalClient(_spec(data, k=2), link=None, party="client7", samples="0" * 64)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_crashed_vertical_run_resumes_to_the_uninterrupted_result(data, tmp_path):
+    from secsplit.callbacks import Callback
+    from secsplit.training import Checkpointing, read_trainer_state
+
+    class CrashAt(Callback):
+        def on_step_end(self, *, step, loss):
+            if step == 20:  # mid-epoch 2 (15 steps per epoch)
+                raise _Crash(f"killed after step {step}")
+
+    spec = _spec(data, k=2)
+
+    def run(root, *, crash=False, resume=False):
+        server = VerticalServer(wait_s=10.0, checkpoint_dir=root / "server")
+        reports, weights, errors = {}, {}, []
+        with _serving(server) as listener:
+            topologies = {}
+            for party in CLIENTS:  # built one after the other: model seeding uses torch's global RNG (as processes would
+                # each have their own), so two threads building at once would interleave their draws
+                run_id, start = None, 0
+                if resume:
+                    state = read_trainer_state(root / party)
+                    run_id, start = state["topology"], state["global_step"]
+                link = Link(f"127.0.0.1:{listener.port}", party=party, insecure=True, timeout_s=20.0)
+                topologies[party] = RemoteVerticalClient(spec, link, party=party, samples=sample_digest(data.ids_train),
+                                                         run_id=run_id, resume_step=start)
+
+            def client(party):
+                directory, topology = root / party, topologies[party]
+                try:
+                    reports[party] = Trainer(topology, batch_size=32, epochs=3, seed=0, progress=False,
+                                             checkpointing=Checkpointing(str(directory), every=4, resume=resume),
+                                             callbacks=[CrashAt()] if crash else []).fit(data)
+                    weights[party] = [p.detach().clone() for p in topology.parties[party].segments.parameters()]
+                except _Crash:
+                    pass
+                except Exception as error:  # surfaced below
+                    errors.append(error)
+                finally:
+                    topology.close()
+
+            threads = [threading.Thread(target=client, args=(p,)) for p in CLIENTS]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+        assert not errors, errors
+        return reports, weights
+
+    whole, whole_weights = run(tmp_path / "whole")
+    crashed, _ = run(tmp_path / "crashed", crash=True)
+    assert not crashed  # both clients died at step 20
+    assert read_trainer_state(tmp_path / "crashed" / "client0")["global_step"] == 20
+    resumed, resumed_weights = run(tmp_path / "crashed", resume=True)
+    assert resumed["client0"].summary["test_accuracy"] == whole["client0"].summary["test_accuracy"]
+    for party in CLIENTS:
+        for a, b in zip(whole_weights[party], resumed_weights[party], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)

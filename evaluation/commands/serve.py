@@ -102,9 +102,8 @@ def run(args: argparse.Namespace) -> int:
             from secsplit.remote.session import MAX_VERTICAL_CLIENTS
             from secsplit.remote.vertical import VerticalServer
 
-            if args.checkpoint_dir:
-                raise ConfigError("vertical sessions across machines do not checkpoint yet; drop --checkpoint-dir")
-            handler = VerticalServer(pinned=pinned, max_batch=args.max_batch, wait_s=args.wait)
+            handler = VerticalServer(pinned=pinned, max_batch=args.max_batch, wait_s=args.wait,
+                                     checkpoint_dir=args.checkpoint_dir)
             allowed = args.allow or [f"client{i}" for i in range(MAX_VERTICAL_CLIENTS)]
             workers = max(args.workers, 2 * len(allowed) + 2)  # each client's request may wait for the others
         else:

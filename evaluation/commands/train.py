@@ -129,12 +129,6 @@ def _connect(args, dataset, model_name: str, optimizer, checkpointing=None):
                        topology=args.topology, cuts=tuple(args.cuts or ()), seed=args.seed, optimizer=optimizer.to_dict(),
                        topology_options=dict(getattr(args, "options", None) or []))
     link = connect_link(args)
-    if spec.topology == "vertical":
-        from secsplit.remote.vertical import RemoteVerticalClient, sample_digest
-
-        if checkpointing is not None:
-            raise ConfigError("vertical training across machines does not checkpoint yet; drop --checkpoint-dir")
-        return RemoteVerticalClient(spec, link, party=args.name, samples=sample_digest(dataset.ids_train))
     run_id, resume_step = None, 0
     if checkpointing is not None and checkpointing.resume:
         from secsplit.training import read_trainer_state
@@ -145,6 +139,11 @@ def _connect(args, dataset, model_name: str, optimizer, checkpointing=None):
         run_id, resume_step = state.get("topology"), state["global_step"]
         if not isinstance(run_id, str):
             raise ConfigError(f"--resume: {checkpointing.directory} holds an in-process run, not one across machines")
+    if spec.topology == "vertical":
+        from secsplit.remote.vertical import RemoteVerticalClient, sample_digest
+
+        return RemoteVerticalClient(spec, link, party=args.name, samples=sample_digest(dataset.ids_train), run_id=run_id,
+                                    resume_step=resume_step)
     return RemoteChainTopology(spec, link, run_id=run_id, resume_step=resume_step)
 
 

@@ -45,6 +45,44 @@ class _Pending:
     output: torch.Tensor    # the server stretch's output, graph attached
 
 
+class ServerStates:
+    """The server party's saved training states: one folder per run id, the last ``keep`` steps kept."""
+
+    def __init__(self, directory: str | Path | None, *, keep: int = 3) -> None:
+        self.directory = Path(directory) if directory else None
+        self.keep = keep
+
+    def run_dir(self, run_id: str) -> Path:
+        if self.directory is None:
+            raise ChannelError("this server keeps no checkpoints (start it with --checkpoint-dir to allow resuming)")
+        if not run_id or not all(c.isalnum() or c in "-_" for c in run_id) or len(run_id) > 64:
+            raise ChannelError("run ids used for checkpoints must be 1-64 letters, digits, '-' or '_'")
+        return self.directory / run_id
+
+    def has(self, run_id: str, step: int) -> bool:
+        return (self.run_dir(run_id) / f"server-step{step:09d}.json").exists()
+
+    def save(self, run_id: str, spec: SessionSpec, party, step: int) -> None:
+        directory = self.run_dir(run_id)
+        save_party_state(directory, f"server-step{step:09d}", party, info={"run_id": run_id, "step": step,
+                                                                           "spec": spec.to_dict()})
+        states = sorted(directory.glob("server-step*.json"))
+        for old in states[: max(0, len(states) - self.keep)]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+
+    def load(self, run_id: str, spec: SessionSpec, party, step: int) -> None:
+        directory = self.run_dir(run_id)
+        name = f"server-step{step:09d}"
+        if not (directory / f"{name}.json").exists():
+            have = sorted(int(p.stem.removeprefix("server-step")) for p in directory.glob("server-step*.json"))
+            raise ChannelError(f"cannot resume run {run_id!r} at step {step}: the server has states for steps "
+                               f"{have or 'none'}")
+        info = load_party_state(directory, name, party)
+        if info.get("spec") != spec.to_dict():
+            raise ChannelError("cannot resume: the server's saved state belongs to a different session spec")
+
+
 class TrainingServer:
     """Plays the server in vanilla and U-shape split training for one client at a time.
 
@@ -63,6 +101,7 @@ class TrainingServer:
                  callbacks: Iterable[Callback] = (), max_batch: int = 4096, keep: int = 3, wait_s: float = 10.0) -> None:
         self.pinned = dict(pinned or {})
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.states = ServerStates(checkpoint_dir, keep=keep)
         self.callbacks = CallbackList(callbacks)
         self.max_batch, self.keep = max_batch, keep
         self.lock = threading.Condition()
@@ -255,29 +294,8 @@ class TrainingServer:
         return self._reply(message, "logits" if self.is_last else "activation", output)
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def _run_dir(self, run_id: str) -> Path:
-        if self.checkpoint_dir is None:
-            raise ChannelError("this server keeps no checkpoints (start it with --checkpoint-dir to allow resuming)")
-        if not run_id or not all(c.isalnum() or c in "-_" for c in run_id) or len(run_id) > 64:
-            raise ChannelError("run ids used for checkpoints must be 1-64 letters, digits, '-' or '_'")
-        return self.checkpoint_dir / run_id
-
     def _save(self, step: int) -> None:
-        directory = self._run_dir(self.run_id)
-        save_party_state(directory, f"server-step{step:09d}", self.party, info={"run_id": self.run_id, "step": step,
-                                                                             "spec": self.spec.to_dict()})
-        states = sorted(directory.glob("server-step*.json"))
-        for old in states[: max(0, len(states) - self.keep)]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".safetensors").unlink(missing_ok=True)
+        self.states.save(self.run_id, self.spec, self.party, step)
 
     def _load(self, run_id: str, spec: SessionSpec, party, step: int) -> None:
-        directory = self._run_dir(run_id)
-        name = f"server-step{step:09d}"
-        if not (directory / f"{name}.json").exists():
-            have = sorted(int(p.stem.removeprefix("server-step")) for p in directory.glob("server-step*.json"))
-            raise ChannelError(f"cannot resume run {run_id!r} at step {step}: the server has states for steps "
-                               f"{have or 'none'}")
-        info = load_party_state(directory, name, party)
-        if info.get("spec") != spec.to_dict():
-            raise ChannelError("cannot resume: the server's saved state belongs to a different session spec")
+        self.states.load(run_id, spec, party, step)

@@ -18,7 +18,8 @@ Evaluation: every client sends its eval ``activation`` numbered by its own evalu
 Sample alignment: every client's hello carries a digest of its training sample IDs (in order); the
 server refuses a client whose digest differs from the first client's, naming both, so misaligned
 rows never train together. Waits are bounded (``wait_s``): a missing client is a clear refusal,
-not a hang. Checkpoint/resume is not offered for vertical sessions yet.
+not a hang. Checkpoints: every client asks the server to save at the same steps (the first request
+saves); a resumed session's clients all name the same resume step.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class VerticalServer:
     """
 
     def __init__(self, *, pinned: dict | None = None, callbacks: list[Callback] | tuple = (), max_batch: int = 4096,
-                 wait_s: float = 30.0) -> None:
+                 wait_s: float = 30.0, checkpoint_dir=None, keep: int = 3) -> None:
+        from secsplit.remote.server import ServerStates
+
+        self.states = ServerStates(checkpoint_dir, keep=keep)
         self.pinned = dict(pinned or {})
         self.callbacks = CallbackList(callbacks)
         self.max_batch, self.wait_s = max_batch, wait_s
@@ -75,6 +79,7 @@ class VerticalServer:
         self.run_id: str | None = None
         self.spec: SessionSpec | None = None
         self.joined: dict[str, str] = {}  # client -> its sample digest
+        self.resume_step = 0
         self.left: set[str] = set()
         self.next_step = 0
         self.activations: dict[str, torch.Tensor] = {}
@@ -140,8 +145,14 @@ class VerticalServer:
             raise ChannelError("hello lacks the digest of the client's training sample IDs")
         if peer not in spec.clients:
             raise ChannelError(f"{peer!r} is not a client of this vertical session; expected one of {spec.clients}")
+        resume = meta.get("resume_step", 0)
+        if not isinstance(resume, int) or isinstance(resume, bool) or resume < 0:
+            raise ChannelError(f"resume_step must be a non-negative integer, got {resume!r}")
         if self.run_id is None:
             topology = spec.build()
+            if resume:
+                self.states.load(message.run_id, spec, topology.parties[SERVER], resume)
+            self.resume_step = self.next_step = resume
             self.run_id, self.spec, self.topology = message.run_id, spec, topology
             self.clients = list(topology.clients)
             self.party = topology.parties[SERVER]
@@ -159,6 +170,8 @@ class VerticalServer:
                                    f"(use the same data set, split and seed, or align by ID first)")
         if message.run_id != self.run_id:
             raise ChannelError(f"busy: run {self.run_id!r} is in progress")
+        if resume != self.resume_step:
+            raise ChannelError(f"{peer} resumes from step {resume}, the session from step {self.resume_step}")
         self.joined[peer] = digest
         self.cond.notify_all()
         return self._reply(message, "control", parameters=self.party.num_parameters(), segments=list(self.party.segments),
@@ -176,6 +189,12 @@ class VerticalServer:
             if not grads:
                 del self.gradients[step]
             return self._reply(message, "gradient", grad)
+        if message.tag == "checkpoint":  # every client asks at the same steps; the first request saves
+            if message.step != self.next_step:
+                raise ChannelError(f"checkpoint at step {message.step} but the server is at step {self.next_step}")
+            if not self.states.has(self.run_id, message.step):
+                self.states.save(self.run_id, self.spec, self.party, message.step)
+            return self._reply(message, "control", step=message.step)
         if message.tag == "bye":
             self.left.add(peer)
             if self.left >= set(self.joined):
@@ -184,7 +203,7 @@ class VerticalServer:
                 self.finished.set()
                 self.cond.notify_all()
             return self._reply(message, "control")
-        raise ChannelError(f"unknown control message {message.tag!r}; valid: hello, pull, bye")
+        raise ChannelError(f"unknown control message {message.tag!r}; valid: hello, pull, checkpoint, bye")
 
     # -- training ----------------------------------------------------------------------------------
     def _check(self, message: WireMessage, peer: str) -> torch.Tensor:
@@ -279,7 +298,8 @@ class RemoteVerticalClient(RemoteClient):
     ``holds_labels`` is True for client0 only; the others report no loss or accuracy.
     """
 
-    def __init__(self, spec: SessionSpec, link, *, party: str, samples: str, run_id: str | None = None) -> None:
+    def __init__(self, spec: SessionSpec, link, *, party: str, samples: str, run_id: str | None = None,
+                 resume_step: int = 0) -> None:
         local = spec.build()
         if party not in local.clients:
             raise ConfigError(f"party {party!r} is not a client of this vertical session; expected one of {local.clients}")
@@ -292,7 +312,8 @@ class RemoteVerticalClient(RemoteClient):
         self._eval_seq = 0
         super().__init__(parties={party: local.parties[party]}, channel=Channel(), data_owner=party,
                          label_owner=SERVER)
-        reply = self._control("hello", 0, spec=spec.to_dict(), protocol=PROTOCOL_VERSION, samples=samples)
+        reply = self._control("hello", 0, spec=spec.to_dict(), protocol=PROTOCOL_VERSION, samples=samples,
+                              resume_step=resume_step)
         self.server_info = reply.meta
 
     def _exchange(self, kind: str, tensor: torch.Tensor | None, step: int, phase: str, wire_step: int | None = None,
@@ -301,6 +322,11 @@ class RemoteVerticalClient(RemoteClient):
             self.channel.send(self.party_name, SERVER, kind, tensor, step=step)
         return self.link.exchange(WireMessage(run_id=self.run_id, step=step if wire_step is None else wire_step, kind=kind,
                                               src=self.party_name, dst=SERVER, phase=phase, tag=tag, tensor=tensor))
+
+    def save_training_state(self, directory, step: int) -> None:
+        """The server saves its state for ``step`` first (once, whichever client asks first), then this client."""
+        self._control("checkpoint", step)
+        super().save_training_state(directory, step)
 
     def train_step(self, x, y, *, step):
         self.channel.phase = "train"
