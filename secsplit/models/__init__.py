@@ -5,11 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 
-import torch
-
 from secsplit.errors import ConfigError
 from secsplit.models.base import CuttableModel
 from secsplit.registry import Registry
+from secsplit.seeding import seeded
 
 MODELS: Registry[CuttableModel] = Registry("model")
 
@@ -43,8 +42,7 @@ def create_model(name: str, *, input_shape: Sequence[int], num_classes: int, see
         raise ConfigError(f"bad options for model {name!r}: {', '.join(unknown)}; valid options: {valid}")
     if seed is None:
         return factory(input_shape=input_shape, num_classes=num_classes, **options)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return factory(input_shape=input_shape, num_classes=num_classes, **options)
 
 

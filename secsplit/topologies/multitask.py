@@ -64,6 +64,7 @@ from secsplit.models.base import CuttableModel
 from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
 from secsplit.registry import Registry
+from secsplit.seeding import seeded
 from secsplit.topologies.base import StepResult, Topology
 from secsplit.topologies.chain import LABEL_SOURCES
 from secsplit.topologies.presets import TOPOLOGIES
@@ -208,8 +209,7 @@ def _task_tail(model: CuttableModel, start: int, width: int, *, original: bool, 
         if not isinstance(classifier, nn.Linear):
             raise ConfigError(f"multi-task heads replace the model's final classifier, which must be an nn.Linear; "
                               f"this model ends in {type(classifier).__name__}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             head = nn.Linear(classifier.in_features, width, bias=classifier.bias is not None)
         head = head.to(device=classifier.weight.device, dtype=classifier.weight.dtype)
     return nn.Sequential(OrderedDict([*middle, (classifier_name, head)]))

@@ -55,6 +55,7 @@ from secsplit.models import create_model
 from secsplit.models.base import block_output_shapes
 from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
+from secsplit.seeding import seeded
 from secsplit.split import split
 from secsplit.topologies.base import StepResult, Topology
 from secsplit.topologies.chain import LABEL_SOURCES
@@ -254,8 +255,7 @@ class VerticalTopology(Topology):
         self.tail = pieces[0][2] if ushape else None
         self.cut_shapes = [dict(block_output_shapes(m, s))[cuts[0]] for m, s in zip(self.models, view_shapes)]
         if merge == "concat":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + len(views))
+            with seeded(seed + len(views)):
                 self.merger: nn.Module = ConcatMerge(self.cut_shapes, self.cut_shapes[0])
         else:
             if len(set(self.cut_shapes)) > 1:
