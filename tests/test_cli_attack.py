@@ -96,3 +96,10 @@ def test_bad_names_give_one_line_error_and_exit_2(capsys, argv, message):
     assert main(["attack", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_attack_moved_to_the_server_seat_reports_that_threat_model(capsys):
+    code, row = _json(capsys, ["gradient-clustering:attacker=server", "--dataset", "digits", "--topology", "ushape",
+                               "--epochs", "1"])
+    assert code == 0 and row["threat_model"].startswith("honest-but-curious server after the labels")
+    assert row["leakage"]["label_accuracy"] > 0.9  # U-shape's tail gradient gives the labels away

@@ -113,9 +113,13 @@ def run(args: argparse.Namespace) -> int:
     from secsplit.evaluation.audit_config import RunSpec
     from secsplit.evaluation.runner import execute_run
 
+    from secsplit.attacks import create_attack
+    from secsplit.specs import parse_spec
+
     spec = attack_spec(args.name, args.params)
-    name = spec.partition(":")[0]
-    threat = ATTACKS.lookup(name).threat_model.describe()
+    name, params = parse_spec(spec)
+    ATTACKS.lookup(name)  # an unknown name fails here, listing the valid ones
+    threat = create_attack(name, **params).threat_model.describe()  # the instance's: parameters may move the seat
     t = _training_config(args)
     try:
         check_configuration(t, spec)
