@@ -66,7 +66,13 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=16)
     parser.add_argument("--width", type=int, default=16, help="channels of the attacker's pilot, decoder and critic")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="another fsha parameter (e.g. gp_weight=500), repeatable")
     args = parser.parse_args()
+    extra = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        extra[key] = float(value) if "." in value or "e" in value else int(value)
     torch.set_num_threads(args.threads)
     data = load_dataset("mnist", seed=0)
     targets = data.x_test[-args.targets:]
@@ -74,7 +80,7 @@ def main() -> None:
     model = create_model("lenet", input_shape=(1, 28, 28), num_classes=10, seed=0)
     topology = build_topology("vanilla", model, cuts=[args.cut])
     attack = create_attack("fsha", targets=targets, pilot_width=args.width, decoder_width=args.width,
-                           discriminator_width=args.width)
+                           discriminator_width=args.width, **extra)
     attack.check_applicable(topology, data)
     print(f"MNIST LeNet, vanilla, cut {args.cut}, fsha (aux {len(attack.auxiliary)} training images, width {args.width}), "
           f"{args.targets} held-out images; mean-image baseline SSIM {ssim(mean, targets, data_range=1.0):.3f}, "
