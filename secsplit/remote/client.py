@@ -20,7 +20,7 @@ from secsplit.channel import Channel
 from secsplit.channel.codec import WireMessage, check_tensor
 from secsplit.errors import ChannelError, ConfigError
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
-from secsplit.topologies.base import StepResult, Topology
+from secsplit.topologies.base import StepResult, Topology, gradient_at
 
 CLIENT, SERVER = "client", "server"
 
@@ -131,8 +131,7 @@ class RemoteChainTopology(RemoteClient):
                     labels = self.callbacks.transform_labels(y, party=CLIENT, step=step)
                     loss = F.cross_entropy(logits, labels)
                     loss.backward()
-                grad_h = h.grad if h.grad is not None else torch.zeros_like(h)
-                grad_h = self.callbacks.transform_gradient(grad_h, party=CLIENT, step=step)
+                grad_h = self.callbacks.transform_gradient(gradient_at(h), party=CLIENT, step=step)
                 reply = self._exchange("gradient", grad_h, step, "train")
                 loss_value, correct = float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
             grad = self._receive(reply, "gradient", tuple(out.shape), step)

@@ -33,6 +33,7 @@ from secsplit.channel.codec import WireMessage, check_tensor
 from secsplit.errors import ChannelError, ConfigError
 from secsplit.party_state import load_party_state, save_party_state
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
+from secsplit.topologies.base import gradient_at
 
 log = logging.getLogger("secsplit.server")
 PARTY = "server"
@@ -273,8 +274,7 @@ class TrainingServer:
             meta = {}
         else:
             raise ChannelError(f"unexpected {message.kind} message in a {self.spec.topology} step")
-        grad_in = pending.received.grad if pending.received.grad is not None else torch.zeros_like(pending.received)
-        grad_in = self.callbacks.transform_gradient(grad_in, party=PARTY, step=step)
+        grad_in = self.callbacks.transform_gradient(gradient_at(pending.received), party=PARTY, step=step)
         self.party.step()
         self.pending = None
         self.next_step = step + 1

@@ -38,7 +38,7 @@ from secsplit.channel.codec import WireMessage, check_tensor
 from secsplit.errors import ChannelError, ConfigError
 from secsplit.remote.client import RemoteClient
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
-from secsplit.topologies.base import StepResult
+from secsplit.topologies.base import StepResult, gradient_at
 
 log = logging.getLogger("secsplit.server")
 SERVER = "server"
@@ -244,8 +244,7 @@ class VerticalServer:
         self.party.step()
         grads = {}
         for client, r in zip(self.clients, received):
-            grad = r.grad if r.grad is not None else torch.zeros_like(r)
-            grads[client] = self.callbacks.transform_gradient(grad, party=SERVER, step=step).detach()
+            grads[client] = self.callbacks.transform_gradient(gradient_at(r), party=SERVER, step=step).detach()
         own = grads.pop(peer)
         if grads:
             self.gradients[step] = grads

@@ -14,6 +14,11 @@ from secsplit.channel import Channel
 from secsplit.parties import Party
 
 
+def gradient_at(received: torch.Tensor) -> torch.Tensor:
+    """The gradient that reached a received tensor; zeros when nothing downstream depended on it."""
+    return received.grad if received.grad is not None else torch.zeros_like(received)
+
+
 @dataclass(frozen=True)
 class StepResult:
     """What the Trainer (the simulation driver, not a party) learns from one training step."""
@@ -73,6 +78,11 @@ class Topology(ABC):
             generator: seeded by the Trainer's seed and the epoch; use it for every random choice.
         """
         return None
+
+    def return_gradient(self, received: torch.Tensor, *, src: str, dst: str, step: int) -> torch.Tensor:
+        """``src`` sends back the gradient at the tensor it received from ``dst``, through its gradient plug-ins."""
+        grad = self.callbacks.transform_gradient(gradient_at(received), party=src, step=step)
+        return self.channel.send(src, dst, "gradient", grad, step=step)
 
     def train(self, mode: bool = True) -> None:
         for party in self.parties.values():

@@ -132,11 +132,7 @@ class ChainTopology(Topology):
         for out, received, i in reversed(crossings):
             with self.flops.party(self.owners[i]):
                 torch.autograd.backward(roots, grads)
-            grad = received.grad
-            if grad is None:  # the receiver's stretch did not depend on it (e.g. frozen): send zeros
-                grad = torch.zeros_like(received)
-            grad = self.callbacks.transform_gradient(grad, party=self.owners[i], step=step)
-            grad = self.channel.send(self.owners[i], self.owners[i - 1], "gradient", grad, step=step)
+            grad = self.return_gradient(received, src=self.owners[i], dst=self.owners[i - 1], step=step)
             roots, grads = [out], [grad]
         with self.flops.party(self.data_owner):
             extra = self.callbacks.extra_loss(x, first_release, party=self.data_owner, step=step)

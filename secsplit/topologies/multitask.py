@@ -353,14 +353,10 @@ class MultiTaskTopology(_TaskMixin, Topology):
                     logits = {t: self.head_of[t](h) for t in self.tasks}
                     loss = self._loss(logits, targets)
                     loss.backward()
-                grad = h.grad if h.grad is not None else torch.zeros_like(h)
-                grad = self.callbacks.transform_gradient(grad, party=CLIENT, step=step)
-                grad = self.channel.send(CLIENT, SERVER, "gradient", grad, step=step)
+                grad = self.return_gradient(h, src=CLIENT, dst=SERVER, step=step)
                 with self.flops.party(SERVER):
                     _trainable([h_out], [grad])
-            grad = received.grad if received.grad is not None else torch.zeros_like(received)
-            grad = self.callbacks.transform_gradient(grad, party=SERVER, step=step)
-            grad = self.channel.send(SERVER, CLIENT, "gradient", grad, step=step)
+            grad = self.return_gradient(received, src=SERVER, dst=CLIENT, step=step)
             with self.flops.party(CLIENT):
                 extra = self.callbacks.extra_loss(x, z, party=CLIENT, step=step)
                 _trainable([out, extra], [grad, None])
@@ -490,14 +486,10 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
                     logits = self.tails[i](h)
                     loss = F.cross_entropy(logits, target)
                     (weight * loss).backward()
-                grad = h.grad if h.grad is not None else torch.zeros_like(h)
-                grad = self.callbacks.transform_gradient(grad, party=client, step=step)
-                grad = self.channel.send(client, SERVER, "gradient", grad, step=step)
+                grad = self.return_gradient(h, src=client, dst=SERVER, step=step)
                 with self.flops.party(SERVER):
                     _trainable([h_out], [grad])  # accumulates into the trunk's .grad over the entities
-                grad = received.grad if received.grad is not None else torch.zeros_like(received)
-                grad = self.callbacks.transform_gradient(grad, party=SERVER, step=step)
-                grad = self.channel.send(SERVER, client, "gradient", grad, step=step)
+                grad = self.return_gradient(received, src=SERVER, dst=client, step=step)
                 with self.flops.party(client):
                     extra = self.callbacks.extra_loss(xi, z, party=client, step=step)
                     _trainable([out, extra], [grad, None])

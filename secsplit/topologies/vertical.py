@@ -363,18 +363,14 @@ class VerticalTopology(Topology):
         if self.ushape:  # client0 back-propagates its tail and returns the server-output gradient
             with self.flops.party(self.data_owner):
                 loss.backward()
-            grad = h.grad if h.grad is not None else torch.zeros_like(h)
-            grad = self.callbacks.transform_gradient(grad, party=self.data_owner, step=step)
-            grad = self.channel.send(self.data_owner, SERVER, "gradient", grad, step=step)
+            grad = self.return_gradient(h, src=self.data_owner, dst=SERVER, step=step)
             roots, grads = [h_out], [grad]
         else:
             roots, grads = [loss], [None]
         with self.flops.party(SERVER):
             torch.autograd.backward(roots, grads)
         for client, x_view, z, out, r in zip(self.clients, x_views, releases, outs, received):
-            grad = r.grad if r.grad is not None else torch.zeros_like(r)
-            grad = self.callbacks.transform_gradient(grad, party=SERVER, step=step)
-            grad = self.channel.send(SERVER, client, "gradient", grad, step=step)
+            grad = self.return_gradient(r, src=SERVER, dst=client, step=step)
             with self.flops.party(client):
                 roots, grads = [out], [grad]
                 extra = self.callbacks.extra_loss(x_view, z, party=client, step=step)
