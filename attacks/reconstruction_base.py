@@ -106,6 +106,14 @@ class ReconstructionAttack(Attack):
             raise NotApplicable(TABULAR_REASON)
         self._check_topology(topology)
 
+    def draw_auxiliary(self, dataset) -> None:
+        """Default auxiliary images, for attacks that take ``auxiliary``/``aux_size``: the last ``aux_size``
+        training images, disjoint from the held-out test images attacked and scored."""
+        if self.auxiliary is None:
+            if dataset is None:
+                raise NotApplicable(f"{self.name} needs auxiliary images (auxiliary=) or a data set to draw them from")
+            self.auxiliary = dataset.x_train[-self.aux_size:]
+
     def _check_topology(self, topology) -> None:
         owners = getattr(topology, "owners", None)
         if owners is None or not hasattr(topology, "segments"):

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatModel
+from secsplit.attacks.base import ATTACKS, AttackResult, ThreatModel
 from secsplit.attacks.reconstruction_base import ReconstructionAttack
 from secsplit.errors import ConfigError, TrainingStopped
 
@@ -168,10 +168,7 @@ class FeatureSpaceHijacking(ReconstructionAttack):
     # -- applicability ---------------------------------------------------------------------------
     def check_applicable(self, topology, dataset) -> None:
         super().check_applicable(topology, dataset)
-        if self.auxiliary is None:
-            if dataset is None:
-                raise NotApplicable("fsha needs auxiliary images (auxiliary=) or a data set to draw them from")
-            self.auxiliary = dataset.x_train[-self.aux_size:]
+        self.draw_auxiliary(dataset)
 
     def params(self) -> dict:
         return {"aux_size": None if self.auxiliary is None else len(self.auxiliary), "pilot_width": self.pilot_width,

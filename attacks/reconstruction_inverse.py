@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secsplit.attacks.base import ATTACKS, NotApplicable, ThreatModel
+from secsplit.attacks.base import ATTACKS, ThreatModel
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, frozen_copy
 from secsplit.errors import ConfigError
 
@@ -77,10 +77,7 @@ class InverseNetwork(ReconstructionAttack):
 
     def check_applicable(self, topology, dataset) -> None:
         super().check_applicable(topology, dataset)
-        if self.auxiliary is None:
-            if dataset is None:
-                raise NotApplicable("inverse-network needs auxiliary images (auxiliary=) or a data set to draw them from")
-            self.auxiliary = dataset.x_train[-self.aux_size:]
+        self.draw_auxiliary(dataset)
 
     def params(self) -> dict:
         return {"aux_size": None if self.auxiliary is None else len(self.auxiliary), "epochs": self.epochs,
