@@ -50,28 +50,37 @@ def _client(listener, spec, party, samples, timeout_s=20.0) -> RemoteVerticalCli
     return RemoteVerticalClient(spec, link, party=party, samples=samples)
 
 
+def _each_in_a_thread(topologies: dict, fit) -> None:
+    """``fit(party, topology)`` for every client at once, each in its own thread as in its own process; then close."""
+    errors = []
+
+    def run(party):
+        try:
+            fit(party, topologies[party])
+        except Exception as error:  # surfaced below
+            errors.append(error)
+        finally:
+            topologies[party].close()
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in topologies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+
+
 def _train_apart(data, spec, epochs=2):
     """Both clients train concurrently, each with its own Trainer, as two processes would."""
     server = VerticalServer(wait_s=10.0)
-    results, errors = {}, []
+    results = {}
     with _serving(server) as listener:
         clients = {p: _client(listener, spec, p, sample_digest(data.ids_train)) for p in CLIENTS}
 
-        def run(party):
-            try:
-                report = Trainer(clients[party], batch_size=32, epochs=epochs, seed=0, progress=False).fit(data)
-                results[party] = report
-            except Exception as error:  # surfaced below
-                errors.append(error)
-            finally:
-                clients[party].close()
+        def fit(party, topology):
+            results[party] = Trainer(topology, batch_size=32, epochs=epochs, seed=0, progress=False).fit(data)
 
-        threads = [threading.Thread(target=run, args=(p,)) for p in CLIENTS]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-    assert not errors, errors
+        _each_in_a_thread(clients, fit)
     return clients, results, server
 
 
@@ -145,11 +154,10 @@ def test_a_crashed_vertical_run_resumes_to_the_uninterrupted_result(data, tmp_pa
 
     def run(root, *, crash=False, resume=False):
         server = VerticalServer(wait_s=10.0, checkpoint_dir=root / "server")
-        reports, weights, errors = {}, {}, []
+        reports, weights = {}, {}
         with _serving(server) as listener:
             topologies = {}
-            for party in CLIENTS:  # built one after the other: model seeding uses torch's global RNG (as processes would
-                # each have their own), so two threads building at once would interleave their draws
+            for party in CLIENTS:
                 run_id, start = None, 0
                 if resume:
                     state = read_trainer_state(root / party)
@@ -158,26 +166,16 @@ def test_a_crashed_vertical_run_resumes_to_the_uninterrupted_result(data, tmp_pa
                 topologies[party] = RemoteVerticalClient(spec, link, party=party, samples=sample_digest(data.ids_train),
                                                          run_id=run_id, resume_step=start)
 
-            def client(party):
-                directory, topology = root / party, topologies[party]
+            def fit(party, topology):
                 try:
                     reports[party] = Trainer(topology, batch_size=32, epochs=3, seed=0, progress=False,
-                                             checkpointing=Checkpointing(str(directory), every=4, resume=resume),
+                                             checkpointing=Checkpointing(str(root / party), every=4, resume=resume),
                                              callbacks=[CrashAt()] if crash else []).fit(data)
                     weights[party] = [p.detach().clone() for p in topology.parties[party].segments.parameters()]
                 except _Crash:
                     pass
-                except Exception as error:  # surfaced below
-                    errors.append(error)
-                finally:
-                    topology.close()
 
-            threads = [threading.Thread(target=client, args=(p,)) for p in CLIENTS]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(120)
-        assert not errors, errors
+            _each_in_a_thread(topologies, fit)
         return reports, weights
 
     whole, whole_weights = run(tmp_path / "whole")
