@@ -29,15 +29,16 @@ class TrafficCounter:
         self.messages.clear()
 
     def total(self, *, src=None, dst=None, kind=None, phase=None, what: str = "bytes") -> int:
-        """Sum of bytes (or messages, ``what="messages"``) over the keys matching every given filter."""
+        """Sum of bytes (or messages, ``what="messages"``) over the keys matching every given filter.
+
+        A filter is one name or a set of names (e.g. every client at once: one pass over the table,
+        where a sum of per-client totals would grow as K^2 with hundreds of clients).
+        """
         table = self.bytes if what == "bytes" else self.messages
         return sum(
             value
             for (s, d, k, p), value in table.items()
-            if (src is None or s == src)
-            and (dst is None or d == dst)
-            and (kind is None or k == kind)
-            and (phase is None or p == phase)
+            if _matches(s, src) and _matches(d, dst) and _matches(k, kind) and _matches(p, phase)
         )
 
     def sent(self, party: str, **filters) -> int:
@@ -65,3 +66,10 @@ class TrafficCounter:
             per_direction.setdefault(f"{s}->{d}", {}).setdefault(f"{p}/{k}", 0)
             per_direction[f"{s}->{d}"][f"{p}/{k}"] += value
         return {"per_party": per_party, "per_direction": per_direction, "total_bytes": self.total()}
+
+
+def _matches(value: str, wanted) -> bool:
+    """A ``total`` filter: None matches all, a string itself, a set or other collection its members."""
+    if wanted is None:
+        return True
+    return value == wanted if isinstance(wanted, str) else value in wanted
