@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "connect", None):
         topology = _connect(args, dataset, model_name, optimizer, checkpointing)
     else:
-        extra = {"model_name": model_name, "seed": args.seed} if args.topology.startswith("vertical") else {}
         from secsplit.topologies import TOPOLOGIES
 
+        extra = {"model_name": model_name} if args.topology.startswith("vertical") else {}
         if args.topology in TOPOLOGIES and "seed" in TOPOLOGIES.parameters(args.topology):
-            extra.setdefault("seed", args.seed)  # partitions, extra heads: --seed governs them too
+            extra["seed"] = args.seed  # per-client models, partitions, extra heads: --seed governs them too
         extra.update(dict(getattr(args, "options", None) or []))
         topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source,
                                   **extra)
@@ -133,9 +133,7 @@ def _connect(args, dataset, model_name: str, optimizer, checkpointing=None):
     if checkpointing is not None and checkpointing.resume:
         from secsplit.training import read_trainer_state
 
-        state = read_trainer_state(checkpointing.directory)
-        if state is None:
-            raise ConfigError(f"--resume: no trainer state in {checkpointing.directory}")
+        state = read_trainer_state(checkpointing.directory)  # present: _checkpointing checked it
         run_id, resume_step = state.get("topology"), state["global_step"]
         if not isinstance(run_id, str):
             raise ConfigError(f"--resume: {checkpointing.directory} holds an in-process run, not one across machines")
