@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     tls = tls_options(args)
+    allowed, workers = args.allow or ["client"], args.workers
     if args.role == "inference":
         from secsplit.remote.serving import InferenceServer
 
@@ -110,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
             handler = TrainingServer(pinned=pinned, checkpoint_dir=args.checkpoint_dir, max_batch=args.max_batch)
     if args.insecure:
         logging.getLogger("secsplit.serve").warning("serving PLAINTEXT without authentication (--insecure)")
-    if args.role == "inference" or args.topology != "vertical":
-        allowed, workers = args.allow or ["client"], args.workers
     listener = Listener(handler.handle, listen=args.listen, party=args.name, allowed_peers=allowed,
                         max_message_bytes=int(args.max_message_mb * 2**20), max_workers=workers,
                         max_queue=args.queue, **tls).start()
