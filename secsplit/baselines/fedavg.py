@@ -7,6 +7,7 @@ import time
 import torch
 from torch import nn
 
+from secsplit.averaging import WeightedAverage
 from secsplit.baselines.common import (
     BaselineReport, FlopCache, check_optimizer, check_positive, evaluate, num_parameters, sgd_step, state_bytes,
 )
@@ -66,8 +67,8 @@ def train_fedavg(model: nn.Module, dataset, *, num_clients: int, rounds: int, lo
     for rnd in range(1, rounds + 1):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + rnd)
         chosen = sorted(torch.randperm(num_clients, generator=generator)[:per_round].tolist())
-        running = {name: torch.zeros_like(t, dtype=torch.float64) for name, t in global_state.items()}
-        total, loss_sum, steps_seen = 0, 0.0, 0
+        running = WeightedAverage(global_state)
+        loss_sum, steps_seen = 0.0, 0
         for k in chosen:
             model.load_state_dict(global_state)  # weights down
             report.client_bytes_received[k] += exchange
@@ -81,13 +82,9 @@ def train_fedavg(model: nn.Module, dataset, *, num_clients: int, rounds: int, lo
                     loss_sum += loss * len(index)
                     steps_seen += len(index)
             del opt
-            with torch.no_grad():  # weights up, folded into the running weighted sum
-                for name, t in model.state_dict().items():
-                    running[name].add_(t.to(torch.float64), alpha=len(own))
+            running.add(model.state_dict(), len(own))  # weights up, folded into the running weighted sum
             report.client_bytes_sent[k] += exchange
-            total += len(own)
-        with torch.no_grad():
-            global_state = {name: _cast(running[name] / total, global_state[name].dtype) for name in global_state}
+        global_state = running.result()
         del running
         model.load_state_dict(global_state)
         row = {"round": rnd, "clients": len(chosen), "train_loss": loss_sum / max(steps_seen, 1)}
@@ -101,7 +98,3 @@ def train_fedavg(model: nn.Module, dataset, *, num_clients: int, rounds: int, lo
                       "state_bytes": exchange, "test_accuracy": report.test_accuracy,
                       "wall_time_s": time.perf_counter() - start}
     return report
-
-
-def _cast(mean: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return mean.to(dtype) if dtype.is_floating_point else mean.round().to(dtype)

@@ -51,6 +51,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from secsplit.averaging import WeightedAverage
 from secsplit.channel import Channel
 from secsplit.data.partition import partition_dirichlet, partition_iid
 from secsplit.errors import ConfigError
@@ -348,8 +349,7 @@ class SplitFedTopology(ManyClientTopology):
         per_round = None if self.local_batches is None else self.local_batches * batch_size
         while any(c < b for c, b in zip(cursor, bounds[1:])):
             global_state = {name: t.detach().clone() for name, t in self.client_state().items()}
-            running = {name: torch.zeros_like(t, dtype=torch.float64) for name, t in global_state.items()}
-            total, taken = 0, []
+            running, taken = WeightedAverage(global_state), []
             for k, client in enumerate(self.clients):
                 start, stop = cursor[k], bounds[k + 1]
                 if start == stop:
@@ -359,13 +359,9 @@ class SplitFedTopology(ManyClientTopology):
                 self._become(client)
                 yield from order[start:stop].split(batch_size)
                 cursor[k] = stop
-                received = self._send_state(client, self.aggregator, self.client_state())
-                with torch.no_grad():
-                    for name, t in received.items():
-                        running[name].add_(t.to(torch.float64), alpha=stop - start)
-                total += stop - start
+                running.add(self._send_state(client, self.aggregator, self.client_state()), stop - start)
                 taken.append(client)
-            average = {name: _cast(running[name] / total, t.dtype) for name, t in global_state.items()}
+            average = running.result()
             del running, global_state
             self._load(average)
             for client in taken:  # the new global weights down to every client of the round
@@ -375,10 +371,6 @@ class SplitFedTopology(ManyClientTopology):
     def describe(self) -> dict:
         return {**super().describe(), "aggregator": self.aggregator, "local_batches": self.local_batches,
                 "variant": "SFLV2"}
-
-
-def _cast(mean: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return mean.to(dtype) if dtype.is_floating_point else mean.round().to(dtype)
 
 
 # -- registered configurations -------------------------------------------------------------------
