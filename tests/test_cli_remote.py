@@ -85,7 +85,10 @@ def test_serve_once_exits_with_an_error_when_the_client_goes_silent():
 
     dataset = load_dataset("digits")
     spec = SessionSpec(model="mlp", input_shape=dataset.input_shape, num_classes=dataset.num_classes)
-    with _serve("--role", "server", "--insecure", "--once", "--idle-timeout", "1") as (server, port):
+    spec.build().train_step(dataset.x_train[:8], dataset.y_train[:8], step=0)  # first autograd call, before the clock
+    # 3 s, not 1: the gap between the hello and the first step (first autograd call, a loaded CI machine) must
+    # not count as the client going silent
+    with _serve("--role", "server", "--insecure", "--once", "--idle-timeout", "3") as (server, port):
         remote = RemoteChainTopology(spec, Link(f"127.0.0.1:{port}", party="client", insecure=True))
         remote.train_step(dataset.x_train[:8], dataset.y_train[:8], step=0)
         start = time.monotonic()
