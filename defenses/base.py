@@ -25,6 +25,8 @@ class Defense(Callback):
     threat_model: ClassVar[str] = ""
     #: short parameter names accepted in specs, e.g. {"mech": "mechanism"}
     aliases: ClassVar[dict[str, str]] = {}
+    #: the topology this defense stands for (the ``ushape`` label defense), or None: any topology
+    topology: ClassVar[str | None] = None
 
     def params(self) -> dict:
         """The defense's parameters, JSON-ready (used in reports and cache keys)."""
