@@ -84,6 +84,9 @@ class Topology(ABC):
         grad = self.callbacks.transform_gradient(gradient_at(received), party=src, step=step)
         return self.channel.send(src, dst, "gradient", grad, step=step)
 
+    def close(self) -> None:
+        """Release transport resources (a link to a remote party); nothing to do in process."""
+
     def train(self, mode: bool = True) -> None:
         for party in self.parties.values():
             party.train(mode)
