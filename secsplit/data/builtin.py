@@ -65,12 +65,12 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
-def _breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
+def _breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
     malignant = (bunch.target == 0).astype(np.int64)  # sklearn codes malignant as 0; secsplit as 1
-    return _frozen(bunch.data, malignant)
+    return (*_frozen(bunch.data, malignant), tuple(str(n) for n in bunch.feature_names))
 
 
 @DATASETS.register("mnist")
@@ -90,8 +90,9 @@ def digits(*, seed=0, test_fraction=0.2) -> Dataset:
 @DATASETS.register("breast-cancer")
 def breast_cancer(*, seed=0, test_fraction=0.2) -> Dataset:
     """Wisconsin breast cancer (scikit-learn): 569 samples, 30 features; label 1 = malignant."""
-    x, y = _breast_cancer_arrays()
-    return dataset_from_arrays("breast-cancer", x, y, kind="tabular", seed=seed, test_fraction=test_fraction)
+    x, y, names = _breast_cancer_arrays()
+    return dataset_from_arrays("breast-cancer", x, y, kind="tabular", seed=seed, test_fraction=test_fraction,
+                               feature_names=names)
 
 
 @DATASETS.register("breast-cancer-imbalanced")
@@ -103,14 +104,14 @@ def breast_cancer_imbalanced(*, seed=0, test_fraction=0.2, positive_fraction=0.1
     """
     if not 0 < positive_fraction < 0.5:
         raise ConfigError(f"positive_fraction must be in (0, 0.5), got {positive_fraction}")
-    x, y = _breast_cancer_arrays()
+    x, y, names = _breast_cancer_arrays()
     negatives = np.flatnonzero(y == 0)
     positives = np.flatnonzero(y == 1)
     n_pos = max(2, round(positive_fraction * len(negatives) / (1 - positive_fraction)))
     chosen = np.random.default_rng(seed).choice(positives, size=min(n_pos, len(positives)), replace=False)
     keep = np.sort(np.concatenate([negatives, chosen]))
     return dataset_from_arrays("breast-cancer-imbalanced", x[keep], y[keep], kind="tabular", seed=seed,
-                               test_fraction=test_fraction, ids=keep)
+                               test_fraction=test_fraction, ids=keep, feature_names=names)
 
 
 @DATASETS.register("synthetic")

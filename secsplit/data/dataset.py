@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,8 @@ class Dataset:
         x_train, y_train, x_test, y_test: float32 features and int64 labels.
         ids_train, ids_test: int64 sample IDs (row in the source data), to align vertical partitions.
         num_classes: number of classes.
+        feature_names: tabular only: one name per feature column (after one-hot encoding, e.g.
+            ``sex=F``), so vertical views can name columns; None when the source has no names.
     """
 
     name: str
@@ -35,6 +39,7 @@ class Dataset:
     ids_train: torch.Tensor
     ids_test: torch.Tensor
     num_classes: int
+    feature_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -59,6 +64,9 @@ class Dataset:
         expected_dims = 3 if self.kind == "image" else 1
         if self.x_train.dim() - 1 != expected_dims:
             raise DataError(f"{self.name}: {self.kind} samples need {expected_dims} dimension(s), got shape {train_shape}")
+        if self.feature_names is not None:
+            object.__setattr__(self, "feature_names", _check_feature_names(self.name, self.kind, self.feature_names,
+                                                                           train_shape))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -72,7 +80,7 @@ class Dataset:
 
 def dataset_from_arrays(name: str, x, y, *, kind: str, seed: int = 0, test_fraction: float = 0.2,
                         num_classes: int | None = None, scale: tuple[float, float] | None = None,
-                        ids=None) -> Dataset:
+                        ids=None, feature_names: Sequence[str] | None = None) -> Dataset:
     """Stratified, seeded train/test split of arrays ``x`` (N, ...) and integer labels ``y`` (N,).
 
     Stratifying keeps every class's share equal in both splits, so small or imbalanced data sets
@@ -90,10 +98,12 @@ def dataset_from_arrays(name: str, x, y, *, kind: str, seed: int = 0, test_fract
         scale: images only: (low, high) value range mapped linearly onto [0, 1] (values outside are
             clipped). Needed unless the images are uint8, which are divided by 255.
         ids: sample IDs (N,), default the row index; vertical parties align samples on them.
+        feature_names: tabular only: one name per column of ``x``.
 
     Raises:
         ConfigError: bad ``kind``, ``test_fraction``, ``scale`` or ``num_classes``.
-        DataError: mismatched lengths, NaNs, non-integer or negative labels, fewer than 2 classes.
+        DataError: mismatched lengths, NaNs, non-integer or negative labels, fewer than 2 classes, a
+            class too small for a stratified split, feature names that do not fit the columns.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -136,7 +146,8 @@ def dataset_from_arrays(name: str, x, y, *, kind: str, seed: int = 0, test_fract
                    x_train=_float_tensor(x_train), y_train=_long_tensor(y[idx_train]),
                    x_test=_float_tensor(x_test), y_test=_long_tensor(y[idx_test]),
                    ids_train=_long_tensor(ids[idx_train]), ids_test=_long_tensor(ids[idx_test]),
-                   num_classes=int(num_classes))
+                   num_classes=int(num_classes),
+                   feature_names=None if feature_names is None else tuple(feature_names))
 
 
 def _float_tensor(a: np.ndarray) -> torch.Tensor:
@@ -172,7 +183,44 @@ def _scale_images(name: str, x: np.ndarray, scale) -> np.ndarray:
     return ((x.astype(np.float32) - low) / (high - low)).clip(0.0, 1.0)
 
 
+def check_stratifiable(name: str, y: np.ndarray, test_fraction: float,
+                       class_names: Sequence[str] | None = None) -> None:
+    """Refuse, naming the class, labels that sklearn's stratified split would reject with a bare message.
+
+    Every class needs 2 samples (one per split), and each split needs room for one sample of every class.
+    ``class_names[c]`` names class ``c`` in the message when given (e.g. the label file's own values).
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    small = np.flatnonzero(counts < 2)
+    if len(small):
+        c = int(classes[small[0]])
+        label = repr(class_names[c]) if class_names is not None else str(c)
+        others = f" ({len(small) - 1} more class(es) have 1 sample too)" if len(small) > 1 else ""
+        raise DataError(f"{name}: class {label} has {int(counts[small[0]])} sample; a stratified train/test split "
+                        f"needs at least 2 per class{others}")
+    n, k = len(y), len(classes)
+    n_test = math.ceil(test_fraction * n)
+    for split, size, fix in (("test", n_test, "raise"), ("train", n - n_test, "lower")):
+        if size < k:
+            raise DataError(f"{name}: test_fraction={test_fraction} leaves {size} of {n} samples for the {split} "
+                            f"split, fewer than the {k} classes (a stratified split needs one of each); "
+                            f"{fix} test_fraction or add samples")
+
+
+def _check_feature_names(name: str, kind: str, names, shape: tuple[int, ...]) -> tuple[str, ...]:
+    names = tuple(names)
+    if kind != "tabular":
+        raise DataError(f"{name}: feature_names apply to tabular data only, not {kind}")
+    if len(names) != shape[0] or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{name}: need {shape[0]} feature names (strings), one per column, got {len(names)}")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{name}: feature names must be unique, got {', '.join(map(repr, repeated))} more than once")
+    return names
+
+
 def _stratified_split(name: str, y: np.ndarray, seed: int, test_fraction: float):
+    check_stratifiable(name, y, test_fraction)
     index = np.arange(len(y))
     try:
         return train_test_split(index, test_size=test_fraction, random_state=seed, stratify=y)

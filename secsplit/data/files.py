@@ -1,16 +1,20 @@
-"""Loaders for users' own files: MNIST idx, CIFAR-10 binary batches, CSV and NPZ tables.
+"""Readers for users' own files: MNIST idx, CIFAR-10 binary batches, delimited text and NPZ archives.
 
 Every malformed file ends in a DataError naming the file and the problem, raised here at the
-boundary rather than from deep inside numpy. Nothing is ever unpickled.
+boundary rather than from deep inside numpy. Nothing is ever unpickled. Turning a table into a
+Dataset (label, id and feature columns, one-hot encoding) is :mod:`secsplit.data.source`'s job.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import io
 import math
+import zipfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
@@ -123,93 +127,173 @@ def load_cifar10(paths: PathArg | Sequence[PathArg], *, name: str = "cifar10", s
     return dataset_from_arrays(name, x, y, kind="image", seed=seed, test_fraction=test_fraction, num_classes=10)
 
 
-def load_table(path: PathArg, *, label_column: str = "y", features_key: str = "x", name: str | None = None,
-               seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """A user's table -> a tabular Dataset (standardized with training statistics).
+@dataclass(frozen=True)
+class TextTable:
+    """A delimited text file as strings: its header, its rows and each row's line number (for messages).
 
-    Args:
-        path: ``.csv`` / ``.csv.gz`` (a header row; every column but the label is a numeric
-            feature) or ``.npz`` (read with ``allow_pickle=False``).
-        label_column: the CSV column, or the NPZ array, holding the labels. Labels that are not
-            non-negative integers (e.g. class names) map to 0..K-1 in sorted order.
-        features_key: the NPZ array holding the features (N, ...); flattened to (N, D).
-        name: the Dataset's name; defaults to the file name without its suffix.
-        seed, test_fraction: the stratified train/test split.
+    Attributes:
+        path: the file, named in every message about it.
+        header: column names, stripped of surrounding spaces.
+        rows: one list of raw cells per non-blank row, each as long as the header.
+        lines: the line each row starts on (1-based, the header is line 1 unless blank lines precede it).
+    """
+
+    path: Path
+    header: tuple[str, ...]
+    rows: list[list[str]]
+    lines: list[int]
+
+    def column(self, index: int) -> list[str]:
+        """The cells of column ``index``, stripped of surrounding spaces."""
+        return [row[index].strip() for row in self.rows]
+
+
+#: delimiters that hint at a wrong ``delimiter`` when a header reads as one column holding them
+_OTHER_DELIMITERS = (";", "\t", "|", ",")
+
+
+def read_text(path: PathArg) -> str:
+    """A text file (plain or gzip) decoded as UTF-8, a spreadsheet's byte-order mark dropped."""
+    try:
+        return _read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from None
+
+
+def read_delimited(path: PathArg, *, delimiter: str = ",") -> TextTable:
+    """Read a CSV/TSV file (plain or gzip) with a header row into a :class:`TextTable`.
+
+    Blank lines are skipped; quoted fields may hold delimiters and line breaks.
 
     Raises:
-        DataError: missing file, unknown label column or array (lists the ones present),
-            non-numeric features, ragged rows, data that would need unpickling.
+        DataError: missing, empty or non-UTF-8 file; a header without rows; an unnamed or repeated
+            column name; rows whose field count differs from the header's (the first one named by
+            line); a header that reads as one column but holds another common delimiter.
     """
     path = Path(path)
-    if path.name.endswith(".npz"):
-        x, y = _read_npz(path, features_key, label_column)
-    elif path.name.endswith((".csv", ".csv.gz")):
-        x, y = _read_csv(path, label_column)
-    else:
-        raise DataError(f"{path}: unsupported table format; use .csv, .csv.gz or .npz")
-    name = name or path.name.split(".")[0]
-    return dataset_from_arrays(name, x, _encode_labels(path, y), kind="tabular", seed=seed,
-                               test_fraction=test_fraction)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    header, rows, lines = None, [], []
+    previous = 0
+    try:
+        for row in reader:
+            line, previous = previous + 1, reader.line_num
+            blank = not any(cell.strip() for cell in row)
+            if blank and (len(row) <= 1 or header is None):
+                continue  # a blank line; a row of empty cells after the header is data, and its cells get named
+            if header is None:
+                header = tuple(cell.strip() for cell in row)
+            else:
+                rows.append(row)
+                lines.append(line)
+    except csv.Error as error:
+        raise DataError(f"{path}: line {reader.line_num}: {error}") from None
+    if header is None:
+        raise DataError(f"{path}: empty file")
+    _check_header(path, header, delimiter)
+    if not rows:
+        raise DataError(f"{path}: the file has a header but no rows")
+    _check_field_counts(path, header, rows, lines)
+    return TextTable(path, header, rows, lines)
 
 
-def _read_npz(path: Path, features_key: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_header(path: Path, header: tuple[str, ...], delimiter: str) -> None:
+    if len(header) == 1:
+        hint = next((d for d in _OTHER_DELIMITERS if d != delimiter and d in header[0]), None)
+        if hint is not None:
+            raise DataError(f"{path}: the header reads as one column {header[0]!r}; if fields are separated by "
+                            f"{hint!r}, pass delimiter={hint!r}")
+    for number, name in enumerate(header, start=1):
+        if not name:
+            raise DataError(f"{path}: column {number} has no name in the header; name every column (a row index "
+                            f"written by pandas? name it and pass it as id=)")
+        if header.index(name) != number - 1:
+            raise DataError(f"{path}: column name {name!r} appears twice in the header (columns "
+                            f"{header.index(name) + 1} and {number})")
+
+
+def _check_field_counts(path: Path, header: tuple[str, ...], rows: list[list[str]], lines: list[int]) -> None:
+    ragged = [i for i, row in enumerate(rows) if len(row) != len(header)]
+    if ragged:
+        first = ragged[0]
+        more = f" ({len(ragged) - 1} more rows have the wrong field count)" if len(ragged) > 1 else ""
+        raise DataError(f"{path}: line {lines[first]} has {len(rows[first])} fields, the header has "
+                        f"{len(header)}{more}")
+
+
+def read_npz(path: PathArg, keys: Sequence[str], *, optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (and those of ``optional`` present) of an ``.npz`` archive, never unpickling.
+
+    The archive is opened as a zip and each member read with ``allow_pickle=False``, so a truncated
+    or foreign file is a clear error rather than a BadZipFile traceback, and object arrays are refused.
+
+    Raises:
+        DataError: missing file, not a valid zip/npz archive, a key not in it (lists those present),
+            an array of Python objects.
+    """
+    def read(archive: zipfile.ZipFile, members: dict[str, str]) -> dict[str, np.ndarray]:
+        for key in keys:
+            if key not in members:
+                raise DataError(f"{path}: no array named {key!r}; arrays present: {', '.join(members) or '(none)'}")
+        wanted = list(dict.fromkeys([*keys, *(k for k in optional if k in members)]))
+        return {key: _read_npy_member(Path(path), archive, members[key], key) for key in wanted}
+
+    return _with_npz(path, read)
+
+
+def npz_names(path: PathArg) -> list[str]:
+    """Names of the arrays in an ``.npz`` archive, for messages that list them.
+
+    Raises:
+        DataError: missing file, or not a valid zip/npz archive.
+    """
+    return _with_npz(path, lambda archive, members: list(members))
+
+
+def _with_npz(path: PathArg, use):
+    """``use(archive, {array name: member name})`` on the opened archive; every failure a DataError naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            for key in (features_key, label_key):
-                if key not in keys:
-                    raise DataError(f"{path}: no array named {key!r}; arrays present: {', '.join(keys)}")
-            x, y = archive[features_key], archive[label_key]
-    except ValueError as error:  # object arrays (or a non-npz file) would need pickle: refused
-        raise DataError(f"{path}: cannot read without unpickling ({error})") from None
-    except (OSError, EOFError) as error:
+        with zipfile.ZipFile(path) as archive:
+            return use(archive, {n.removesuffix(".npy"): n for n in archive.namelist()})
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, ValueError) as error:
         raise DataError(f"{path}: not a valid .npz file ({error})") from None
-    if x.ndim == 0 or y.ndim != 1:
-        raise DataError(f"{path}: features need shape (N, ...) and labels (N,), got {x.shape} and {y.shape}")
-    return x.reshape(len(x), -1), y
 
 
-def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        text = _read_bytes(path).decode("utf-8-sig")  # -sig: drop the byte-order mark spreadsheets write
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from None
-    rows = list(csv.reader(text.splitlines()))
-    if not rows:
-        raise DataError(f"{path}: empty CSV file")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
-    if label_column not in header:
-        raise DataError(f"{path}: unknown label column {label_column!r}; columns: {', '.join(header)}")
-    if not body:
-        raise DataError(f"{path}: CSV file has a header but no rows")
-    for number, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {number} has {len(row)} fields, the header has {len(header)}")
-    label_index = header.index(label_column)
-    labels = np.array([r[label_index].strip() for r in body])
-    missing = np.flatnonzero(labels == "")
-    if len(missing):
-        raise DataError(f"{path}: line {missing[0] + 2} has no value in label column {label_column!r}")
-    try:
-        features = np.array([[float(v) for i, v in enumerate(r) if i != label_index] for r in body], dtype=np.float64)
-    except ValueError as error:
-        raise DataError(f"{path}: non-numeric feature value ({error})") from None
-    return features, labels
+def _read_npy_member(path: Path, archive: zipfile.ZipFile, member: str, key: str) -> np.ndarray:
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)(stream)
+        if header[2].hasobject:
+            raise DataError(f"{path}: array {key!r} holds Python objects (dtype object), which cannot be read "
+                            f"without unpickling; secsplit never unpickles: save numbers or strings")
+    with archive.open(member) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
 
 
-def _encode_labels(path: Path, y: np.ndarray) -> np.ndarray:
-    """Non-negative integer labels stay (also written as '3' or 3.0); others map to 0..K-1 in sorted order.
+def encode_labels(where: str, values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Labels -> (int64 codes, name of each code), so files may hold class indices, numbers or names.
 
-    Numeric labels sort by value (so -1, 1 -> 0, 1), anything else by string (class names).
+    Non-negative whole numbers stay (also written as '3' or 3.0) and are named by themselves;
+    other numbers map to 0..K-1 by value (so -1, 1 -> 0, 1); anything else by string (class names).
+
+    Raises:
+        DataError: NaN or infinite numeric labels.
     """
+    values = np.asarray(values)
     try:
-        values = y.astype(np.float64)
+        numbers = values.astype(np.float64)
     except (TypeError, ValueError):
-        return np.unique(y.astype(str), return_inverse=True)[1].astype(np.int64)
-    if not np.isfinite(values).all():
-        raise DataError(f"{path}: labels contain NaN or infinite values")
-    if np.all(values == np.round(values)) and values.min() >= 0:
-        return values.astype(np.int64)
-    return np.unique(values, return_inverse=True)[1].astype(np.int64)
+        names, codes = np.unique(values.astype(str), return_inverse=True)
+        return codes.astype(np.int64).reshape(-1), [str(n) for n in names]
+    if not np.isfinite(numbers).all():
+        raise DataError(f"{where}: labels contain NaN or infinite values")
+    if len(numbers) and np.all(numbers == np.round(numbers)) and numbers.min() >= 0:
+        codes = numbers.astype(np.int64)
+        return codes, [str(c) for c in range(int(codes.max()) + 1)]
+    uniques, codes = np.unique(numbers, return_inverse=True)
+    return codes.astype(np.int64).reshape(-1), [f"{u:g}" for u in uniques]

@@ -5,13 +5,17 @@ All partitions are deterministic given their seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from secsplit.data.dataset import Dataset
 from secsplit.errors import ConfigError, DataError
+
+#: how many names an error message lists before "... (N more)"
+_LISTED = 40
 
 
 def partition_iid(n_samples: int, num_clients: int, *, seed: int) -> list[torch.Tensor]:
@@ -158,3 +162,197 @@ def vertical_image_regions(image_shape: Sequence[int], k: int, *, layout: str = 
         boxes = [(0, hh, 0, hw), (0, hh, hw, w), (hh, h, 0, hw), (hh, h, hw, w)]
         return [FeatureView(f"client{i}", region=box) for i, box in enumerate(boxes)]
     raise ConfigError(f"unknown layout {layout!r}; valid: strips, grid")
+
+
+# -- columns and views by name -------------------------------------------------------------------
+ColumnSpec = str | int | Sequence[str | int]
+
+
+def select_columns(spec: ColumnSpec, *, count: int, names: Sequence[str] | None = None,
+                   groups: Mapping[str, Sequence[int]] | None = None,
+                   reserved: Mapping[int, str] | None = None) -> list[int]:
+    """Column indices picked by ``spec``, in the order given, so configs can name columns as people do.
+
+    Args:
+        spec: one item or a list of items; an item is a column name, an index, a name range
+            ``"age:bmi"`` (both ends included, as spreadsheets select) or an index range ``"2:10"``
+            (half-open, as Python slices); a range end may be left out (``"age:"``, ``":5"``). A string
+            that is itself a column name always means that column.
+        count: number of columns.
+        names: the column names, if the columns have names.
+        groups: further names that stand for several columns (e.g. ``sex`` for ``sex=F``, ``sex=M``).
+        reserved: columns that are not features (index -> role, e.g. "label"): naming one is an
+            error, ranges skip them.
+
+    Raises:
+        ConfigError: an unknown name (lists the valid ones), an index or range out of bounds, a
+            malformed item, a column picked twice, an empty selection.
+    """
+    lookup = _name_lookup(names, groups)
+    reserved = dict(reserved or {})
+    items = spec.tolist() if isinstance(spec, np.ndarray) else spec
+    items = [items] if isinstance(items, (str, int, np.integer)) else items
+    if isinstance(items, Mapping) or not isinstance(items, Sequence):
+        raise ConfigError(f"columns must be a name, an index, a range or a list of them, got {spec!r}")
+    picked: dict[int, object] = {}  # column -> the item that picked it; dicts keep insertion order
+    for item in items:
+        indices, is_range = _resolve_item(item, count, names, lookup)
+        for index in indices:
+            if index in reserved:
+                if is_range:
+                    continue
+                raise ConfigError(f"column {_label(index, names)} is the {reserved[index]} column; it cannot be a feature")
+            if index in picked:
+                raise ConfigError(f"column {_label(index, names)} is picked twice (by {picked[index]!r} and {item!r})")
+            picked[index] = item
+    if not picked:
+        raise ConfigError(f"no columns picked by {spec!r}")
+    return list(picked)
+
+
+def _name_lookup(names: Sequence[str] | None, groups: Mapping[str, Sequence[int]] | None) -> dict[str, list[int]]:
+    lookup = {name: [i] for i, name in enumerate(names or ())}
+    for name, members in (groups or {}).items():
+        lookup.setdefault(name, list(members))  # a real column of that name wins
+    return lookup
+
+
+def _resolve_item(item, count: int, names, lookup: dict[str, list[int]]) -> tuple[list[int], bool]:
+    """(indices, whether the item was a range) for one item of a column spec."""
+    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+        if not 0 <= item < count:
+            raise ConfigError(f"column index {item} is out of range 0..{count - 1}")
+        return [int(item)], False
+    if not isinstance(item, str):
+        raise ConfigError(f"a column must be a name, an index or a range, got {item!r}")
+    if item in lookup:
+        return lookup[item], False
+    if ":" not in item:
+        raise ConfigError(f"unknown column {item!r}; {_valid_names(names, count)}")
+    return _resolve_range(item, count, names, lookup), True
+
+
+def _resolve_range(item: str, count: int, names, lookup: dict[str, list[int]]) -> list[int]:
+    ends = [part.strip() for part in item.split(":", 1)]
+    kinds = set()
+    for end in ends:
+        if end in lookup:
+            kinds.add("name")
+        elif end.isdigit():
+            kinds.add("index")
+        elif end:
+            raise ConfigError(f"unknown column {end!r} in range {item!r}; {_valid_names(names, count)}")
+    if kinds == {"name", "index"}:
+        raise ConfigError(f"range {item!r} mixes a column name and an index; use names or indices on both ends")
+    if "name" in kinds:
+        start = min(lookup[ends[0]]) if ends[0] else 0
+        stop = max(lookup[ends[1]]) + 1 if ends[1] else count
+    else:
+        start = int(ends[0]) if ends[0] else 0
+        stop = int(ends[1]) if ends[1] else count
+        if stop > count:
+            raise ConfigError(f"index range {item!r} runs past the last column ({count} columns: 0..{count - 1})")
+    if start >= stop:
+        raise ConfigError(f"range {item!r} picks no columns (its start is not before its end)")
+    return list(range(start, stop))
+
+
+def _label(index: int, names: Sequence[str] | None) -> str:
+    return repr(names[index]) if names else str(index)
+
+
+def _valid_names(names: Sequence[str] | None, count: int) -> str:
+    if not names:
+        return f"the columns have no names: use indices 0..{count - 1}"
+    shown = ", ".join(names[:_LISTED])
+    more = f", ... ({len(names) - _LISTED} more)" if len(names) > _LISTED else ""
+    return f"columns: {shown}{more}"
+
+
+def resolve_views(dataset: Dataset, views) -> list[FeatureView]:
+    """The vertical partition ``views`` describes, as FeatureViews checked against ``dataset``.
+
+    Configs name who holds what the way people say it (column names, pixel boxes); this turns that
+    into the FeatureViews the vertical topologies take. Columns no view names are simply unused.
+
+    Args:
+        dataset: the data set being split.
+        views: a list with one entry per client (``client0``, ``client1``, ...), or a mapping from
+            view name to entry. Tabular entries are column specs (see :func:`select_columns`):
+            ``[["age", "bmi"], ["glucose", "insulin"]]``, indices or ``"A:B"`` ranges; after one-hot
+            encoding, the original column name (``"sex"``) stands for all its columns (``sex=F``, ...).
+            Image entries are ``[row_start, row_stop, col_start, col_stop]`` pixel boxes. FeatureView
+            entries pass through (checked against the data set).
+
+    Returns:
+        One FeatureView per entry, in order.
+
+    Raises:
+        ConfigError: a malformed entry, an unknown column (lists the valid names), a box outside the
+            image, or views that overlap (names the shared column or the overlapping box).
+    """
+    if isinstance(views, (str, bytes)) or not isinstance(views, (Sequence, Mapping)):
+        raise ConfigError(f"views must be a list with one entry per client, got {views!r}")
+    named = list(views.items()) if isinstance(views, Mapping) else [(f"client{i}", v) for i, v in enumerate(views)]
+    if not named:
+        raise ConfigError("views is empty; give one entry per client")
+    resolved = [_resolve_view(dataset, str(name), entry) for name, entry in named]
+    (_check_disjoint_columns if dataset.kind == "tabular" else _check_disjoint_regions)(resolved, dataset)
+    return resolved
+
+
+def _resolve_view(dataset: Dataset, name: str, entry) -> FeatureView:
+    if isinstance(entry, FeatureView):
+        entry.output_shape(dataset.input_shape)  # a view that does not fit the data fails here, not mid-training
+        return entry
+    if dataset.kind == "image":
+        return FeatureView(name, region=_region(name, entry, dataset.input_shape))
+    names = dataset.feature_names
+    try:
+        columns = select_columns(entry, count=dataset.input_shape[0], names=names, groups=_onehot_groups(names))
+    except ConfigError as error:
+        raise ConfigError(f"view {name!r}: {error}") from None
+    return FeatureView(name, columns=tuple(columns))
+
+
+def _onehot_groups(names: Sequence[str] | None) -> dict[str, list[int]]:
+    """``sex`` -> the indices of ``sex=F``, ``sex=M``: one-hot columns answer to their source column's name."""
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names or ()):
+        if "=" in name:
+            groups.setdefault(name.split("=", 1)[0], []).append(index)
+    return groups
+
+
+def _region(name: str, entry, image_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    _, h, w = image_shape
+    box = list(entry) if isinstance(entry, Sequence) and not isinstance(entry, str) else None
+    if box is None or len(box) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                               for v in box):
+        raise ConfigError(f"view {name!r}: an image view is [row_start, row_stop, col_start, col_stop] in pixels, "
+                          f"got {entry!r}")
+    r0, r1, c0, c1 = (int(v) for v in box)
+    if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+        raise ConfigError(f"view {name!r}: box {box} does not fit the {h}x{w} image; need 0 <= row_start < row_stop "
+                          f"<= {h} and 0 <= col_start < col_stop <= {w}")
+    return r0, r1, c0, c1
+
+
+def _check_disjoint_columns(views: list[FeatureView], dataset: Dataset) -> None:
+    owner: dict[int, str] = {}
+    for view in views:
+        for column in view.columns or ():
+            if column in owner:
+                raise ConfigError(f"column {_label(column, dataset.feature_names)} is in views {owner[column]!r} and "
+                                  f"{view.name!r}; views must be disjoint")
+            owner[column] = view.name
+
+
+def _check_disjoint_regions(views: list[FeatureView], dataset: Dataset) -> None:
+    for i, a in enumerate(views):
+        for b in views[i + 1:]:
+            rows = (max(a.region[0], b.region[0]), min(a.region[1], b.region[1]))
+            cols = (max(a.region[2], b.region[2]), min(a.region[3], b.region[3]))
+            if rows[0] < rows[1] and cols[0] < cols[1]:
+                raise ConfigError(f"views {a.name!r} and {b.name!r} overlap in rows {rows[0]}:{rows[1]}, columns "
+                                  f"{cols[0]}:{cols[1]}; views must be disjoint")
