@@ -2,7 +2,12 @@
 
 from secsplit.data.builtin import DATASETS, list_datasets, load_dataset
 from secsplit.data.dataset import Dataset, dataset_from_arrays
-from secsplit.data.files import load_cifar10, load_mnist_idx, read_cifar10_batch, read_idx
+from secsplit.data.files import (
+    load_cifar10,
+    load_mnist_idx,
+    read_cifar10_batch,
+    read_idx,
+)
 from secsplit.data.partition import (
     FeatureView,
     partition_dirichlet,
@@ -12,7 +17,13 @@ from secsplit.data.partition import (
     vertical_columns,
     vertical_image_regions,
 )
-from secsplit.data.source import FORMAT_OPTIONS, FORMATS, describe_data_options, load_data, load_table
+from secsplit.data.source import (
+    FORMAT_OPTIONS,
+    FORMATS,
+    describe_data_options,
+    load_data,
+    load_table,
+)
 
 __all__ = [
     "DATASETS", "FORMATS", "FORMAT_OPTIONS", "Dataset", "FeatureView", "dataset_from_arrays", "describe_data_options",

@@ -122,9 +122,8 @@ def describe_data_options(source: str | PathLike) -> dict[str, str]:
         UnknownNameError: not a built-in name, a format name or a path with a known suffix.
         ConfigError: a path whose format cannot be told from its name.
     """
-    bare = os.fspath(source).removesuffix(":")
-    if bare in FORMATS:
-        return dict(FORMAT_OPTIONS[bare])
+    if isinstance(source, str) and source.removesuffix(":") in FORMATS:
+        return dict(FORMAT_OPTIONS[source.removesuffix(":")])
     fmt, target = _parse_source(source, must_exist=False)
     if fmt is None:
         return _builtin_options(target)
@@ -342,7 +341,7 @@ def _finish(path: Path, seed: int, options: _Options, columns: _Columns, *, imag
                         f"({columns.class_names[classes[0]]!r}); a classifier needs at least 2")
     check_stratifiable(str(path), columns.y, options.test_fraction, columns.class_names)
     name = options.name or path.name.split(".")[0]
-    common = dict(seed=seed, test_fraction=options.test_fraction, ids=columns.ids)
+    common = {"seed": seed, "test_fraction": options.test_fraction, "ids": columns.ids}
     if images is None:
         if options.scale is not None:
             raise ConfigError(f"{path}: scale applies to images (with image_shape); table features are standardized")
@@ -483,9 +482,9 @@ def _text_columns_error(table: TextTable, columns: list[int]) -> DataError:
     names = ", ".join(repr(table.header[c]) for c in columns)
     examples = sorted({cell for cell in table.column(columns[0]) if cell and not _is_number(cell)})[:3]
     shown = ", ".join(_show(e) for e in examples)
-    noun = "column" if len(columns) == 1 else "columns"
-    return DataError(f"{table.path}: {noun} {names} not numeric (e.g. {table.header[columns[0]]!r}: {shown}); pass "
-                     f'categorical="onehot" to one-hot encode, or leave {noun} out with features=')
+    noun, verb, pronoun = ("column", "is", "it") if len(columns) == 1 else ("columns", "are", "them")
+    return DataError(f"{table.path}: {noun} {names} {verb} not numeric (e.g. {table.header[columns[0]]!r}: {shown}); "
+                     f'pass categorical="onehot" to one-hot encode {pronoun}, or leave {pronoun} out with features=')
 
 
 def _bad_cells_error(table: TextTable, bad: list[tuple[int, int]]) -> DataError:
