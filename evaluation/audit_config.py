@@ -1,70 +1,71 @@
-"""Audit descriptions: a TOML file (or a preset) that expands into a grid of runs.
+"""Audit files: the run-description schema with lists where a grid varies, expanded into runs.
 
 ```toml
 [audit]
-name = "quick"
-seeds = [0]
-epochs = 3
-batch_size = 64
+name = "mine"
+seeds = [0, 1, 2]                    # a grid over the seed (same as seed = [0, 1, 2])
+epochs = 10                          # any run key here is a default for every experiment
 
 [[experiment]]
-dataset = "mnist"
-model = "lenet"                      # optional: the data set's default model
-topologies = ["vanilla", "ushape"]
-cuts = { vanilla = ["pool1"] }       # optional, per topology: the model's suggested cuts otherwise
-defenses = ["none", "noise:mech=laplace,clip=10,scale=2", "nopeek:alpha=1"]
-attacks = ["whitebox-inversion", "norm-attack"]
+data = { source = "patients.csv", label = "outcome" }
+model = "mlp"
+topology = ["vanilla", { name = "splitfed", clients = [10, 100] }]
+cuts = { vanilla = ["relu1"] }       # per topology; or one list; or a list of lists (a grid)
+defenses = ["none", "nopeek:alpha=0.5", ["noise:scale=0.5,clip=1", "nopeek:alpha=0.5"]]
+attacks = ["norm-attack", "cosine-attack"]
 ```
 
-Every name is checked here, before any training starts; errors name the key at fault.
+Grid rules (``secsplit audit --print-config FILE`` shows the expansion):
+
+- a list under a key that takes one value (``topology``, ``model``, ``data``, ``epochs``, ``seed``, an
+  option such as ``clients``) is a grid axis over its items;
+- a key that takes a list (``cuts``, ``features``, ``views``, ``image_shape``, ``hidden``, ``tasks``,
+  or any option whose default is a list) is one value when given a list, and a grid axis when
+  given a list of lists;
+- ``defenses`` lists alternatives: each item is a spec, ``"none"``, or a list of specs applied together;
+- ``attacks`` all watch every run (one result row each).
+
+Every name is checked here, before any training starts; errors name the experiment and key at fault.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tomllib
-from dataclasses import asdict, dataclass, field
+import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from secsplit.errors import ConfigError, SecsplitError
-from secsplit.specs import parse_spec
+from secsplit.description import TOP_LEVEL_KEYS, RunDescription, normalize, read_table_file, stable_hash
+from secsplit.errors import ConfigError
 
-DEFAULT_MODEL = {"mnist": "lenet", "digits": "mlp", "breast-cancer": "mlp", "breast-cancer-imbalanced": "mlp"}
-AUDIT_KEYS = {"name", "seeds", "epochs", "batch_size", "lr", "probe_samples"}
-EXPERIMENT_KEYS = {"dataset", "model", "topologies", "cuts", "defenses", "attacks", "epochs", "batch_size", "label_source"}
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Everything that determines one training run (and so its cache key)."""
-
-    dataset: str
-    model: str
-    topology: str
-    cuts: tuple[str, ...] | None
-    defense: str
-    seed: int
-    epochs: int
-    batch_size: int
-    lr: float
-    label_source: str
-
-    def key(self) -> str:
-        return _hash(asdict(self))
+#: keys of [audit] that are not run defaults
+AUDIT_ONLY_KEYS = ("name", "seeds")
+#: legacy spellings still read
+LEGACY = {"topologies": "topology"}
+#: options whose value is itself a list (a grid over them is a list of lists)
+LIST_VALUED = {"cuts", "features", "views", "image_shape", "hidden", "tasks", "task_weights", "channels", "widths",
+               "labels", "region", "regions"}
+COMPONENT_KEYS = ("data", "model", "topology", "optimizer", "early_stopping")
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training configuration and the attacks that watch it (one result row per attack)."""
+    """One run of the grid: its description (the attacks watching it included); one row per attack."""
 
-    training: TrainingConfig
-    attacks: tuple[str, ...]
-    probe_samples: int
+    description: RunDescription
+
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        return self.description.attacks or ("none",)
+
+    def training_key(self) -> str:
+        """Hash of what determines the trained weights (the model cache's key)."""
+        return self.description.training_part().key()
 
     def row_keys(self) -> dict[str, str]:
         """attack -> config hash of its result row."""
-        return {a: _hash({"training": asdict(self.training), "attack": a, "probe": self.probe_samples}) for a in self.attacks}
+        training = self.description.training_part().to_dict()
+        return {a: stable_hash({"run": training, "attack": a, "probe": self.description.probe_samples})
+                for a in self.attacks}
 
 
 @dataclass
@@ -74,106 +75,178 @@ class AuditConfig:
     source: dict = field(default_factory=dict)
 
 
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def load_audit_config(path) -> AuditConfig:
-    """Parse and validate a TOML audit file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"audit config not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: bad TOML: {error}") from None
-    return build_audit_config(raw, origin=str(path))
+    """Parse, validate and expand an audit file (TOML or JSON)."""
+    return build_audit_config(read_table_file(path), origin=str(path))
 
 
 def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
-    """Validate a parsed audit description and expand its grid."""
-    from secsplit.attacks import ATTACKS
-    from secsplit.data import DATASETS
-    from secsplit.defenses import defense_from_spec
-    from secsplit.models import MODELS
-    from secsplit.topologies import TOPOLOGIES
+    """Validate a parsed audit description and expand its grid into runs."""
+    from secsplit.evaluation.build import check_components
 
-    audit = raw.get("audit", {})
-    _check_keys(audit, AUDIT_KEYS, f"{origin}: [audit]")
-    seeds = audit.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{origin}: [audit].seeds must be a non-empty list of integers, got {seeds!r}")
+    audit = dict(raw.get("audit", {}))
+    unknown = sorted(set(raw) - {"audit", "experiment"})
+    if unknown:
+        raise ConfigError(f"{origin}: unknown table(s) {', '.join(unknown)}; an audit has [audit] and [[experiment]]")
+    name = str(audit.pop("name", Path(origin).stem))
+    seeds = audit.pop("seeds", None)
+    if seeds is not None:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ConfigError(f"{origin}: [audit].seeds must be a non-empty list of integers, got {seeds!r}")
+        if "seed" in audit:
+            raise ConfigError(f"{origin}: [audit] gives both seeds and seed")
+        audit["seed"] = seeds
+    _check_run_keys(audit, f"{origin}: [audit]")
     experiments = raw.get("experiment")
-    if not isinstance(experiments, list) or not experiments:
+    if not isinstance(experiments, list) or not experiments or not all(isinstance(e, dict) for e in experiments):
         raise ConfigError(f"{origin}: needs at least one [[experiment]] table")
-    config = AuditConfig(name=str(audit.get("name", Path(origin).stem)), source=raw)
-    for number, exp in enumerate(experiments, start=1):
+    config = AuditConfig(name=name, source=raw)
+    for number, experiment in enumerate(experiments, start=1):
         where = f"{origin}: experiment {number}"
-        _check_keys(exp, EXPERIMENT_KEYS, where)
-        dataset = _required(exp, "dataset", where)
-        _known(DATASETS, dataset, f"{where}.dataset")
-        model = exp.get("model", DEFAULT_MODEL.get(dataset, "mlp"))
-        _known(MODELS, model, f"{where}.model")
-        topologies = _string_list(exp.get("topologies", ["vanilla"]), f"{where}.topologies")
-        for t in topologies:
-            _known(TOPOLOGIES, t, f"{where}.topologies")
-        cuts = exp.get("cuts", {})
-        if not isinstance(cuts, dict) or set(cuts) - set(topologies):
-            raise ConfigError(f"{where}.cuts must map some of the topologies {topologies} to cut lists, got {cuts!r}")
-        defenses = _string_list(exp.get("defenses", ["none"]), f"{where}.defenses")
-        for spec in defenses:
-            if spec != "none":
-                try:
-                    defense_from_spec(spec)  # builds it once: names and parameters checked now
-                except SecsplitError as error:
-                    raise ConfigError(f"{where}.defenses: {error}") from None
-        attacks = _string_list(exp.get("attacks", []), f"{where}.attacks")
-        for spec in attacks:
-            if spec != "none":
-                _known(ATTACKS, parse_spec(spec)[0], f"{where}.attacks")
-        epochs = _positive(exp.get("epochs", audit.get("epochs", 3)), f"{where}.epochs")
-        batch_size = _positive(exp.get("batch_size", audit.get("batch_size", 64)), f"{where}.batch_size")
-        lr = float(audit.get("lr", 1e-3))
-        probe = _positive(audit.get("probe_samples", 256), f"{origin}: [audit].probe_samples")
-        label_source = exp.get("label_source", "data_owner")
-        if label_source not in ("data_owner", "label_owner"):
-            raise ConfigError(f"{where}.label_source must be 'data_owner' or 'label_owner', got {label_source!r}")
-        for topology in topologies:
-            topo_cuts = tuple(cuts[topology]) if topology in cuts else None
-            for defense in defenses:
-                for seed in seeds:
-                    training = TrainingConfig(dataset, model, topology, topo_cuts, defense, seed, epochs, batch_size, lr,
-                                              label_source)
-                    config.runs.append(RunSpec(training, tuple(attacks) or ("none",), probe))
+        experiment = {LEGACY.get(k, k): v for k, v in experiment.items()}
+        _check_run_keys(experiment, where)
+        merged = _merge_defaults(audit, experiment, where)
+        for description in expand_experiment(merged, where=where):
+            check_components(description, where=where)
+            config.runs.append(RunSpec(description))
+    if not config.runs:
+        raise ConfigError(f"{origin}: the grid is empty")
     return config
 
 
-def _check_keys(table: dict, allowed: set, where: str) -> None:
-    unknown = set(table) - allowed
+def _merge_defaults(audit: dict, experiment: dict, where: str) -> dict:
+    """[audit] run keys under the experiment's own; tables merge key by key."""
+    audit = normalize(audit, where=where)
+    experiment = normalize(experiment, where=where)
+    merged = dict(audit)
+    for key, value in experiment.items():
+        base = merged.get(key)
+        if key in COMPONENT_KEYS and isinstance(base, (str, dict)) and isinstance(value, dict):
+            base = {"source" if key == "data" else "name": base} if isinstance(base, str) else base
+            named = {"source", "name"} & set(value)
+            merged[key] = value if named and {"source", "name"} & set(base) and base != value and \
+                _name(base) != _name(value) else {**base, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _name(table: dict):
+    return table.get("source", table.get("name"))
+
+
+def _check_run_keys(table: dict, where: str) -> None:
+    allowed = set(TOP_LEVEL_KEYS) | {"dataset", "lr", "label_source", "model_options", "topology_options"} | set(LEGACY)
+    unknown = sorted(set(k.replace("-", "_") for k in table) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: "
+                          f"{', '.join(sorted(allowed - set(LEGACY)))}")
 
 
-def _required(table: dict, key: str, where: str):
-    if key not in table:
-        raise ConfigError(f"{where}: missing key {key!r}")
-    return table[key]
+def expand_experiment(experiment: dict, *, where: str) -> list[RunDescription]:
+    """Every run description an experiment's grid spans, in a stable order."""
+    experiment = dict(experiment)
+    defenses = _defense_alternatives(experiment.pop("defenses", ["none"]), f"{where}.defenses")
+    attacks = experiment.pop("attacks", [])
+    if isinstance(attacks, str):
+        attacks = [attacks]
+    cuts = experiment.pop("cuts", None)
+    axes = {key: _alternatives(key, value, where=f"{where}.{key}") for key, value in experiment.items()}
+    topologies = {(t if isinstance(t, str) else (t or {}).get("name", "vanilla")) for t in axes.get("topology", ["vanilla"])}
+    cut_axis = _cut_alternatives(cuts, topologies, f"{where}.cuts")
+    runs = []
+    keys = list(axes)
+    for combination in itertools.product(*(axes[k] for k in keys)):
+        raw = dict(zip(keys, combination))
+        topology = raw.get("topology", "vanilla")
+        topology_name = topology if isinstance(topology, str) else (topology or {}).get("name", "vanilla")
+        for run_cuts in cut_axis(topology_name):
+            for defense in defenses:
+                description = RunDescription.from_dict(
+                    {**raw, "cuts": run_cuts, "defenses": defense, "attacks": attacks}, where=where)
+                runs.append(description)
+    return runs
 
 
-def _known(registry, name: str, where: str) -> None:
-    if name not in registry:
-        raise ConfigError(f"{where}: unknown {registry.kind} {name!r}; valid names: {', '.join(registry.names())}")
+def _alternatives(key: str, value, *, where: str, list_valued: bool = False) -> list:
+    """The values one key takes across the grid."""
+    if key in COMPONENT_KEYS:
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for item in items:
+            if isinstance(item, dict):
+                out.extend(_expand_table(item, where=where))
+            else:
+                out.append(item)
+        return out
+    if list_valued or key in LIST_VALUED:
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            return value
+        return [value]
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{where}: an empty list leaves nothing to run")
+        return value
+    return [value]
 
 
-def _string_list(value, where: str) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of strings, got {value!r}")
-    return value
+def _expand_table(table: dict, *, where: str) -> list[dict]:
+    """A component table with grid axes among its options -> one table per combination."""
+    keys = list(table)
+    axes = [_alternatives(k, table[k], where=f"{where}.{k}", list_valued=_list_option(table, k)) for k in keys]
+    return [dict(zip(keys, combination)) for combination in itertools.product(*axes)]
 
 
-def _positive(value, where: str) -> int:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where} must be a positive integer, got {value!r}")
-    return value
+def _list_option(table: dict, key: str) -> bool:
+    """Whether option ``key`` of this component takes a list (its default is a list or tuple)."""
+    if key in LIST_VALUED:
+        return True
+    name = table.get("name")
+    if not isinstance(name, str):
+        return False
+    import inspect
+
+    from secsplit.models import MODELS
+    from secsplit.topologies import TOPOLOGIES
+
+    for registry in (MODELS, TOPOLOGIES):
+        if name in registry:
+            parameter = inspect.signature(registry.lookup(name)).parameters.get(key)
+            if parameter is not None and isinstance(parameter.default, (list, tuple)):
+                return True
+    return False
+
+
+def _defense_alternatives(value, where: str) -> list[list[str]]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{where}: an empty list leaves nothing to run (use [\"none\"] for no defense)")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append([] if item == "none" else [item])
+        elif isinstance(item, list) and all(isinstance(s, str) for s in item):
+            out.append([s for s in item if s != "none"])
+        else:
+            raise ConfigError(f"{where}: each item must be a defense spec or a list of specs, got {item!r}")
+    return out
+
+
+def _cut_alternatives(cuts, topologies: set[str], where: str):
+    """cuts -> a function from a topology name to the cut lists to run it with."""
+    if cuts is None:
+        return lambda topology: [None]
+    if isinstance(cuts, dict):
+        unknown = sorted(set(cuts) - topologies)
+        if unknown:
+            raise ConfigError(f"{where} names topologies not in the grid: {', '.join(unknown)} "
+                              f"(grid: {', '.join(sorted(topologies))})")
+        per = {t: _alternatives("cuts", c, where=f"{where}.{t}") for t, c in cuts.items()}
+        return lambda topology: per.get(topology, [None])
+    alternatives = _alternatives("cuts", cuts, where=where)
+    return lambda topology: alternatives
+
+
+def describe_grid(config: AuditConfig) -> list[dict]:
+    """The expanded grid, one canonical run description per run (``secsplit audit --print-config``)."""
+    return [spec.description.to_dict() for spec in config.runs]

@@ -11,7 +11,6 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -50,71 +49,63 @@ def score_result(result) -> dict:
     return result.scores()
 
 
+def display_training(description) -> dict:
+    """The flat summary tables and plots show for a run (the full description is stored beside it)."""
+    options = description.topology_options
+    topology = description.topology.name + ("" if not options else
+                                            ":" + ",".join(f"{k}={v}" for k, v in sorted(options.items())))
+    return {"dataset": Path(description.data.name).name if _is_file(description.data.name) else description.data.name,
+            "model": description.model.name, "topology": topology,
+            "cuts": list(description.cuts) if description.cuts else None,
+            "defense": "+".join(description.active_defenses) or "none", "seed": description.seed,
+            "epochs": description.epochs, "batch_size": description.batch_size,
+            "lr": description.optimizer.options.get("lr"), "label_source": description.label_source}
+
+
+def _is_file(source: str) -> bool:
+    from secsplit.data import DATASETS
+
+    return source not in DATASETS
+
+
 def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
     """Train one configuration with its attacks attached; return one row per attack.
 
-    Reconstruction attacks' image grids are saved under ``artifacts_dir`` (named by config hash).
-    With ``cache_dir``, trained weights are cached per training configuration, and a run whose
-    attacks do not observe training (``observes_training = False``) loads them instead of training.
+    Everything is built by :func:`secsplit.evaluation.build.build_run` from the run's description,
+    which every row stores in full (``run``) with its hash (``run_key``). Reconstruction attacks'
+    image grids are saved under ``artifacts_dir`` (named by config hash). With ``cache_dir``,
+    trained weights are cached per training configuration, and a run whose attacks do not observe
+    training (``observes_training = False``) loads them instead of training.
     """
     import torch
 
-    from secsplit.attacks import NotApplicable, create_attack
-    from secsplit.data import load_dataset
-    from secsplit.defenses import defense_from_spec
-    from secsplit.models import create_model
-    from secsplit.optim import OptimizerSpec
-    from secsplit.specs import parse_spec
+    from secsplit.evaluation.build import build_run
     from secsplit.stats import distance_correlation
-    from secsplit.topologies import build_topology
-    from secsplit.training import Trainer
 
-    t = spec.training
+    description = spec.description
     keys = spec.row_keys()
-    base = {"training": asdict(t), "training_key": t.key(), "versions": _versions(), "seed": t.seed}
+    training = display_training(description)
+    base = {"training": training, "run": description.to_dict(), "run_key": description.key(),
+            "training_key": spec.training_key(), "versions": _versions(), "seed": description.seed}
     rows: dict[str, dict] = {}
     start = time.perf_counter()
     try:
-        dataset = load_dataset(t.dataset, seed=t.seed)
-        model = create_model(t.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=t.seed)
-        defenses = [] if t.defense == "none" else [defense_from_spec(t.defense)]
-        topology_name = getattr(defenses[0], "topology", None) if defenses else None
-        topology_name = topology_name or t.topology
-        cuts = list(t.cuts) if t.cuts and topology_name == t.topology else None
-        kwargs = {} if topology_name in ("ushape", "multihop-ushape") else {"label_source": t.label_source}
-        if topology_name.startswith("vertical"):
-            kwargs.update(model_name=t.model, seed=t.seed)
-        topology = build_topology(topology_name, model, cuts=cuts, optimizer=OptimizerSpec("adam", lr=t.lr), **kwargs)
-        attacks = {}
-        for attack_spec in spec.attacks:
-            if attack_spec == "none":
-                continue
-            name, params = parse_spec(attack_spec)
-            attack = create_attack(name, **params)
-            try:
-                attack.check_applicable(topology, dataset)
-                if getattr(attack, "targets", False) is None:
-                    # reconstruction attacks: the client runs split inference on held-out test images
-                    # (the last ones, disjoint from the dCor probe at the start); they are also the truth
-                    attack.targets = dataset.x_test[-getattr(attack, "max_targets", 16):]
-            except NotApplicable as reason:
-                rows[attack_spec] = {"status": "not_applicable", "reason": str(reason)}
-                continue
-            attacks[attack_spec] = attack
-        trainer = Trainer(topology, epochs=t.epochs, batch_size=t.batch_size, seed=t.seed,
-                          callbacks=[*defenses, *attacks.values()], progress=False)
+        built = build_run(description)
+        training["model"] = built.model_name
+        rows.update({a: {"status": "not_applicable", "reason": r} for a, r in built.not_applicable.items()})
+        topology, dataset, defenses = built.topology, built.dataset, built.defenses
         cache = ModelCache(cache_dir) if cache_dir else None
-        post_hoc = all(not getattr(a, "observes_training", True) for a in attacks.values())
-        cached = cache.load(t.key(), topology) if cache and post_hoc else None
+        post_hoc = all(not a.observes_training for a in built.attacks.values())
+        cached = cache.load(spec.training_key(), topology) if cache and post_hoc else None
         if cached is None:
-            summary = trainer.fit(dataset).summary
-            defense_info = {"epsilon": defenses[0].epsilon() if defenses else None,
-                            "report": defenses[0].report() if defenses else None}
+            summary = built.fit().summary
+            defense_info = {"epsilon": _combined(d.epsilon() for d in defenses),
+                            "report": [d.report() for d in defenses] or None}
             if cache:
-                cache.save(t.key(), topology, {"summary": summary, "defense": defense_info})
+                cache.save(spec.training_key(), topology, {"summary": summary, "defense": defense_info})
         else:
             summary, defense_info = cached["summary"], cached["defense"]
-        probe_x = dataset.x_test[: spec.probe_samples]
+        probe_x = dataset.x_test[: description.probe_samples]
         with torch.no_grad():
             released = _released_probe(topology, probe_x)
         leakage = {}
@@ -123,10 +114,10 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
                        "dcor_unbiased": float(distance_correlation(probe_x, released, estimator="unbiased")),
                        "dcor_n": len(probe_x)}
         common = {
-            "topology": topology_name, "cuts": topology.cuts, "utility": summary["test_accuracy"],
+            "topology": topology.name, "cuts": topology.cuts, "utility": summary["test_accuracy"],
             "utility_metric": "test_accuracy", "stopped": summary.get("stopped"),
             "epsilon": defense_info["epsilon"], "defense_report": defense_info["report"],
-            "trained": "cache" if cached is not None else "fresh",
+            "trained": "cache" if cached is not None else "fresh", "epochs_trained": len(summary.get("history", [])) or None,
             "client_flops_train": summary["client_train_flops"], "flops": summary["flops"],
             "bytes": summary["traffic"]["per_party"], "train_wall_time_s": summary["wall_time_s"], **leakage,
         }
@@ -135,16 +126,17 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
                 rows[attack_spec].update(common)
                 continue
             row = {"status": "ok", **common}
-            if attack_spec in attacks:
+            if attack_spec in built.attacks:
                 try:
-                    result = attacks[attack_spec].result()
+                    result = built.attacks[attack_spec].result()
                     row["leakage"] = score_result(result)
                     if artifacts_dir and result.reconstructions is not None and result.originals is not None:
                         from secsplit.evaluation.plots import reconstruction_grid
 
                         grid = f"grid-{keys[attack_spec]}.png"
                         reconstruction_grid(result.originals, result.reconstructions, Path(artifacts_dir) / grid,
-                                            title=f"{attack_spec} | {t.dataset} {topology_name} cut {topology.cuts[0]} | {t.defense}")
+                                            title=f"{attack_spec} | {training['dataset']} {topology.name} cut "
+                                                  f"{topology.cuts[0]} | {training['defense']}")
                         row["grid"] = grid
                 except Exception as error:  # an attack failing must not lose the run's other rows
                     row.update(status="failed", error=f"{type(error).__name__}: {error}",
@@ -155,6 +147,12 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
         rows = {a: dict(failure) for a in spec.attacks}
     elapsed = time.perf_counter() - start
     return [{"config_hash": keys[a], "attack": a, **base, **rows[a], "wall_time_s": elapsed} for a in spec.attacks]
+
+
+def _combined(epsilons):
+    """The DP statement of a run: the one DP defense's epsilon (None without one; a list with several)."""
+    found = [e for e in epsilons if e is not None]
+    return None if not found else found[0] if len(found) == 1 else found
 
 
 def _worker_init() -> None:
@@ -186,7 +184,7 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
                 on_row(row)
         bar.update(1)
         last = rows[0]
-        bar.set_postfix_str(f"{last['training']['dataset']}/{last.get('topology', last['training']['topology'])}/"
+        bar.set_postfix_str(f"{last['training']['dataset']}/{last['training']['topology']}/"
                             f"{last['training']['defense']}: {','.join(sorted({r['status'] for r in rows}))}")
 
     if executor == "ray":

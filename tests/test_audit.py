@@ -113,12 +113,12 @@ def test_audit_killed_mid_way_then_resumed_gives_the_same_rows(tmp_path, tiny_co
 @pytest.mark.parametrize(
     "raw,message",
     [
-        ({"experiment": [{"dataset": "imagenet"}]}, "experiment 1.dataset: unknown data set 'imagenet'"),
-        ({"experiment": [{"dataset": "digits", "topologies": ["ring"]}]}, "experiment 1.topologies: unknown topology 'ring'"),
+        ({"experiment": [{"dataset": "imagenet"}]}, "experiment 1.data: unknown data set 'imagenet'"),
+        ({"experiment": [{"dataset": "digits", "topologies": ["ring"]}]}, "experiment 1.topology: unknown topology 'ring'"),
         ({"experiment": [{"dataset": "digits", "defenses": ["magic"]}]}, "experiment 1.defenses: unknown defense 'magic'"),
         ({"experiment": [{"dataset": "digits", "attacks": ["mind-reading"]}]}, "experiment 1.attacks: unknown attack 'mind-reading'"),
-        ({"experiment": [{"dataset": "digits", "epochs": 0}]}, "experiment 1.epochs must be a positive integer"),
-        ({"audit": {"seed": 1}, "experiment": [{"dataset": "digits"}]}, r"\[audit\]: unknown key\(s\) seed"),
+        ({"experiment": [{"dataset": "digits", "epochs": -1}]}, "epochs must be a non-negative integer"),
+        ({"audit": {"colour": 1}, "experiment": [{"dataset": "digits"}]}, r"\[audit\]: unknown key\(s\) colour"),
         ({"audit": {}}, "needs at least one \\[\\[experiment\\]\\]"),
     ],
 )

@@ -56,7 +56,7 @@ def test_hijack_detection_stops_fsha_from_the_cli(capsys):
     code, row = _json(capsys, ["fsha", "--dataset", "digits", "--model", "lenet", "--cut", "relu1", "--epochs", "1",
                                "--defense", "hijack-detection"])
     assert code == 0 and "hijack-detection" in row["stopped"]
-    assert row["defense_report"]["detected"] is True
+    assert row["defense_report"][0]["detected"] is True
     # the client refused inference on the targets: nothing known to score against, the fallback is reported
     assert "ssim" not in row["leakage"] and "hijack-detection" in row["leakage"]["client_stopped"]
 

@@ -13,7 +13,8 @@ import argparse
 import json
 import sys
 
-from secsplit.evaluation.commands.common import keyword_option, positive_float, positive_int
+from secsplit.evaluation.commands.common import keyword_option, positive_int
+from secsplit.evaluation.commands.run_args import add_run_arguments, description_from_args, print_description
 
 #: Exit code when the attack's threat model does not apply to the configuration.
 NOT_APPLICABLE_EXIT = 3
@@ -27,22 +28,9 @@ def add_parser(sub) -> None:
                         help="attack name, optionally with parameters as name:key=value,... (see `secsplit list`)")
     attack.add_argument("--param", action="append", dest="params", metavar="KEY=VALUE", type=keyword_option, default=[],
                         help="an attack parameter, repeatable (e.g. --param steps=500)")
-    attack.add_argument("--dataset", default="mnist", help="data set name (see `secsplit list`)")
-    attack.add_argument("--model", default=None, help="model name; default depends on the data set")
-    attack.add_argument("--topology", default="vanilla", help="vanilla, ushape, multihop, ... (see `secsplit list`)")
-    attack.add_argument("--cut", action="append", dest="cuts", metavar="NAME",
-                        help="a cut point; repeat for several (default: the model's suggestion)")
-    attack.add_argument("--defense", default="none", metavar="SPEC",
-                        help="one defense as name:key=value,... (default none; see `secsplit list`)")
-    attack.add_argument("--label-source", default="data_owner", choices=["data_owner", "label_owner"],
-                        help="who holds the labels in vanilla/multi-hop: the data owner sends them (default) or the "
-                             "server holds them (the setting of the client-side label attacks)")
-    attack.add_argument("--epochs", type=positive_int, default=1)
-    attack.add_argument("--batch-size", type=positive_int, default=64)
-    attack.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate of every party")
-    attack.add_argument("--seed", type=int, default=0)
-    attack.add_argument("--probe-samples", type=positive_int, default=256,
-                        help="test samples for the distance-correlation probe of what the client releases")
+    add_run_arguments(attack, defaults={"epochs": 1})
+    attack.add_argument("--probe-samples", type=positive_int, default=None,
+                        help="test samples for the distance-correlation probe of what the client releases (default 256)")
     attack.add_argument("--images", default=None, metavar="DIR",
                         help="save the originals-over-reconstructions grid of a reconstruction attack in DIR")
     attack.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
@@ -71,68 +59,44 @@ def attack_spec(name: str, params: list[tuple[str, object]]) -> str:
     return base + ":" + ",".join(f"{k}={v}" for k, v in given.items())
 
 
-def _training_config(args: argparse.Namespace):
-    from secsplit.evaluation.audit_config import TrainingConfig
-    from secsplit.evaluation.commands.train import DEFAULT_MODEL
-
-    return TrainingConfig(dataset=args.dataset, model=args.model or DEFAULT_MODEL.get(args.dataset, "mlp"),
-                          topology=args.topology, cuts=tuple(args.cuts) if args.cuts else None, defense=args.defense,
-                          seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          label_source=args.label_source)
-
-
-def check_configuration(t, spec: str) -> None:
+def check_configuration(description, spec: str) -> None:
     """Build the configuration as the runner does (without training) and ask the attack whether it applies.
 
     Raises NotApplicable with the reason, or a SecsplitError for a bad name or value.
     """
-    from secsplit.attacks import create_attack
-    from secsplit.data import load_dataset
-    from secsplit.defenses import defense_from_spec
-    from secsplit.models import create_model
-    from secsplit.specs import parse_spec
-    from secsplit.topologies import build_topology
+    from secsplit.attacks import NotApplicable
+    from secsplit.evaluation.build import build_run
 
-    dataset = load_dataset(t.dataset, seed=t.seed)
-    model = create_model(t.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=t.seed)
-    defense = None if t.defense == "none" else defense_from_spec(t.defense)
-    topology_name = getattr(defense, "topology", None) or t.topology
-    cuts = list(t.cuts) if t.cuts and topology_name == t.topology else None
-    kwargs = {} if topology_name in ("ushape", "multihop-ushape") else {"label_source": t.label_source}
-    if topology_name.startswith("vertical"):
-        kwargs.update(model_name=t.model, seed=t.seed)
-    topology = build_topology(topology_name, model, cuts=cuts, **kwargs)
-    name, params = parse_spec(spec)
-    create_attack(name, **params).check_applicable(topology, dataset)
+    built = build_run(description)
+    if spec in built.not_applicable:
+        raise NotApplicable(built.not_applicable[spec])
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from secsplit.attacks import ATTACKS, NotApplicable
+    from secsplit.attacks import NotApplicable
     from secsplit.evaluation.audit_config import RunSpec
-    from secsplit.evaluation.runner import execute_run
-
-    from secsplit.attacks import create_attack
-    from secsplit.specs import parse_spec
+    from secsplit.evaluation.build import create_attack_from_spec
+    from secsplit.evaluation.runner import display_training, execute_run
 
     spec = attack_spec(args.name, args.params)
-    name, params = parse_spec(spec)
-    ATTACKS.lookup(name)  # an unknown name fails here, listing the valid ones
-    threat = create_attack(name, **params).threat_model.describe()  # the instance's: parameters may move the seat
-    t = _training_config(args)
+    description = description_from_args(args, attacks=[spec])
+    if args.print_config:
+        print_description(description)
+        return 0
+    threat = create_attack_from_spec(spec, seed=description.seed).threat_model.describe()  # parameters may move the seat
     try:
-        check_configuration(t, spec)
+        check_configuration(description, spec)
     except NotApplicable as reason:
         row = {"attack": spec, "threat_model": threat, "status": "not_applicable", "reason": str(reason),
-               "training": _as_dict(t)}
+               "training": display_training(description), "run": description.to_dict()}
         _emit(args, row)
         return NOT_APPLICABLE_EXIT
     images = Path(args.images) if args.images else None
     if images is not None:
         images.mkdir(parents=True, exist_ok=True)
-    (row,) = execute_run(RunSpec(training=t, attacks=(spec,), probe_samples=args.probe_samples),
-                         artifacts_dir=str(images) if images else None)  # no weight cache: always trains
+    (row,) = execute_run(RunSpec(description), artifacts_dir=str(images) if images else None)  # no weight cache
     row = {"threat_model": threat, **row}
     if row.get("grid") and images is not None:
         row["grid"] = str(images / row["grid"])
@@ -140,12 +104,6 @@ def run(args: argparse.Namespace) -> int:
     if row["status"] == "not_applicable":
         return NOT_APPLICABLE_EXIT
     return 0 if row["status"] == "ok" else FAILED_EXIT
-
-
-def _as_dict(t) -> dict:
-    from dataclasses import asdict
-
-    return asdict(t)
 
 
 def _emit(args: argparse.Namespace, row: dict) -> None:

@@ -11,28 +11,60 @@ from secsplit.evaluation.commands.common import positive_int
 
 
 def add_parser(sub) -> None:
-    audit = sub.add_parser("audit", help="run a leakage audit (grid of configurations x defenses x attacks) and write the report")
+    audit = sub.add_parser(
+        "audit", help="run a leakage audit (grid of configurations x defenses x attacks) and write the report",
+        description="Run every configuration x defense x attack of an audit file (or a preset) and write "
+                    "results.jsonl, tables, plots and report.html.",
+        epilog=AUDIT_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = audit.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, help="audit TOML file")
+    source.add_argument("--config", type=Path, help="audit file (TOML or JSON; format below and in docs/run-files.md)")
     source.add_argument("--preset", default=None, help="built-in audit: quick (default) or full")
     audit.add_argument("--out", type=Path, default=Path("audit-results"), help="output folder (results.jsonl, tables, plots, report.html)")
     audit.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (local process pool)")
     audit.add_argument("--executor", choices=["process", "ray"], default="process", help="process pool (default) or a Ray cluster")
     audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    audit.add_argument("--print-config", nargs="?", const=True, default=None, metavar="FILE",
+                       help="print the expanded grid (one run description per run) of FILE, --config or the preset, "
+                            "and exit without training")
+    audit.add_argument("--json", action="store_true", help="print the audit's summary as one JSON object")
     audit.set_defaults(run=run)
 
 
+AUDIT_FILE_HELP = """\
+audit file (TOML; every key documented in docs/run-files.md):
+  [audit]
+  name = "mine"
+  seeds = [0, 1, 2]                  # a grid over the seed
+  epochs = 10                        # any run key here is a default for every experiment
+
+  [[experiment]]
+  data = { source = "patients.csv", label = "outcome" }   # or a built-in name: data = "mnist"
+  model = "mlp"
+  topology = ["vanilla", { name = "splitfed", clients = [10, 100] }]
+  cuts = { vanilla = ["relu1"] }     # per topology, one list, or a list of lists (a grid)
+  defenses = ["none", "nopeek:alpha=0.5"]
+  attacks = ["norm-attack", "cosine-attack"]
+
+A list under a one-value key is a grid axis; a list-valued key (cuts, features, views, hidden) takes a
+list of lists for a grid. `secsplit audit --print-config FILE` shows the expanded grid."""
+
+
 def run(args: argparse.Namespace) -> int:
-    from secsplit.evaluation.audit_config import build_audit_config, load_audit_config
+    from secsplit.evaluation.audit_config import build_audit_config, describe_grid, load_audit_config
     from secsplit.evaluation.presets import preset
     from secsplit.evaluation.report import write_report
     from secsplit.evaluation.runner import run_audit
 
-    if args.config:
+    if isinstance(args.print_config, str):
+        config = load_audit_config(args.print_config)
+    elif args.config:
         config = load_audit_config(args.config)
     else:
         name = args.preset or "quick"
         config = build_audit_config(preset(name), origin=f"preset {name}")
+    if args.print_config is not None:
+        print(json.dumps({"name": config.name, "runs": describe_grid(config)}, indent=2))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "audit-config.json").write_text(json.dumps(config.source, indent=2))
     results = args.out / "results.jsonl"
@@ -41,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
                        artifacts_dir=args.out / "artifacts")
     elapsed = time.perf_counter() - start
     written = write_report(results, args.out, config_source=config.source, artifacts_dir=args.out / "artifacts")
+    if args.json:
+        print(json.dumps({"audit": config.name, **counts, "wall_time_s": round(elapsed, 1), "results": str(results),
+                          **{key: str(path) for key, path in written.items()}}, indent=2))
+        return 0
     print(f"audit {config.name}: {counts['runs']} training runs ({counts['skipped']} already done), "
           f"{counts['rows']} new rows, {counts['failed']} failed, {elapsed:.0f} s")
     print(f"results: {results}")

@@ -5,33 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from secsplit.evaluation.commands.common import keyword_option, positive_float, positive_int
+from secsplit.evaluation.commands.common import positive_int
+from secsplit.evaluation.commands.run_args import add_run_arguments, description_from_args, print_description
 from secsplit.evaluation.commands.serve import add_connect_arguments, connect_link
-
-#: The model a data set gets when --model is not given.
-DEFAULT_MODEL = {"mnist": "lenet", "digits": "mlp", "breast-cancer": "mlp", "breast-cancer-imbalanced": "mlp"}
 
 
 def add_parser(sub) -> None:
-    train = sub.add_parser("train", help="train a split model in process and print its results")
-    train.add_argument("--dataset", default="mnist", help="data set name (see `secsplit list`)")
-    train.add_argument("--model", default=None, help="model name; default depends on the data set")
-    train.add_argument("--topology", default="vanilla", help="vanilla, ushape, multihop, ... (see `secsplit list`)")
-    train.add_argument("--cut", action="append", dest="cuts", metavar="NAME",
-                       help="a cut point; repeat for several (default: the model's suggestion)")
-    train.add_argument("--option", action="append", dest="options", metavar="KEY=VALUE", type=keyword_option, default=[],
-                       help="a keyword of the topology, repeatable (e.g. clients=10, weights_via=server, merge=sum)")
-    train.add_argument("--defense", action="append", dest="defenses", metavar="SPEC", default=[],
-                       help="a defense as name:key=value,... e.g. nopeek:alpha=0.5 or noise:mech=laplace,scale=0.5,clip=1; "
-                            "repeat to combine (see `secsplit list`)")
-    train.add_argument("--label-source", default="data_owner", choices=["data_owner", "label_owner"],
-                       help="who holds the labels in vanilla/multi-hop: the data owner sends them (default) or the server holds them")
-    train.add_argument("--epochs", type=positive_int, default=5)
-    train.add_argument("--batch-size", type=positive_int, default=64)
-    train.add_argument("--optimizer", default="adam", help="sgd, adam or adamw")
-    train.add_argument("--lr", type=positive_float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train = sub.add_parser("train", help="train a split model and print its results")
+    add_run_arguments(train)
     train.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--save", default=None, metavar="DIR",
@@ -43,57 +24,37 @@ def add_parser(sub) -> None:
     resume.add_argument("--resume", action="store_true",
                         help="continue from the last state in --checkpoint-dir (same settings; across machines the "
                              "server must run with its own --checkpoint-dir)")
-    add_connect_arguments(train, what="train against a server party at this address (vanilla or ushape) instead of in process")
+    add_connect_arguments(train, what="train against a server party at this address (vanilla, ushape or vertical) "
+                                      "instead of in process")
     train.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from secsplit.data import load_dataset
-    from secsplit.models import create_model
-    from secsplit.optim import OptimizerSpec
-    from secsplit.topologies import build_topology
-    from secsplit.training import Trainer
+    from secsplit.evaluation.build import build_run
 
-    from secsplit.defenses import defense_from_spec
-
-    defenses = [defense_from_spec(spec) for spec in args.defenses]
-    dataset = load_dataset(args.dataset, seed=args.seed)
-    model_name = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
-    model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=args.seed)
-    optimizer = OptimizerSpec(args.optimizer, lr=args.lr)
+    description = description_from_args(args)
+    if args.print_config:
+        print_description(description)
+        return 0
     checkpointing = _checkpointing(args)
+    remote = None
     if getattr(args, "connect", None):
-        topology = _connect(args, dataset, model_name, optimizer, checkpointing)
-    else:
-        from secsplit.topologies import TOPOLOGIES
-
-        extra = {"model_name": model_name} if args.topology.startswith("vertical") else {}
-        if args.topology in TOPOLOGIES and "seed" in TOPOLOGIES.parameters(args.topology):
-            extra["seed"] = args.seed  # per-client models, partitions, extra heads: --seed governs them too
-        extra.update(dict(getattr(args, "options", None) or []))
-        topology = build_topology(args.topology, model, cuts=args.cuts, optimizer=optimizer, label_source=args.label_source,
-                                  **extra)
+        remote = lambda d, dataset, model_name, optimizer: _connect(args, d, dataset, model_name, optimizer,  # noqa: E731
+                                                                     checkpointing)
+    built = build_run(description, progress=False if (args.quiet or args.json) else None,
+                      checkpointing=checkpointing, remote=remote)
+    topology = built.topology
     if getattr(args, "save", None):
         _check_save_target(args.save, topology)  # fail before training, not after
-    trainer = Trainer(
-        topology,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        seed=args.seed,
-        device=args.device,
-        progress=False if (args.quiet or args.json) else None,
-        callbacks=defenses,
-        checkpointing=checkpointing,
-    )
     try:
-        report = trainer.fit(dataset)
+        report = built.fit()
     finally:
-        if hasattr(topology, "close"):
-            topology.close()
-    summary = {**report.summary, "model": model_name, "cuts": topology.cuts, "history": report.history,
-               "defenses": [d.report() for d in defenses]}
+        topology.close()
+    summary = {**report.summary, "model": built.model_name, "cuts": topology.cuts, "history": report.history,
+               "defenses": [d.report() for d in built.defenses], "run": description.to_dict(),
+               "run_key": description.key()}
     if getattr(args, "save", None):
-        summary["checkpoint"] = str(_save(args, topology, model_name, dataset, summary))
+        summary["checkpoint"] = str(_save(args, built, summary))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -118,16 +79,17 @@ def _checkpointing(args):
     return Checkpointing(directory, every=args.checkpoint_every, resume=args.resume)
 
 
-def _connect(args, dataset, model_name: str, optimizer, checkpointing=None):
-    """The client side of a session with a remote server party (vanilla or U-shape)."""
+def _connect(args, description, dataset, model_name: str, optimizer, checkpointing=None):
+    """The client side of a session with a remote server party (vanilla, U-shape or vertical)."""
     from secsplit.errors import ConfigError
     from secsplit.remote import RemoteChainTopology, SessionSpec
 
-    if args.label_source != "data_owner":
-        raise ConfigError("across machines the client holds and sends the labels (--label-source data_owner)")
+    if description.label_source != "data_owner":
+        raise ConfigError("across machines the client holds and sends the labels (label_source data_owner)")
     spec = SessionSpec(model=model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                       topology=args.topology, cuts=tuple(args.cuts or ()), seed=args.seed, optimizer=optimizer.to_dict(),
-                       topology_options=dict(getattr(args, "options", None) or []))
+                       topology=description.topology.name, cuts=tuple(description.cuts or ()), seed=description.seed,
+                       optimizer=optimizer.to_dict(), model_options=dict(description.model.options),
+                       topology_options=description.topology_options)
     link = connect_link(args)
     run_id, resume_step = None, 0
     if checkpointing is not None and checkpointing.resume:
@@ -199,12 +161,14 @@ def _check_save_target(directory: str, topology) -> None:
         raise CheckpointError(f"cannot save checkpoint: {directory!r} exists and is not a directory")
 
 
-def _save(args: argparse.Namespace, topology, model_name: str, dataset, summary: dict):
+def _save(args: argparse.Namespace, built, summary: dict):
     from secsplit.checkpoint import save_split_model
 
+    d = built.description
     return save_split_model(
-        topology, args.save, model_name=model_name, model_options={}, dataset_name=args.dataset,
-        dataset_seed=args.seed, model_seed=args.seed, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-        metadata={"test_accuracy": summary["test_accuracy"], "epochs": args.epochs, "defenses": list(args.defenses),
-                  "stopped": summary.get("stopped")},
+        built.topology, args.save, model_name=built.model_name, model_options=dict(d.model.options),
+        dataset_name=d.data.name, dataset_seed=d.seed, model_seed=d.seed, input_shape=built.dataset.input_shape,
+        num_classes=built.dataset.num_classes,
+        metadata={"test_accuracy": summary["test_accuracy"], "epochs": d.epochs, "defenses": list(d.defenses),
+                  "stopped": summary.get("stopped"), "run": d.to_dict()},
     )

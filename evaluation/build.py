@@ -1,0 +1,175 @@
+"""The one builder: a :class:`~secsplit.description.RunDescription` in, everything a run needs out.
+
+``train``, ``attack``, the audit runner, ``serve``/``--connect`` and ``predict`` all come through
+:func:`build_run`, so a setting means the same thing everywhere and no caller decides what a topology
+needs by testing its name: every topology takes the same common keywords (cuts, optimizer,
+label_source, seed, model_name, model_options) and uses those that apply to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from secsplit.description import RunDescription
+from secsplit.errors import ConfigError
+from secsplit.specs import parse_spec
+
+#: the model a built-in data set gets when the description names none
+DEFAULT_MODEL = {"mnist": "lenet", "digits": "mlp", "breast-cancer": "mlp", "breast-cancer-imbalanced": "mlp"}
+
+
+def default_model(dataset) -> str:
+    """The data set's default model: its own entry, else LeNet for images and an MLP for tables."""
+    return DEFAULT_MODEL.get(dataset.name, "lenet" if dataset.kind == "image" else "mlp")
+
+
+@dataclass
+class BuiltRun:
+    """What :func:`build_run` makes: call :meth:`fit` to train with the defenses and attacks attached."""
+
+    description: RunDescription
+    dataset: object
+    model_name: str
+    model: object
+    topology: object
+    defenses: list = field(default_factory=list)
+    attacks: dict = field(default_factory=dict)
+    not_applicable: dict = field(default_factory=dict)
+    trainer: object = None
+
+    @property
+    def topology_name(self) -> str:
+        return self.topology.name
+
+    def fit(self):
+        return self.trainer.fit(self.dataset)
+
+
+def check_components(description: RunDescription, *, where: str = "run") -> None:
+    """Defense and attack specs name registered components with valid parameters (nothing is built)."""
+    from secsplit.attacks import ATTACKS
+    from secsplit.defenses import DEFENSES
+
+    for key, registry, specs in (("defenses", DEFENSES, description.active_defenses),
+                                 ("attacks", ATTACKS, [a for a in description.attacks if a != "none"])):
+        for spec in specs:
+            name, params = parse_spec(spec)
+            if name not in registry:
+                raise ConfigError(f"{where}.{key}: unknown {registry.kind} {name!r}; valid names: "
+                                  f"{', '.join(registry.names())}")
+            aliases = getattr(registry.lookup(name), "aliases", {})
+            registry.check(name, {aliases.get(k, k): v for k, v in params.items()})
+
+
+def create_defenses(description: RunDescription) -> list:
+    """The description's defenses, each seeded by the run's seed unless its spec sets one."""
+    from secsplit.defenses import DEFENSES, create_defense
+
+    defenses = []
+    for spec in description.active_defenses:
+        name, params = parse_spec(spec)
+        aliases = getattr(DEFENSES.lookup(name), "aliases", {})
+        params = {aliases.get(k, k): v for k, v in params.items()}
+        if "seed" in DEFENSES.parameters(name):
+            params.setdefault("seed", description.seed)
+        defenses.append(create_defense(name, **params))
+    return defenses
+
+
+def create_attack_from_spec(spec: str, *, seed: int = 0):
+    """An attack from ``name:key=value,...``, seeded by the run's seed unless its spec sets one."""
+    from secsplit.attacks import ATTACKS, create_attack
+
+    name, params = parse_spec(spec)
+    if "seed" in ATTACKS.parameters(name):
+        params.setdefault("seed", seed)
+    return create_attack(name, **params)
+
+
+def topology_name_for(description: RunDescription, defenses) -> str:
+    """A defense that stands for a configuration (the ``ushape`` label defense) decides the topology."""
+    wanted = {d.topology for d in defenses if d.topology}
+    if len(wanted) > 1:
+        raise ConfigError(f"defenses ask for different topologies: {', '.join(sorted(wanted))}")
+    return wanted.pop() if wanted else description.topology.name
+
+
+def load_run_data(description: RunDescription):
+    """The description's data set (built-in or file), seeded by the run's seed."""
+    from secsplit.data import load_data
+
+    return load_data(description.data.name, seed=description.seed, **description.data.options)
+
+
+def build_run(description: RunDescription, *, progress: bool | None = False, checkpointing=None,
+              remote: Callable | None = None, dataset=None, attach_attacks: bool = True) -> BuiltRun:
+    """Build data, model, topology, defenses, attacks and the Trainer from one description.
+
+    Args:
+        description: the run.
+        progress: the Trainer's progress bar (None: only on a terminal).
+        checkpointing: training checkpoints (:class:`secsplit.training.Checkpointing`).
+        remote: builds the topology across machines instead of in process:
+            ``remote(description, dataset, model_name, optimizer) -> Topology``.
+        dataset: an already loaded data set for this description (the audit reuses one).
+        attach_attacks: build the attacks and attach them to the Trainer; an attack whose threat
+            model does not apply is recorded in ``not_applicable`` with the reason.
+
+    Raises:
+        ConfigError / DataError: a bad name, value or file, before anything trains.
+    """
+    from secsplit.attacks import NotApplicable
+    from secsplit.attacks.reconstruction_base import ReconstructionAttack
+    from secsplit.early_stopping import EarlyStoppingCallback, carve_validation
+    from secsplit.models import MODELS, create_model
+    from secsplit.topologies import build_topology
+    from secsplit.training import Trainer
+
+    d = description
+    check_components(d)
+    dataset = load_run_data(d) if dataset is None else dataset
+    stopping = []
+    if d.early_stopping is not None:
+        dataset, x_val, y_val = carve_validation(dataset, d.early_stopping.validation_fraction, seed=d.seed)
+        stopping = [EarlyStoppingCallback(x_val, y_val, patience=d.early_stopping.patience,
+                                          min_delta=d.early_stopping.min_delta)]
+    model_name = d.model.name or default_model(dataset)
+    model_options = MODELS.check(model_name, d.model.options, partial=True)
+    model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=d.seed,
+                         **model_options)
+    defenses = create_defenses(d)
+    name = topology_name_for(d, defenses)
+    optimizer = d.optimizer_spec()
+    if remote is not None:
+        topology = remote(d, dataset, model_name, optimizer)
+    else:
+        options = dict(d.topology_options)
+        if options.get("views") is not None:
+            from secsplit.data import resolve_views
+
+            options["views"] = resolve_views(dataset, options["views"])
+        cuts = list(d.cuts) if d.cuts and name == d.topology.name else None
+        topology = build_topology(name, model, cuts=cuts, optimizer=optimizer, label_source=d.label_source,
+                                  seed=d.seed, model_name=model_name, model_options=model_options, **options)
+    attacks, not_applicable = {}, {}
+    if attach_attacks:
+        for spec in d.attacks:
+            if spec == "none":
+                continue
+            attack = create_attack_from_spec(spec, seed=d.seed)
+            try:
+                attack.check_applicable(topology, dataset)
+            except NotApplicable as reason:
+                not_applicable[spec] = str(reason)
+                continue
+            if isinstance(attack, ReconstructionAttack) and attack.targets is None:
+                # the client runs split inference on held-out test images (the last ones, disjoint from
+                # the dCor probe at the start); they are also the ground truth
+                attack.targets = dataset.x_test[-attack.max_targets:]
+            attacks[spec] = attack
+    trainer = Trainer(topology, epochs=d.epochs, batch_size=d.batch_size, seed=d.seed, device=d.device,
+                      callbacks=[*defenses, *attacks.values(), *stopping], progress=progress,
+                      checkpointing=checkpointing)
+    return BuiltRun(description=d, dataset=dataset, model_name=model_name, model=model, topology=topology,
+                    defenses=defenses, attacks=attacks, not_applicable=not_applicable, trainer=trainer)
