@@ -112,7 +112,7 @@ def test_seeded_models_are_reproducible_and_leave_the_global_rng_alone(name, sha
 
 
 def test_unknown_model_name_lists_the_valid_names():
-    with pytest.raises(UnknownNameError, match="unknown model 'gpt'; valid names: lenet, mlp, resnet, vgg"):
+    with pytest.raises(UnknownNameError, match="unknown model 'gpt'; valid names: lenet, mlp, resnet, resnet50, vgg, vgg16"):
         create_model("gpt", input_shape=(1, 28, 28), num_classes=10)
 
 
@@ -133,7 +133,7 @@ def test_bad_shapes_and_options_are_config_errors():
 
 def test_list_models_gives_a_one_line_description_per_registered_model():
     listed = dict(list_models())
-    assert sorted(listed) == MODELS.names() == ["lenet", "mlp", "resnet", "vgg"]
+    assert sorted(listed) == MODELS.names() == ["lenet", "mlp", "resnet", "resnet50", "vgg", "vgg16"]
     assert all(description and "\n" not in description for description in listed.values())
 
 

@@ -1,4 +1,5 @@
-"""Model zoo with named cut points: mlp, lenet, resnet, vgg; one file per model, registered by name."""
+"""Model zoo with named cut points: mlp, lenet, resnet, vgg, and the paper-scale resnet50 and vgg16; one
+file per model, registered by name."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from secsplit.seeding import seeded
 MODELS: Registry[CuttableModel] = Registry("model")
 
 # Each module registers its model with MODELS on import; they need MODELS defined above.
-from secsplit.models import lenet, mlp, resnet, vgg  # noqa: E402,F401
+from secsplit.models import lenet, mlp, resnet, resnet50, vgg, vgg16  # noqa: E402,F401
 
 
 def create_model(name: str, *, input_shape: Sequence[int], num_classes: int, seed: int | None = None,
