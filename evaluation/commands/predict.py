@@ -16,7 +16,9 @@ from secsplit.evaluation.commands.serve import add_connect_arguments, connect_li
 def add_parser(sub) -> None:
     predict = sub.add_parser("predict", help="run split inference with a checkpoint saved by `secsplit train --save`")
     predict.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory (from `secsplit train --save DIR`)")
-    predict.add_argument("--dataset", default=None, help="data set name; default: the one the checkpoint was trained on")
+    predict.add_argument("--data", "--dataset", dest="dataset", default=None, metavar="SOURCE",
+                         help="built-in data set or file; default: the data the checkpoint was trained on (a new file "
+                              "keeps the recorded options, e.g. its label column)")
     predict.add_argument("--split", default="test", choices=["test", "train"], help="which split to predict (default: test)")
     predict.add_argument("--seed", type=int, default=None, help="data split seed; default: the seed stored in the checkpoint")
     predict.add_argument("--limit", type=positive_int, default=None, metavar="N", help="predict only the first N samples")
@@ -31,7 +33,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from secsplit.checkpoint import load_split_model
-    from secsplit.data import load_dataset
+    from secsplit.data import load_data
     from secsplit.errors import ConfigError
     from secsplit.inference import SplitInference
     from secsplit.training import resolve_device
@@ -43,13 +45,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         topology = load_split_model(args.checkpoint)
     manifest = topology.checkpoint.manifest
-    saved = manifest.get("dataset") or {}
-    name = args.dataset or saved.get("name")
-    if not name:
-        raise ConfigError("the checkpoint does not record its data set; pass --dataset NAME")
-    seed = args.seed if args.seed is not None else saved.get("seed")
-    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
-    dataset = load_dataset(name, seed=seed)
+    data, seed = _data_source(args, manifest)
+    name = data.name
+    dataset = load_data(data.name, seed=seed, **data.options)
     if tuple(dataset.input_shape) != tuple(manifest["input_shape"]) or dataset.num_classes != manifest["num_classes"]:
         raise ConfigError(f"data set {name!r} has inputs {tuple(dataset.input_shape)} and {dataset.num_classes} classes, "
                           f"the checkpoint's model expects {tuple(manifest['input_shape'])} and {manifest['num_classes']}")
@@ -102,6 +100,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary, topology.data_owner)
     return 0
+
+
+def _data_source(args, manifest: dict):
+    """The data to predict and its split seed: the run the checkpoint records, ``--data``/``--seed`` overriding.
+
+    A new file given with ``--data`` keeps the recorded run's data options (label column, features, ...),
+    so a fresh export of the same table predicts without repeating them.
+    """
+    from secsplit.description import Component
+    from secsplit.errors import ConfigError
+
+    run = (manifest.get("metadata") or {}).get("run") or {}
+    saved = manifest.get("dataset") or {}
+    recorded = Component.parse(run.get("data") or saved.get("name"), where="checkpoint data", name_key="source")
+    if args.dataset and args.dataset != recorded.name:
+        recorded = Component(args.dataset, recorded.options)
+    if recorded.name is None:
+        raise ConfigError("the checkpoint does not record its data set; pass --data SOURCE")
+    seed = args.seed if args.seed is not None else saved.get("seed")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    return recorded, seed
 
 
 def _connect(args):

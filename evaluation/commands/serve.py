@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     serve.add_argument("--max-message-mb", type=positive_float, default=64.0, help="largest message accepted (default 64 MiB)")
     serve.add_argument("--max-batch", type=positive_int, default=4096, help="largest batch accepted per message")
     # training role
+    serve.add_argument("--config", default=None, metavar="RUN.toml",
+                       help="training: pin the model, topology, cuts and seed of this run file (the same file the "
+                            "client trains with); the flags below override it")
     serve.add_argument("--model", default=None, help="training: accept only this model (default: what the client proposes)")
     serve.add_argument("--topology", default=None, choices=["vanilla", "ushape", "vertical"],
                        help="training: accept only this topology (vertical: k clients named client0.. one view each)")
@@ -81,6 +84,22 @@ def tls_options(args) -> dict:
     return {"certs": args.certs, "insecure": args.insecure}
 
 
+def _pinned(args: argparse.Namespace) -> dict:
+    """What the server accepts: the run file's model, topology, cuts and seed, flags overriding."""
+    pinned = {"model": None, "topology": None, "seed": None, "cuts": None}
+    if args.config:
+        from secsplit.description import load_run_file
+
+        description = load_run_file(args.config)
+        pinned.update(model=description.model.name, topology=description.topology.name, seed=description.seed,
+                      cuts=list(description.cuts) if description.cuts else None)
+    for key, value in (("model", args.model), ("topology", args.topology), ("seed", args.seed),
+                       ("cuts", list(args.cuts) if args.cuts else None)):
+        if value is not None:
+            pinned[key] = value
+    return pinned
+
+
 def run(args: argparse.Namespace) -> int:
     from secsplit.channel.grpc_link import Listener
     from secsplit.errors import ConfigError
@@ -95,20 +114,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--role inference needs --checkpoint DIR (from `secsplit train --save DIR`)")
         handler = InferenceServer(args.checkpoint, max_batch=args.max_batch)
     else:
-        from secsplit.remote.server import TrainingServer
+        from secsplit.remote import training_handler
 
-        pinned = {"model": args.model, "topology": args.topology, "seed": args.seed,
-                  "cuts": list(args.cuts) if args.cuts else None}
-        if args.topology == "vertical":
-            from secsplit.remote.session import MAX_VERTICAL_CLIENTS
-            from secsplit.remote.vertical import VerticalServer
-
-            handler = VerticalServer(pinned=pinned, max_batch=args.max_batch, wait_s=args.wait,
-                                     checkpoint_dir=args.checkpoint_dir)
-            allowed = args.allow or [f"client{i}" for i in range(MAX_VERTICAL_CLIENTS)]
-            workers = max(args.workers, 2 * len(allowed) + 2)  # each client's request may wait for the others
-        else:
-            handler = TrainingServer(pinned=pinned, checkpoint_dir=args.checkpoint_dir, max_batch=args.max_batch)
+        handler, allowed, needed = training_handler(_pinned(args), max_batch=args.max_batch, wait_s=args.wait,
+                                                    checkpoint_dir=args.checkpoint_dir, allow=args.allow)
+        workers = max(args.workers, needed)
     if args.insecure:
         logging.getLogger("secsplit.serve").warning("serving PLAINTEXT without authentication (--insecure)")
     listener = Listener(handler.handle, listen=args.listen, party=args.name, allowed_peers=allowed,

@@ -82,7 +82,7 @@ def _checkpointing(args):
 def _connect(args, description, dataset, model_name: str, optimizer, checkpointing=None):
     """The client side of a session with a remote server party (vanilla, U-shape or vertical)."""
     from secsplit.errors import ConfigError
-    from secsplit.remote import RemoteChainTopology, SessionSpec
+    from secsplit.remote import SessionSpec, connect_client
 
     if description.label_source != "data_owner":
         raise ConfigError("across machines the client holds and sends the labels (label_source data_owner)")
@@ -99,12 +99,8 @@ def _connect(args, description, dataset, model_name: str, optimizer, checkpointi
         run_id, resume_step = state.get("topology"), state["global_step"]
         if not isinstance(run_id, str):
             raise ConfigError(f"--resume: {checkpointing.directory} holds an in-process run, not one across machines")
-    if spec.topology == "vertical":
-        from secsplit.remote.vertical import RemoteVerticalClient, sample_digest
-
-        return RemoteVerticalClient(spec, link, party=args.name, samples=sample_digest(dataset.ids_train), run_id=run_id,
-                                    resume_step=resume_step)
-    return RemoteChainTopology(spec, link, run_id=run_id, resume_step=resume_step)
+    return connect_client(spec, link, party=args.name, sample_ids=dataset.ids_train, run_id=run_id,
+                          resume_step=resume_step)
 
 
 def _print_summary(s: dict) -> None:
