@@ -68,8 +68,12 @@ def batch_chance_auc(label_batches: list[np.ndarray], *, rounds: int = 100, seed
 
 def check_gradient_seat(topology, attacker: str) -> None:
     """Raise NotApplicable unless ``attacker`` is a non-label party that receives training gradients
-    and does not already hold (or send) the labels."""
-    owners = getattr(topology, "owners", None)
+    and does not already hold (or send) the labels.
+
+    What it reads is declared by the topology: the chain's ``owners`` (one gradient per step for the
+    whole batch), ``label_owner``/``data_owner``/``label_source``, and ``receivers("gradient")``.
+    """
+    owners = topology.owners
     if owners is None:
         raise NotApplicable(NOT_A_CHAIN)
     if attacker not in owners:
@@ -77,11 +81,11 @@ def check_gradient_seat(topology, attacker: str) -> None:
     if topology.label_owner == attacker:
         where = "the client holds them in U-shape" if attacker == "client" else f"{attacker} computes the loss"
         raise NotApplicable(f"labels never leave the attacker's reach: {where}, so the label owner is the attacker")
-    if getattr(topology, "label_source", "label_owner") == "data_owner" and topology.data_owner == attacker:
+    if topology.label_source == "data_owner" and topology.data_owner == attacker:
         raise NotApplicable(f"the {attacker} itself sends each batch's labels to the {topology.label_owner} "
                             f"(label_source='data_owner'): nothing to infer; build the topology with "
                             f"label_source='label_owner' for the two-party setting where the labels stay with the label owner")
-    if not any(owners[i] == attacker for i in range(len(owners) - 1)):
+    if attacker not in topology.receivers("gradient"):
         raise NotApplicable(f"the {attacker} owns no segment before a cut, so it receives no gradient to attack")
 
 

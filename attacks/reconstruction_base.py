@@ -1,10 +1,12 @@
 """What every input-reconstruction attack shares: observing the client's cut activations from the
 server's seat, choosing the target batch, the total-variation prior and small helpers.
 
-Observation. The attack registers a tap for the attacking party (the server) in ``on_setup`` and
-keeps the activations the client sends it (kind "activation", from the data owner). It applies only
-where the server receives the client's release directly: vanilla and U-shape chains. In multi-hop
-chains the first hop, not the server, receives it (:class:`NotApplicable`).
+Observation. The attack registers a tap for the attacking party (the server by default) in
+``on_setup`` and keeps the activations the client sends it (kind "activation", from the data owner).
+It applies only where the attacker receives the client's release directly, i.e. is the chain's
+declared :attr:`~secsplit.topologies.Topology.first_receiver`: the server in vanilla and U-shape. In
+multi-hop chains the first hop receives it: the server's seat is :class:`NotApplicable` there, and
+``attacker="hop1"`` attacks from the first hop's seat.
 
 Target batch. An attack is scored on one batch of client inputs whose activations the server saw:
 
@@ -74,8 +76,12 @@ class ReconstructionAttack(Attack):
         max_targets: rows of an observed batch to attack when ``targets`` is None.
         phase: phase of the observed batch when ``targets`` is None ("eval" or "train").
         seed: seeds the attack's own randomness.
+        attacker: the party whose seat the attack takes (default: the server); it must be the party
+            the topology declares as the first receiver of the client's activations, e.g. "hop1"
+            in multi-hop.
     """
 
+    #: the party whose seat the attack takes unless ``attacker=`` names another
     attacker = "server"
 
     @property
@@ -84,7 +90,11 @@ class ReconstructionAttack(Attack):
         return self.targets is None and self.phase == "train"
 
     def __init__(self, *, targets: torch.Tensor | None = None, max_targets: int = 32, phase: str = "eval",
-                 seed: int = 0) -> None:
+                 seed: int = 0, attacker: str | None = None) -> None:
+        if attacker is not None:
+            if not isinstance(attacker, str) or not attacker:
+                raise ConfigError(f"attacker must be a party name, got {attacker!r}")
+            self.attacker = attacker
         if phase not in ("eval", "train"):
             raise ConfigError(f"phase must be 'eval' or 'train', got {phase!r}")
         if targets is not None and targets.dim() != 4:
@@ -115,12 +125,12 @@ class ReconstructionAttack(Attack):
             self.auxiliary = dataset.x_train[-self.aux_size:]
 
     def _check_topology(self, topology) -> None:
-        owners = getattr(topology, "owners", None)
-        if owners is None or not hasattr(topology, "segments"):
+        if topology.owners is None or topology.segments is None:
             raise NotApplicable(f"{self.name} needs a chain topology whose first segment is the client's")
-        if owners[1] != self.attacker:
+        receiver = topology.first_receiver
+        if receiver != self.attacker:
             raise NotApplicable(f"the {self.attacker} does not receive the client's activations in "
-                                f"{getattr(topology, 'name', 'this topology')} (the client sends them to {owners[1]!r})")
+                                f"{topology.name} (the client sends them to {receiver!r})")
 
     # -- observation -----------------------------------------------------------------------------
     def on_setup(self, trainer) -> None:
@@ -173,7 +183,7 @@ class ReconstructionAttack(Attack):
     def input_shape(self) -> tuple[int, ...]:
         if self.targets is not None:
             return tuple(self.targets.shape[1:])
-        shape = getattr(self.topology.model, "input_shape", None)
+        shape = self.topology.input_shape
         if shape is None:
             raise ConfigError(f"{self.name} cannot tell the input shape; pass targets=")
         return tuple(shape)

@@ -134,7 +134,7 @@ class FeatureSpaceHijacking(ReconstructionAttack):
         start_step: honest steps before hijacking (0: from the first step, as in the paper).
         critic_steps: autoencoder + critic steps per received batch (WGAN's n_critic; the paper uses 1).
         mask_dead: zero the pilot's units the client has stopped using (dead ReLUs; see the module docstring).
-        targets, max_targets, seed: see :class:`ReconstructionAttack` (the targets are attacked from
+        targets, max_targets, seed, attacker: see :class:`ReconstructionAttack` (the targets are attacked from
             the activations the client releases for them in split inference, phase "eval").
     """
 
@@ -146,8 +146,9 @@ class FeatureSpaceHijacking(ReconstructionAttack):
                  decoder_width: int = 16, discriminator_width: int = 16, lr_autoencoder: float = 1e-3,
                  lr_discriminator: float = 1e-2, gp_weight: float = 10.0, start_step: int = 0,
                  critic_steps: int = 1, mask_dead: bool = True,
-                 targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
-        super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed)
+                 targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0,
+                 attacker: str | None = None) -> None:
+        super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, attacker=attacker)
         if aux_size < 1 or min(pilot_width, decoder_width, discriminator_width) < 1:
             raise ConfigError(f"{self.name} needs aux_size and network widths >= 1")
         if lr_autoencoder <= 0 or lr_discriminator <= 0 or gp_weight < 0 or start_step < 0 or critic_steps < 1:

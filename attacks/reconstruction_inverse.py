@@ -60,7 +60,7 @@ class InverseNetwork(ReconstructionAttack):
             training images of the audited data set.
         aux_size: how many auxiliary images to take by default.
         epochs, lr, batch_size: decoder training.
-        targets, max_targets, phase, seed: see :class:`ReconstructionAttack`.
+        targets, max_targets, phase, seed, attacker: see :class:`ReconstructionAttack`.
     """
 
     name = "inverse-network"
@@ -69,8 +69,8 @@ class InverseNetwork(ReconstructionAttack):
 
     def __init__(self, *, auxiliary: torch.Tensor | None = None, aux_size: int = 1000, epochs: int = 10,
                  lr: float = 1e-3, batch_size: int = 64, targets: torch.Tensor | None = None, max_targets: int = 32,
-                 phase: str = "eval", seed: int = 0) -> None:
-        super().__init__(targets=targets, max_targets=max_targets, phase=phase, seed=seed)
+                 phase: str = "eval", seed: int = 0, attacker: str | None = None) -> None:
+        super().__init__(targets=targets, max_targets=max_targets, phase=phase, seed=seed, attacker=attacker)
         if aux_size < 1 or epochs < 1 or lr <= 0 or batch_size < 1:
             raise ConfigError(f"{self.name} needs aux_size, epochs, batch_size >= 1 and lr > 0")
         self.auxiliary, self.aux_size, self.epochs, self.lr, self.batch_size = auxiliary, aux_size, epochs, lr, batch_size

@@ -27,7 +27,7 @@ class UnSplit(ReconstructionAttack):
         input_steps, model_steps: Adam steps on the inputs / on the surrogate per round.
         lr_input, lr_model: their learning rates.
         tv_weight: weight of the total-variation prior.
-        targets, max_targets, phase, seed: see :class:`ReconstructionAttack`.
+        targets, max_targets, phase, seed, attacker: see :class:`ReconstructionAttack`.
     """
 
     name = "unsplit"
@@ -36,8 +36,9 @@ class UnSplit(ReconstructionAttack):
 
     def __init__(self, *, rounds: int = 20, input_steps: int = 50, model_steps: int = 50, lr_input: float = 0.05,
                  lr_model: float = 1e-3, tv_weight: float = 0.05, targets: torch.Tensor | None = None,
-                 max_targets: int = 32, phase: str = "eval", seed: int = 0) -> None:
-        super().__init__(targets=targets, max_targets=max_targets, phase=phase, seed=seed)
+                 max_targets: int = 32, phase: str = "eval", seed: int = 0,
+                 attacker: str | None = None) -> None:
+        super().__init__(targets=targets, max_targets=max_targets, phase=phase, seed=seed, attacker=attacker)
         if min(rounds, input_steps, model_steps) < 1 or lr_input <= 0 or lr_model <= 0 or tv_weight < 0:
             raise ConfigError(f"{self.name} needs rounds/steps >= 1, learning rates > 0 and tv_weight >= 0")
         self.rounds, self.input_steps, self.model_steps = rounds, input_steps, model_steps

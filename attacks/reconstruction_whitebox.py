@@ -77,7 +77,7 @@ class WhiteBoxInversion(ReconstructionAttack):
         tv_weight: weight of the total-variation prior.
         init: "constant" (0.5 everywhere) or "noise".
         box: keep the input in [0, 1] by clipping after each step ("projected") or by a sigmoid.
-        targets, max_targets, phase, seed: see :class:`ReconstructionAttack`.
+        targets, max_targets, phase, seed, attacker: see :class:`ReconstructionAttack`.
     """
 
     name = "whitebox-inversion"
@@ -86,8 +86,9 @@ class WhiteBoxInversion(ReconstructionAttack):
 
     def __init__(self, *, client_segment: nn.Module | None = None, steps: int = 3000, lr: float | None = None,
                  tv_weight: float = 0.001, init: str = "constant", box: str = "projected",
-                 targets: torch.Tensor | None = None, max_targets: int = 32, phase: str = "eval", seed: int = 0) -> None:
-        super().__init__(targets=targets, max_targets=max_targets, phase=phase, seed=seed)
+                 targets: torch.Tensor | None = None, max_targets: int = 32, phase: str = "eval", seed: int = 0,
+                 attacker: str | None = None) -> None:
+        super().__init__(targets=targets, max_targets=max_targets, phase=phase, seed=seed, attacker=attacker)
         if box not in BOXES:
             raise ConfigError(f"box must be one of {', '.join(BOXES)}, got {box!r}")
         lr = (0.01 if box == "projected" else 0.1) if lr is None else lr  # x itself vs the sigmoid's logits

@@ -61,11 +61,11 @@ class HijackDetection(Defense):
     def on_setup(self, trainer) -> None:
         topology = trainer.topology
         self._client = topology.data_owner
-        knows_labels = topology.label_owner == topology.data_owner or getattr(topology, "label_source", "") == "data_owner"
+        # the data owner knows its labels where it is the label owner (U-shape) or sends them
+        knows_labels = topology.label_owner == topology.data_owner or topology.label_source == "data_owner"
         if not knows_labels:
             raise ConfigError("hijack-detection needs labels at the client (vanilla with client-sent labels, or U-shape); "
                               "here the server holds them")
-        self._first_hop = topology.owners[1] if hasattr(topology, "owners") else None
         trainer.channel.add_tap(self._client, self._observe)
 
     def transform_labels(self, y, *, party, step):

@@ -70,7 +70,7 @@ class LabelDP(Defense):
 
     def on_setup(self, trainer) -> None:
         self.label_owner = trainer.topology.label_owner
-        classes = getattr(getattr(trainer.topology, "model", None), "num_classes", None)
+        classes = trainer.topology.num_classes  # None where the topology cannot tell
         if self.num_classes is None:
             if classes is None:
                 raise ConfigError("label-dp cannot read the number of classes from this topology's model; pass num_classes=")

@@ -161,7 +161,7 @@ class Marvell(LabelGradientDefense):
 
     def on_setup(self, trainer) -> None:
         super().on_setup(trainer)
-        classes = getattr(getattr(trainer.topology, "model", None), "num_classes", None)
+        classes = trainer.topology.num_classes
         if classes is not None and classes != 2:
             raise ConfigError(f"marvell protects binary labels only; this model has {classes} outputs")
 

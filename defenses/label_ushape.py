@@ -31,7 +31,7 @@ class UShapeLabels(Defense):
         topology = trainer.topology
         if topology.label_owner != topology.data_owner:
             raise ConfigError("the ushape defense keeps labels at the client: build the topology with topology='ushape' "
-                              f"(got {getattr(topology, 'name', type(topology).__name__)!r}, where {topology.label_owner!r} "
+                              f"(got {topology.name!r}, where {topology.label_owner!r} "
                               f"holds the labels and {topology.data_owner!r} the data)")
         self.checked = True
 

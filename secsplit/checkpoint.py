@@ -150,7 +150,7 @@ def save_split_model(
             "name": topology.name,
             "cuts": list(topology.cuts),
             "owners": owners,
-            "label_source": getattr(topology, "label_source", "data_owner"),
+            "label_source": topology.label_source,
         },
         "parties": parties,
         "metadata": dict(metadata or {}),
@@ -164,12 +164,11 @@ def save_split_model(
 
 
 def check_savable(topology) -> None:
-    """Raise CheckpointError unless ``topology`` is a chain (vanilla, ushape, multihop, ...) this format stores."""
-    from secsplit.topologies.chain import ChainTopology
-
-    if not isinstance(topology, ChainTopology):
+    """Raise CheckpointError unless ``topology`` declares itself :attr:`~secsplit.topologies.Topology.exportable`
+    (the chains: vanilla, ushape, multihop, multihop-ushape), the configurations this format stores."""
+    if not topology.exportable:
         raise CheckpointError(f"checkpoints store chain topologies (vanilla, ushape, multihop, multihop-ushape); "
-                              f"{getattr(topology, 'name', type(topology).__name__)!r} is not one")
+                              f"{topology.name!r} is not one")
 
 
 def _party_segments(topology, party: str) -> dict[str, torch.nn.Module]:

@@ -94,7 +94,7 @@ class SplitInference:
     def __init__(self, topology, *, batch_size: int = 1024, allow_unloaded: bool = False) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        unloaded = [n for n, p in topology.parties.items() if getattr(p, "loaded", True) is False]
+        unloaded = [n for n, p in topology.parties.items() if not p.loaded]
         if unloaded and not allow_unloaded:
             raise CheckpointError(f"parties {', '.join(unloaded)} have no trained weights (not loaded from the checkpoint); "
                                 "load every party, or pass allow_unloaded=True to run anyway")
@@ -107,8 +107,8 @@ class SplitInference:
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
-        model = getattr(self.topology, "model", None)
-        return tuple(model.input_shape) if model is not None and hasattr(model, "input_shape") else None
+        """Per-sample input shape the topology declares (None: unknown, inputs are not checked)."""
+        return self.topology.input_shape
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         for party in self.topology.parties.values():
@@ -158,7 +158,7 @@ class SplitInference:
         if outputs:
             logits = torch.cat(outputs)
         else:  # nothing to predict: nothing is sent
-            num_classes = getattr(getattr(topology, "model", None), "num_classes", 0)
+            num_classes = topology.num_classes or 0
             logits = torch.empty((0, num_classes), device=x.device)
         request = self._delta(before_bytes, before_msgs, samples=len(x), batches=batches)
         self.requests += 1

@@ -18,7 +18,13 @@ class Party:
         name: unique party name; the channel routes and counts by it.
         segments: segment name -> module this party owns and trains.
         optimizer: optimizer settings; ``None`` builds none (a relay that owns no weights).
+
+    Attributes:
+        loaded: False when the party's weights were meant to come from a checkpoint but were not
+            loaded (:func:`secsplit.checkpoint.load_split_model` sets it): they are untrained.
     """
+
+    loaded: bool = True
 
     def __init__(self, name: str, segments: dict[str, nn.Module], optimizer: OptimizerSpec | None) -> None:
         self.name = name

@@ -182,7 +182,7 @@ class Trainer:
         else:
             final = {f"test_{k}": v for k, v in self.evaluate(dataset.x_test, dataset.y_test).items()}
         traffic = self.topology.channel.traffic
-        clients = getattr(self.topology, "data_owners", [self.topology.data_owner])
+        clients = self.topology.data_owners
         report.summary = {
             **self.topology.describe(),
             "dataset": dataset.name,
@@ -235,7 +235,7 @@ class Trainer:
                 if step_checkpoints and self.global_step % self.checkpointing.every == 0:
                     self._save(epoch, position + 1, (loss_sum, correct, count), report)
             row = {"epoch": epoch, "train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1)}
-            if not getattr(self.topology, "holds_labels", True):  # e.g. a vertical client without the labels
+            if not self.topology.holds_labels:  # e.g. a vertical client without the labels
                 row.update(train_loss=None, train_accuracy=None)
             row.update({f"test_{k}": v for k, v in self.evaluate(dataset.x_test, dataset.y_test).items()})
             row["wall_time_s"] = time.perf_counter() - start
@@ -258,7 +258,7 @@ class Trainer:
         state = {"global_step": step, "epoch": epoch, "batches_done": batches_done, "sums": list(sums),
                  "history": report.history, "seed": self.seed, "batch_size": self.batch_size, "epochs": self.epochs,
                  "sampling": self.sampling, "rng": torch.get_rng_state().tolist(),
-                 "topology": getattr(self.topology, "run_id", None)}
+                 "topology": self.topology.run_id}
         atomic_write(directory / TRAINER_STATE, json.dumps(state).encode())
         saved = self._saved_steps
         if step not in saved:
@@ -285,23 +285,20 @@ class Trainer:
         self.topology.eval()
         x, y = x.to(self.device), y.to(self.device)
         loss_sum, correct = 0.0, 0
-        # optional capability (multi-task): one split inference giving the primary task's logits and
-        # targets (accuracy/loss are of that task) plus per-task batch means, reported as they are
-        task_metrics, task_sums = getattr(self.topology, "task_metrics", None), {}
+        # one split inference per batch: the logits and targets accuracy/loss score (multi-task: the
+        # primary task's) plus per-task batch means (none for single-task topologies), reported as they are
+        task_sums = {}
         for start in range(0, len(x), self.eval_batch_size):
             xb, yb = x[start : start + self.eval_batch_size], y[start : start + self.eval_batch_size]
-            if task_metrics is None:
-                logits = self.topology.predict(xb, step=self.global_step)
-            else:
-                logits, yb, metrics = task_metrics(xb, yb, step=self.global_step)
-                for key, value in metrics.items():
-                    task_sums[key] = task_sums.get(key, 0.0) + value * len(xb)
+            logits, yb, metrics = self.topology.task_metrics(xb, yb, step=self.global_step)
+            for key, value in metrics.items():
+                task_sums[key] = task_sums.get(key, 0.0) + value * len(xb)
             if logits is None:  # this party contributes to inference but is not told the answer
                 continue
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
         self.topology.train()
         n = max(len(x), 1)
-        if not getattr(self.topology, "holds_labels", True):
+        if not self.topology.holds_labels:
             return {"accuracy": None, "loss": None}
         return {"accuracy": correct / n, "loss": loss_sum / n, **{k: v / n for k, v in task_sums.items()}}

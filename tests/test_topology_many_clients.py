@@ -300,8 +300,8 @@ def test_describe_reports_per_client_costs():
 @pytest.mark.parametrize("options,message", [
     (dict(clients=0), "clients must be an integer >= 1"),
     (dict(clients=-3), "clients must be an integer >= 1"),
-    (dict(clients=2.5), "clients must be an integer >= 1"),
-    (dict(clients=True), "clients must be an integer >= 1"),
+    (dict(clients=2.5), "clients must be an integer"),
+    (dict(clients=True), "clients must be an integer"),
     (dict(partition="sorted"), "partition must be 'iid' or ('dirichlet', alpha)"),
     (dict(partition=("dirichlet", 0)), "partition must be"),
     (dict(partition="dirichlet:abc"), "partition must be"),
@@ -463,5 +463,6 @@ def test_channel_is_shared_and_client0_is_the_data_owner():
     channel = Channel()
     topo, _ = _build("relay-ushape", _tiny(), clients=3, channel=channel)
     assert topo.channel is channel and topo.data_owner == topo.label_owner == "client0"
-    assert topo.data_owners == ["client0", "client1", "client2"]
+    assert topo.data_owners == ("client0", "client1", "client2")
+    assert topo.party_names == ("client0", "client1", "client2", "server")
     assert set(topo.parties) == {"client0", "server"}

@@ -15,6 +15,7 @@ from secsplit.evaluation.cli import main
 from secsplit.models import create_model
 from secsplit.optim import OptimizerSpec
 from secsplit.topologies import build_topology
+from secsplit.topologies.multitask import LocalEntitiesTopology
 from secsplit.training import Trainer
 
 TABULAR = (64,)  # digits flattened; mlp default hidden (64, 32): q1 = 64 at relu1, q2 = 32 at relu2
@@ -277,11 +278,19 @@ def test_label_defenses_see_the_class_labels_only():
     ("multitask-local", {"tasks": "class,parity", "entities": 3}, "one task per local entity: entities=3 but 2"),
     ("multitask-local", {"entities": 0}, "entities must be an int >= 1"),
     ("multitask-local", {"samples": "random"}, "unknown samples"),
-    ("multitask-local", {"label_source": "label_owner"}, "holds its own labels"),
 ])
 def test_bad_config_is_a_clear_config_error(topology, options, message):
     with pytest.raises(ConfigError, match=message):
         build_topology(topology, _mlp(), **options)
+
+
+def test_local_entities_keep_their_labels_whatever_label_source_says():
+    """label_source is a common keyword every topology accepts; every local entity holds its own
+    labels, so build_topology ignores it, and the class itself refuses any other source."""
+    topo = build_topology("multitask-local", _mlp(), label_source="label_owner")
+    assert topo.label_source == "data_owner" and not topo.receivers("labels")
+    with pytest.raises(ConfigError, match="holds its own labels"):
+        LocalEntitiesTopology(_mlp(), label_source="label_owner")
 
 
 # -- CLI ---------------------------------------------------------------------------------------------

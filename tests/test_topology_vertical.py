@@ -266,7 +266,7 @@ def test_builder_errors_and_defaults():
     with pytest.raises(ConfigError, match="k=3 but 2 views"):
         build_topology("vertical", model, model_name="mlp", k=3, views=vertical_columns(30, 2))
     topo = build_topology("vertical", model, model_name="mlp", k=3)
-    assert topo.cuts == ["relu1"] and topo.data_owner == "client0" and topo.data_owners == ["client0", "client1", "client2"]
+    assert topo.cuts == ["relu1"] and topo.data_owner == "client0" and topo.data_owners == ("client0", "client1", "client2")
     assert set(topo.parties) == {"client0", "client1", "client2", "server"}
     json.dumps(topo.describe())
     assert {"vertical", "vertical-ushape"} <= {n for n, _ in list_topologies()}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -24,12 +25,30 @@ class Channel:
 
     A tap registered for a party sees exactly what that party sees on the wire: every message it
     sends or receives. A tap registered for :data:`EAVESDROPPER` sees every message.
+
+    Attributes:
+        phase: stamped on every message sent ("train" by default; "eval" during split inference,
+            "setup" for sample alignment). Change it with :meth:`phase_scope`, which restores it.
     """
 
     def __init__(self) -> None:
         self.traffic = TrafficCounter()
         self.phase = "train"
         self._taps: dict[str, list[Tap]] = {}
+
+    @contextmanager
+    def phase_scope(self, phase: str) -> Iterator[Channel]:
+        """Messages sent inside the ``with`` block carry ``phase``; the previous phase comes back on exit.
+
+        ``with channel.phase_scope("eval"): ...`` restores the phase the channel had before, also
+        when the block raises, so an interrupted inference never leaves later training traffic
+        counted as evaluation. Scopes nest.
+        """
+        previous, self.phase = self.phase, phase
+        try:
+            yield self
+        finally:
+            self.phase = previous
 
     def add_tap(self, party: str, tap: Tap) -> Callable[[], None]:
         """Observe ``party``'s messages; returns a function that removes the tap."""

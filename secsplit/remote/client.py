@@ -21,6 +21,7 @@ from secsplit.channel.codec import WireMessage, check_tensor
 from secsplit.errors import ChannelError, ConfigError
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
 from secsplit.topologies.base import StepResult, Topology, gradient_at
+from secsplit.topologies.chain import chain_routes
 
 CLIENT, SERVER = "client", "server"
 
@@ -32,6 +33,11 @@ class RemoteClient(Topology):
     """
 
     party_name: str = CLIENT
+
+    @property
+    def party_names(self) -> tuple[str, ...]:
+        """This side's own party and the server across the link."""
+        return (*self.parties, SERVER)
 
     def _control(self, tag: str, step: int, **meta) -> WireMessage:
         return self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="control", src=self.party_name,
@@ -81,6 +87,9 @@ class RemoteChainTopology(RemoteClient):
         reply = self._control("hello", 0, spec=spec.to_dict(), protocol=PROTOCOL_VERSION, resume_step=resume_step)
         self.server_info = reply.meta
 
+    def routes(self):
+        return chain_routes(self.owners, label_source=self.label_source)
+
     # -- messages -----------------------------------------------------------------------------------
     def _exchange(self, kind: str, tensor: torch.Tensor | None, step: int, phase: str) -> WireMessage:
         if tensor is not None:
@@ -103,10 +112,9 @@ class RemoteChainTopology(RemoteClient):
 
     # -- training ---------------------------------------------------------------------------------
     def train_step(self, x, y, *, step):
-        self.channel.phase = "train"
         party = self.parties[CLIENT]
         party.zero_grad()
-        with self.flops.step("train", int(x.shape[0])):
+        with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             with self.flops.party(CLIENT):
                 z = self.head(x)
                 out = self.callbacks.transform_activation(z, party=CLIENT, step=step, phase="train")
@@ -146,16 +154,12 @@ class RemoteChainTopology(RemoteClient):
 
     @torch.no_grad()
     def predict(self, x, *, step=0):
-        previous, self.channel.phase = self.channel.phase, "eval"
-        try:
-            with self.flops.step("eval", int(x.shape[0])):
-                with self.flops.party(CLIENT):
-                    z = self.callbacks.transform_activation(self.head(x), party=CLIENT, step=step, phase="eval")
-                reply = self._exchange("activation", z, step, "eval")
-                if self.tail is None:
-                    return self._receive(reply, "logits", (x.shape[0], self.spec.num_classes), step)
-                h = self._receive(reply, "activation", None, step)
-                with self.flops.party(CLIENT):
-                    return self.tail(h)
-        finally:
-            self.channel.phase = previous
+        with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
+            with self.flops.party(CLIENT):
+                z = self.callbacks.transform_activation(self.head(x), party=CLIENT, step=step, phase="eval")
+            reply = self._exchange("activation", z, step, "eval")
+            if self.tail is None:
+                return self._receive(reply, "logits", (x.shape[0], self.spec.num_classes), step)
+            h = self._receive(reply, "activation", None, step)
+            with self.flops.party(CLIENT):
+                return self.tail(h)

@@ -113,11 +113,10 @@ class SessionSpec:
                                  **self.model_options)
         except TypeError as error:
             raise ConfigError(f"bad session spec: {error}") from None
-        extra = {}
-        if self.topology == "vertical":
-            extra = {"model_name": self.model, "seed": self.seed, "model_options": self.model_options or None,
-                     **self.topology_options}
-        return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=optimizer, **extra)
+        # the common keywords go to every topology, which uses those that apply (vertical: its per-client models)
+        return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=optimizer,
+                              model_name=self.model, seed=self.seed, model_options=self.model_options or None,
+                              **self.topology_options)
 
     @property
     def clients(self) -> list[str]:

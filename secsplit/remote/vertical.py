@@ -38,7 +38,7 @@ from secsplit.channel.codec import WireMessage, check_tensor
 from secsplit.errors import ChannelError, ConfigError
 from secsplit.remote.client import RemoteClient
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
-from secsplit.topologies.base import StepResult, gradient_at
+from secsplit.topologies.base import Route, StepResult, gradient_at
 
 log = logging.getLogger("secsplit.server")
 SERVER = "server"
@@ -294,7 +294,9 @@ class RemoteVerticalClient(RemoteClient):
         samples: digest of the training sample IDs (:func:`sample_digest`), checked across clients.
         run_id: shared by all clients of the session (default: derived from the spec and samples).
 
-    ``holds_labels`` is True for client0 only; the others report no loss or accuracy.
+    ``holds_labels`` is True for client0 only; the others report no loss or accuracy. Its routes
+    are this client's own: its activation to the server and the gradient back (client0: also the
+    labels and, at inference, the logits).
     """
 
     def __init__(self, spec: SessionSpec, link, *, party: str, samples: str, run_id: str | None = None,
@@ -306,6 +308,7 @@ class RemoteVerticalClient(RemoteClient):
         self.name, self.cuts = local.name, list(local.cuts)
         index = local.clients.index(party)
         self.view, self.head = local.views[index], local.heads[index]
+        self._input_shape, self._num_classes, self._clients = local.input_shape, local.num_classes, tuple(local.clients)
         self.holds_labels = index == 0
         self.run_id = run_id or "vertical-" + hashlib.sha256(repr(spec.to_dict()).encode()).hexdigest()[:16]
         self._eval_seq = 0
@@ -314,6 +317,27 @@ class RemoteVerticalClient(RemoteClient):
         reply = self._control("hello", 0, spec=spec.to_dict(), protocol=PROTOCOL_VERSION, samples=samples,
                               resume_step=resume_step)
         self.server_info = reply.meta
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The joint input's per-sample shape (this client reads its own view of it)."""
+        return self._input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def party_names(self) -> tuple[str, ...]:
+        """Every client of the session and the server."""
+        return (*self._clients, SERVER)
+
+    def routes(self):
+        me = self.party_name
+        routes = [Route(me, SERVER, "activation"), Route(SERVER, me, "gradient")]
+        if self.holds_labels:
+            routes += [Route(me, SERVER, "labels"), Route(SERVER, me, "logits")]
+        return tuple(routes)
 
     def _exchange(self, kind: str, tensor: torch.Tensor | None, step: int, phase: str, wire_step: int | None = None,
                   tag: str = "") -> WireMessage:
@@ -328,10 +352,9 @@ class RemoteVerticalClient(RemoteClient):
         super().save_training_state(directory, step)
 
     def train_step(self, x, y, *, step):
-        self.channel.phase = "train"
         party = self.parties[self.party_name]
         party.zero_grad()
-        with self.flops.step("train", int(x.shape[0])):
+        with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             x_view = self.view(x)  # this client's own features: nothing else of x is read
             with self.flops.party(self.party_name):
                 z = self.head(x_view)
@@ -359,21 +382,17 @@ class RemoteVerticalClient(RemoteClient):
     @torch.no_grad()
     def predict(self, x, *, step=0):
         """client0: the logits; the other clients contribute their view and get nothing back (None)."""
-        previous, self.channel.phase = self.channel.phase, "eval"
         seq, self._eval_seq = self._eval_seq, self._eval_seq + 1
-        try:
-            with self.flops.step("eval", int(x.shape[0])):
-                with self.flops.party(self.party_name):
-                    z = self.callbacks.transform_activation(self.head(self.view(x)), party=self.party_name, step=step,
-                                                            phase="eval")
-                reply = self._exchange("activation", z, step, "eval", wire_step=seq)
-                if not self.holds_labels:
-                    return None
-                logits = check_tensor(reply, kind="logits", shape=(x.shape[0], self.spec.num_classes), dtype=torch.float32,
-                                      what="server's logits")
-                return self.channel.send(SERVER, self.party_name, "logits", logits, step=step)
-        finally:
-            self.channel.phase = previous
+        with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
+            with self.flops.party(self.party_name):
+                z = self.callbacks.transform_activation(self.head(self.view(x)), party=self.party_name, step=step,
+                                                        phase="eval")
+            reply = self._exchange("activation", z, step, "eval", wire_step=seq)
+            if not self.holds_labels:
+                return None
+            logits = check_tensor(reply, kind="logits", shape=(x.shape[0], self.spec.num_classes), dtype=torch.float32,
+                                  what="server's logits")
+            return self.channel.send(SERVER, self.party_name, "logits", logits, step=step)
 
     def describe(self) -> dict:
         return {**super().describe(), "cuts": list(self.cuts)}

@@ -23,10 +23,24 @@ from secsplit.errors import ConfigError
 from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
 from secsplit.split import split
-from secsplit.topologies.base import StepResult, Topology
+from secsplit.topologies.base import LABEL_SOURCES, Route, StepResult, Topology, check_label_source
+
+__all__ = ["ChainTopology", "LABEL_SOURCES", "chain_routes"]
 
 
-LABEL_SOURCES = ("data_owner", "label_owner")
+def chain_routes(owners: Sequence[str], *, label_source: str) -> tuple[Route, ...]:
+    """The routes of a chain owned by ``owners``: each cut's activation forward and its gradient back,
+    the labels (data owner to label owner) when the data owner supplies them, and the logits back
+    to the data owner at inference, where the two differ."""
+    routes = []
+    for sender, receiver in zip(owners, owners[1:]):
+        routes += [Route(sender, receiver, "activation"), Route(receiver, sender, "gradient")]
+    data_owner, label_owner = owners[0], owners[-1]
+    if data_owner != label_owner:
+        if label_source == "data_owner":
+            routes.append(Route(data_owner, label_owner, "labels"))
+        routes.append(Route(label_owner, data_owner, "logits"))
+    return tuple(routes)
 
 
 class ChainTopology(Topology):
@@ -42,9 +56,11 @@ class ChainTopology(Topology):
         label_source: "data_owner" (the data owner sends each batch's labels to the label owner
             over the channel) or "label_owner" (the label owner holds the labels itself; nothing
             label-related crosses the channel, as in two-party split learning with a label party).
+            Moot where the data owner also owns the last segment (U-shape): it then reads "data_owner".
     """
 
     name = "chain"
+    exportable = True
 
     def __init__(
         self,
@@ -58,11 +74,11 @@ class ChainTopology(Topology):
         label_source: str = "data_owner",
     ) -> None:
         self.name = name
-        if label_source not in LABEL_SOURCES:
-            raise ConfigError(f"unknown label_source {label_source!r}; valid: {', '.join(LABEL_SOURCES)}")
-        self.label_source = label_source
+        check_label_source(label_source)
         cuts = list(cuts)
         owners = list(owners)
+        # where the data owner holds the last segment, the labels never cross: label_source is moot
+        self.label_source = "data_owner" if owners and owners[0] == owners[-1] else label_source
         if len(owners) != len(cuts) + 1:
             raise ConfigError(f"{self.name} needs one owner per segment: {len(cuts)} cuts give {len(cuts) + 1} segments, got {len(owners)} owners")
         if any(a == b for a, b in zip(owners, owners[1:])):
@@ -77,6 +93,9 @@ class ChainTopology(Topology):
             by_party.setdefault(owner, {})[f"segment{i}"] = self.segments[i]
         parties = {name: Party(name, segs, optimizer) for name, segs in by_party.items()}
         super().__init__(parties=parties, channel=channel or Channel(), data_owner=owners[0], label_owner=owners[-1])
+
+    def routes(self):
+        return chain_routes(self.owners, label_source=self.label_source)
 
     # -- forward ---------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor, *, step: int, phase: str):
@@ -104,10 +123,9 @@ class ChainTopology(Topology):
         return h, crossings, first_release
 
     def train_step(self, x, y, *, step):
-        self.channel.phase = "train"
         for party in self.parties.values():
             party.zero_grad()
-        with self.flops.step("train", int(x.shape[0])):
+        with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             logits, crossings, first_release = self._forward(x, step=step, phase="train")
             labels = y
             if self.label_owner != self.data_owner and self.label_source == "data_owner":
@@ -143,14 +161,10 @@ class ChainTopology(Topology):
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x, *, step=0):
-        previous = self.channel.phase
-        self.channel.phase = "eval"
-        try:
+        with self.channel.phase_scope("eval"):
             with self.flops.step("eval", int(x.shape[0])):
                 logits, _, _ = self._forward(x, step=step, phase="eval")
             if self.label_owner != self.data_owner:
                 logits = self.channel.send(self.label_owner, self.data_owner, "logits", logits, step=step)
-        finally:
-            self.channel.phase = previous
         return logits
 

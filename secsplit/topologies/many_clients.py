@@ -57,8 +57,8 @@ from secsplit.data.partition import partition_dirichlet, partition_iid
 from secsplit.errors import ConfigError
 from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
-from secsplit.topologies.base import StepResult, Topology
-from secsplit.topologies.chain import ChainTopology
+from secsplit.topologies.base import Route, StepResult, Topology
+from secsplit.topologies.chain import ChainTopology, chain_routes
 from secsplit.topologies.presets import TOPOLOGIES, _resolve_cuts
 
 SERVER = "server"
@@ -124,11 +124,10 @@ class ManyClientTopology(Topology):
                                     name=name, label_source=label_source)
         self._client_positions = [i for i, owner in enumerate(owners) if owner == first]
         self.cuts, self.segments, self.model = self._chain.cuts, self._chain.segments, self._chain.model
-        self.label_source = label_source
+        self.label_source = self._chain.label_source  # "data_owner" in U-shape, where no labels cross
+        # every client is a data owner (the Trainer's per-client totals of bytes and FLOPs sum over them)
         super().__init__(parties=dict(self._chain.parties), channel=self._chain.channel, data_owner=first,
-                         label_owner=first if ushape else SERVER)
-        #: every client, for the Trainer's per-client totals (bytes, FLOPs)
-        self.data_owners = list(self.clients)
+                         label_owner=first if ushape else SERVER, data_owners=self.clients)
         self._client_party = self.parties[first]
         self.current = first
         self._last_step = 0
@@ -141,6 +140,25 @@ class ManyClientTopology(Topology):
     @callbacks.setter
     def callbacks(self, value) -> None:
         self._chain.callbacks = value
+
+    @property
+    def party_names(self) -> tuple[str, ...]:
+        """Every client (one simulated client segment, held as client0) and the server(s)."""
+        return (*self.clients, *[p for p in self.parties if p not in self.clients])
+
+    def routes(self):
+        """Every client's split step with the server (its inference: client0's), then how weights travel."""
+        owners = self._chain.owners
+        routes = []
+        for client in self.clients:
+            chain = chain_routes([client if i in self._client_positions else SERVER for i in range(len(owners))],
+                                 label_source=self.label_source)
+            routes += [r for r in chain if r.kind != "logits" or r.dst == self.data_owner]
+        return tuple(routes) + self._weight_routes()
+
+    def _weight_routes(self) -> tuple[Route, ...]:
+        """The ``weights`` messages between turns (subclasses)."""
+        return ()
 
     def _become(self, client: str) -> None:
         """Route the next steps as ``client``'s: its name on the channel and in the FLOP counts."""
@@ -227,12 +245,9 @@ class ManyClientTopology(Topology):
         segment keeps training in place after it sends, which must not change what the receiver
         (or a tap on it) got. One transfer's copy at a time, so memory stays O(1) in K.
         """
-        previous, self.channel.phase = self.channel.phase, "train"
-        try:
+        with self.channel.phase_scope("train"):
             return {name: self.channel.send(src, dst, "weights", t.detach().clone(), step=self._last_step, tag=name)
                     for name, t in state.items()}
-        finally:
-            self.channel.phase = previous
 
     def _load(self, state: dict[str, torch.Tensor]) -> None:
         """The receiving client loads weights into its segment and starts a fresh optimizer."""
@@ -290,6 +305,14 @@ class RelayTopology(ManyClientTopology):
         self.weights_via = weights_via
         super().__init__(model, name=name, **kwargs)
 
+    def _weight_routes(self):
+        if len(self.clients) == 1:  # nothing is handed over
+            return ()
+        if self.weights_via == "server":
+            return tuple(r for c in self.clients for r in (Route(c, SERVER, "weights"), Route(SERVER, c, "weights")))
+        nexts = self.clients[1:] + self.clients[:1]  # the last hands them back to client0
+        return tuple(Route(a, b, "weights") for a, b in zip(self.clients, nexts))
+
     def epoch_plan(self, n, *, labels=None, epoch, batch_size, generator):
         order, bounds = self._epoch_orders(n, labels, generator)  # validates before any step
         return self._turns(order, bounds, batch_size)
@@ -340,6 +363,10 @@ class SplitFedTopology(ManyClientTopology):
         if aggregator == FED_SERVER:
             self.parties[FED_SERVER] = Party(FED_SERVER, {}, None)
 
+    def _weight_routes(self):
+        return tuple(r for c in self.clients for r in (Route(c, self.aggregator, "weights"),
+                                                        Route(self.aggregator, c, "weights")))
+
     def epoch_plan(self, n, *, labels=None, epoch, batch_size, generator):
         order, bounds = self._epoch_orders(n, labels, generator)  # validates before any step
         return self._rounds(order, bounds, batch_size)
@@ -375,41 +402,45 @@ class SplitFedTopology(ManyClientTopology):
 
 # -- registered configurations -------------------------------------------------------------------
 @TOPOLOGIES.register("relay")
-def relay(model, *, clients: int = 10, weights_via: str = "peer", cuts=None, partition="iid", seed: int = 0,
-          **kwargs) -> RelayTopology:
+def relay(model, *, clients: int = 10, weights_via: str = "peer", partition: str | Sequence = "iid", cuts=None,
+          seed: int = 0, channel: Channel | None = None, optimizer: OptimizerSpec | None = None,
+          label_source: str = "data_owner") -> RelayTopology:
     """K clients take turns training against the server and pass the client segment's weights on.
 
     ``weights_via``: "peer" or "server"; ``partition``: "iid" or ("dirichlet", alpha), seeded by
-    ``seed``. Other keywords (channel, optimizer, label_source) as for vanilla.
+    ``seed``. ``channel``, ``optimizer``, ``label_source`` as for vanilla.
     """
     return RelayTopology(model, clients=clients, weights_via=weights_via, cuts=_resolve_cuts(model, cuts, 1, "relay"),
-                         partition=partition, seed=seed, **kwargs)
+                         partition=partition, seed=seed, channel=channel, optimizer=optimizer, label_source=label_source)
 
 
 @TOPOLOGIES.register("relay-ushape")
-def relay_ushape(model, *, clients: int = 10, weights_via: str = "peer", cuts=None, partition="iid", seed: int = 0,
-                 **kwargs) -> RelayTopology:
+def relay_ushape(model, *, clients: int = 10, weights_via: str = "peer", partition: str | Sequence = "iid", cuts=None,
+                 seed: int = 0, channel: Channel | None = None, optimizer: OptimizerSpec | None = None) -> RelayTopology:
     """Sequential relay in U-shape: each client keeps the last layers, its labels and the loss."""
     return RelayTopology(model, clients=clients, weights_via=weights_via, ushape=True, partition=partition, seed=seed,
-                         cuts=_resolve_cuts(model, cuts, 2, "relay-ushape"), **kwargs)
+                         cuts=_resolve_cuts(model, cuts, 2, "relay-ushape"), channel=channel, optimizer=optimizer)
 
 
 @TOPOLOGIES.register("splitfed")
-def splitfed(model, *, clients: int = 10, aggregator: str = FED_SERVER, local_batches: int | None = None, cuts=None,
-             partition="iid", seed: int = 0, **kwargs) -> SplitFedTopology:
+def splitfed(model, *, clients: int = 10, aggregator: str = FED_SERVER, local_batches: int | None = None,
+             partition: str | Sequence = "iid", cuts=None, seed: int = 0, channel: Channel | None = None,
+             optimizer: OptimizerSpec | None = None, label_source: str = "data_owner") -> SplitFedTopology:
     """SplitFed (SFLV2): clients train in parallel rounds against the server; client segments averaged each round.
 
     ``aggregator``: "fed-server" or "server"; ``local_batches``: batches per client per round
     (default: its whole shard). Other keywords as for ``relay``.
     """
     return SplitFedTopology(model, clients=clients, aggregator=aggregator, local_batches=local_batches,
-                            cuts=_resolve_cuts(model, cuts, 1, "splitfed"), partition=partition, seed=seed, **kwargs)
+                            cuts=_resolve_cuts(model, cuts, 1, "splitfed"), partition=partition, seed=seed,
+                            channel=channel, optimizer=optimizer, label_source=label_source)
 
 
 @TOPOLOGIES.register("splitfed-ushape")
 def splitfed_ushape(model, *, clients: int = 10, aggregator: str = FED_SERVER, local_batches: int | None = None,
-                    cuts=None, partition="iid", seed: int = 0, **kwargs) -> SplitFedTopology:
+                    partition: str | Sequence = "iid", cuts=None, seed: int = 0, channel: Channel | None = None,
+                    optimizer: OptimizerSpec | None = None) -> SplitFedTopology:
     """SplitFed in U-shape: each client keeps the last layers, its labels and the loss."""
     return SplitFedTopology(model, clients=clients, aggregator=aggregator, local_batches=local_batches, ushape=True,
                             cuts=_resolve_cuts(model, cuts, 2, "splitfed-ushape"), partition=partition, seed=seed,
-                            **kwargs)
+                            channel=channel, optimizer=optimizer)

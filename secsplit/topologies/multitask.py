@@ -31,8 +31,8 @@ a head is exactly the final classifier layer):
   entity ``i`` gets rows ``i, i+k, i+2k, ...`` of each batch). No entity sees another's labels,
   activations or gradients; the server sees no labels.
 
-Per-task metrics: both topologies implement the optional :meth:`task_metrics` capability the
-Trainer's ``evaluate`` looks for, so history rows carry ``test_task_<task>_accuracy`` and
+Per-task metrics: both topologies override :meth:`~secsplit.topologies.Topology.task_metrics`, the
+capability the Trainer's ``evaluate`` calls, so history rows carry ``test_task_<task>_accuracy`` and
 ``test_task_<task>_loss``. :meth:`predict` returns the primary task's (``tasks[0]``) logits after
 running split inference for every task, so FLOP and byte accounting of evaluation are the same
 whichever is called.
@@ -65,8 +65,7 @@ from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
 from secsplit.registry import Registry
 from secsplit.seeding import seeded
-from secsplit.topologies.base import StepResult, Topology
-from secsplit.topologies.chain import LABEL_SOURCES
+from secsplit.topologies.base import Route, StepResult, Topology, check_label_source
 from secsplit.topologies.presets import TOPOLOGIES
 
 CLIENT = "client"
@@ -227,7 +226,6 @@ class _TaskMixin:
 
     tasks: list[str]
     weights: list[float]
-    num_classes: int
 
     def _targets(self, task: str, y: torch.Tensor) -> torch.Tensor:
         return TASKS.lookup(task).target(y, self.num_classes)
@@ -239,7 +237,7 @@ class _TaskMixin:
 
     def task_metrics(self, x: torch.Tensor, y: torch.Tensor, *,
                      step: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """One split inference for every task (the optional capability ``Trainer.evaluate`` uses).
+        """One split inference for every task (the capability ``Trainer.evaluate`` calls).
 
         Returns:
             ``(logits, targets, metrics)``: the primary task's (``tasks[0]``) logits and targets, and
@@ -274,7 +272,8 @@ class MultiTaskTopology(_TaskMixin, Topology):
         heads: "server" (heads and loss at the server) or "client" (U-shape: heads, labels and loss
             stay with the client).
         channel, optimizer, label_source: as for :class:`~secsplit.topologies.ChainTopology`
-            (``label_source`` applies to ``heads="server"`` only).
+            (``label_source`` applies to ``heads="server"`` only; with the heads at the client it
+            reads "data_owner").
         seed: seeds the fresh heads (task ``i`` > 0, or a task whose width differs): ``seed + i``.
         name: configuration name for reports.
 
@@ -288,15 +287,13 @@ class MultiTaskTopology(_TaskMixin, Topology):
         if heads not in HEADS:
             raise ConfigError(f"unknown heads {heads!r}; valid: {', '.join(HEADS)}")
         self.name = name or ("multitask-ushape" if heads == "client" else "multitask")
-        if label_source not in LABEL_SOURCES:
-            raise ConfigError(f"unknown label_source {label_source!r}; valid: {', '.join(LABEL_SOURCES)}")
+        check_label_source(label_source)
         self.tasks = parse_tasks(tasks)
         self.weights = parse_weights(weights, len(self.tasks))
         first, head_cut, self.cuts = _resolve_cuts(model, cuts, self.name)
         self.model = model
-        self.num_classes = int(model.num_classes)
         self.heads_at = heads
-        self.label_source = label_source
+        self.label_source = label_source if heads == "server" else "data_owner"  # heads at the client: none cross
         self.client_segment = model[: first + 1]
         self.trunk = model[first + 1 : head_cut + 1]
         #: task -> head; in the owning party's segments as ModuleDict keys ``task_<name>`` (a bare key
@@ -317,6 +314,19 @@ class MultiTaskTopology(_TaskMixin, Topology):
             label_owner = CLIENT
         super().__init__(parties=parties, channel=channel or Channel(), data_owner=CLIENT, label_owner=label_owner)
 
+    def routes(self):
+        """The client's activation to the server and its gradient back; with the heads at the
+        server the labels (``label_source``) and each task's logits at inference, else the trunk
+        output to the client and its gradient back."""
+        routes = [Route(CLIENT, SERVER, "activation"), Route(SERVER, CLIENT, "gradient")]
+        if self.heads_at == "server":
+            if self.label_source == "data_owner":
+                routes.append(Route(CLIENT, SERVER, "labels"))
+            routes.append(Route(SERVER, CLIENT, "logits"))
+        else:
+            routes += [Route(SERVER, CLIENT, "activation"), Route(CLIENT, SERVER, "gradient")]
+        return tuple(routes)
+
     # -- forward pieces --------------------------------------------------------------------------
     def _client_release(self, x, *, step, phase):
         with self.flops.party(CLIENT):
@@ -328,10 +338,9 @@ class MultiTaskTopology(_TaskMixin, Topology):
         return z, out, received
 
     def train_step(self, x, y, *, step):
-        self.channel.phase = "train"
         for party in self.parties.values():
             party.zero_grad()
-        with self.flops.step("train", int(x.shape[0])):
+        with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             z, out, received = self._client_release(x, step=step, phase="train")
             targets = {t: self._targets(t, y) for t in self.tasks}  # at the data owner, who holds the labels
             if self.heads_at == "server":
@@ -372,22 +381,17 @@ class MultiTaskTopology(_TaskMixin, Topology):
     @torch.no_grad()
     def predict_tasks(self, x: torch.Tensor, *, step: int = 0) -> dict[str, torch.Tensor]:
         """Split inference: task name -> logits, as the client finally holds them."""
-        previous = self.channel.phase
-        self.channel.phase = "eval"
-        try:
-            with self.flops.step("eval", int(x.shape[0])):
-                _, _, received = self._client_release(x, step=step, phase="eval")
-                with self.flops.party(SERVER):
-                    h = self.trunk(received)
-                    if self.heads_at == "server":
-                        logits = {t: self.head_of[t](h) for t in self.tasks}
+        with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
+            _, _, received = self._client_release(x, step=step, phase="eval")
+            with self.flops.party(SERVER):
+                h = self.trunk(received)
                 if self.heads_at == "server":
-                    return {t: self.channel.send(SERVER, CLIENT, "logits", v, step=step, tag=t) for t, v in logits.items()}
-                h = self.channel.send(SERVER, CLIENT, "activation", h, step=step)
-                with self.flops.party(CLIENT):
-                    return {t: self.head_of[t](h) for t in self.tasks}
-        finally:
-            self.channel.phase = previous
+                    logits = {t: self.head_of[t](h) for t in self.tasks}
+            if self.heads_at == "server":
+                return {t: self.channel.send(SERVER, CLIENT, "logits", v, step=step, tag=t) for t, v in logits.items()}
+            h = self.channel.send(SERVER, CLIENT, "activation", h, step=step)
+            with self.flops.party(CLIENT):
+                return {t: self.head_of[t](h) for t in self.tasks}
 
     def describe(self) -> dict:
         info = super().describe()
@@ -441,7 +445,6 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
         self.weights = parse_weights(weights, len(self.tasks))
         first, head_cut, self.cuts = _resolve_cuts(model, cuts, name)
         self.model = model
-        self.num_classes = int(model.num_classes)
         self.samples = samples
         self.clients = [f"client{i}" for i in range(len(self.tasks))]
         self.trunk = model[first + 1 : head_cut + 1]
@@ -454,9 +457,16 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
                    for c, head, tail in zip(self.clients, self.client_heads, self.tails)}
         parties[SERVER] = Party(SERVER, {"segment1": self.trunk}, optimizer)
         super().__init__(parties=parties, channel=channel or Channel(), data_owner=self.clients[0],
-                         label_owner=self.clients[0])
-        self.data_owners = list(self.clients)
+                         label_owner=self.clients[0], data_owners=self.clients)
         self.task_of = dict(zip(self.clients, self.tasks))
+
+    def routes(self):
+        """Per entity: its activation to the server, the trunk output back, and both gradients."""
+        routes = []
+        for client in self.clients:
+            routes += [Route(client, SERVER, "activation"), Route(SERVER, client, "activation"),
+                       Route(client, SERVER, "gradient"), Route(SERVER, client, "gradient")]
+        return tuple(routes)
 
     def _rows(self, i: int, n: int, device) -> torch.Tensor | None:
         if self.samples == "shared":
@@ -464,11 +474,10 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
         return torch.arange(i, n, len(self.clients), device=device)
 
     def train_step(self, x, y, *, step):
-        self.channel.phase = "train"
         for party in self.parties.values():
             party.zero_grad()
         total, primary = 0.0, (0, 0)
-        with self.flops.step("train", int(x.shape[0])):
+        with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             for i, (client, task, weight) in enumerate(zip(self.clients, self.tasks, self.weights)):
                 rows = self._rows(i, len(x), x.device)
                 xi, yi = (x, y) if rows is None else (x[rows], y[rows])
@@ -503,23 +512,18 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
     @torch.no_grad()
     def predict_tasks(self, x: torch.Tensor, *, step: int = 0) -> dict[str, torch.Tensor]:
         """Split inference of every entity on ``x``: task name -> logits, each held by its entity."""
-        previous = self.channel.phase
-        self.channel.phase = "eval"
         outputs = {}
-        try:
-            with self.flops.step("eval", int(x.shape[0])):
-                for i, (client, task) in enumerate(zip(self.clients, self.tasks)):
-                    with self.flops.party(client):
-                        z = self.client_heads[i](x)
-                        z = self.callbacks.transform_activation(z, party=client, step=step, phase="eval")
-                    received = self.channel.send(client, SERVER, "activation", z, step=step)
-                    with self.flops.party(SERVER):
-                        h = self.trunk(received)
-                    h = self.channel.send(SERVER, client, "activation", h, step=step)
-                    with self.flops.party(client):
-                        outputs[task] = self.tails[i](h)
-        finally:
-            self.channel.phase = previous
+        with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
+            for i, (client, task) in enumerate(zip(self.clients, self.tasks)):
+                with self.flops.party(client):
+                    z = self.client_heads[i](x)
+                    z = self.callbacks.transform_activation(z, party=client, step=step, phase="eval")
+                received = self.channel.send(client, SERVER, "activation", z, step=step)
+                with self.flops.party(SERVER):
+                    h = self.trunk(received)
+                h = self.channel.send(SERVER, client, "activation", h, step=step)
+                with self.flops.party(client):
+                    outputs[task] = self.tails[i](h)
         return outputs
 
     def describe(self) -> dict:
@@ -531,36 +535,40 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
 
 # -- registry ------------------------------------------------------------------------------------
 @TOPOLOGIES.register("multitask")
-def multitask(model, *, tasks="class,parity", weights=None, cuts=None, heads: str = "server", seed: int = 0,
-              **kwargs) -> MultiTaskTopology:
+def multitask(model, *, tasks: str | Sequence[str] = "class,parity", weights=None, heads: str = "server", cuts=None,
+              seed: int = 0, channel: Channel | None = None, optimizer: OptimizerSpec | None = None,
+              label_source: str = "data_owner") -> MultiTaskTopology:
     """One client segment -> server trunk + several task heads (e.g. tasks=class,parity); per-task metrics.
 
     ``tasks``: comma-separated names (class, parity, half); ``weights``: loss weight per task (e.g.
     ``1,0.5``); ``cuts=[cut]`` or ``[cut, head_cut]``; ``heads="client"`` keeps heads and labels at
-    the client (U-shape). Other keywords (channel, optimizer, label_source) go to
-    :class:`MultiTaskTopology`.
+    the client (U-shape). ``channel``, ``optimizer``, ``label_source`` as for :class:`MultiTaskTopology`.
     """
-    return MultiTaskTopology(model, tasks=tasks, weights=weights, cuts=cuts, heads=heads, seed=seed, **kwargs)
+    return MultiTaskTopology(model, tasks=tasks, weights=weights, cuts=cuts, heads=heads, seed=seed, channel=channel,
+                             optimizer=optimizer, label_source=label_source)
 
 
 @TOPOLOGIES.register("multitask-ushape")
-def multitask_ushape(model, *, tasks="class,parity", weights=None, cuts=None, seed: int = 0,
-                     **kwargs) -> MultiTaskTopology:
+def multitask_ushape(model, *, tasks: str | Sequence[str] = "class,parity", weights=None, cuts=None,
+                     seed: int = 0, channel: Channel | None = None,
+                     optimizer: OptimizerSpec | None = None) -> MultiTaskTopology:
     """Client head -> server trunk -> client's task heads: multi-task with labels and losses at the client.
 
     Same as ``multitask`` with ``heads="client"``.
     """
-    return MultiTaskTopology(model, tasks=tasks, weights=weights, cuts=cuts, heads="client", seed=seed, **kwargs)
+    return MultiTaskTopology(model, tasks=tasks, weights=weights, cuts=cuts, heads="client", seed=seed, channel=channel,
+                             optimizer=optimizer)
 
 
 @TOPOLOGIES.register("multitask-local")
-def multitask_local(model, *, tasks="class,parity", entities: int | None = None, weights=None,
-                    samples: str = "shared", cuts=None, seed: int = 0, **kwargs) -> LocalEntitiesTopology:
+def multitask_local(model, *, tasks: str | Sequence[str] = "class,parity", entities: int | None = None,
+                    weights=None, samples: str = "shared", cuts=None, seed: int = 0, channel: Channel | None = None,
+                    optimizer: OptimizerSpec | None = None) -> LocalEntitiesTopology:
     """Local entities (one task each, e.g. tasks=class,parity) with own heads/tails share a server trunk.
 
     ``entities``: must equal the number of tasks (default: one per task); ``samples``: "shared"
     (same batch) or "split" (disjoint rows); ``weights``: per entity; ``cuts=[cut]`` or
-    ``[cut, head_cut]``. Other keywords (channel, optimizer) go to :class:`LocalEntitiesTopology`.
+    ``[cut, head_cut]``. Every entity holds its own labels, so ``label_source`` does not apply.
     """
     return LocalEntitiesTopology(model, tasks=tasks, entities=entities, weights=weights, samples=samples, cuts=cuts,
-                                 seed=seed, **kwargs)
+                                 seed=seed, channel=channel, optimizer=optimizer)

@@ -57,8 +57,7 @@ from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
 from secsplit.seeding import seeded
 from secsplit.split import split
-from secsplit.topologies.base import StepResult, Topology
-from secsplit.topologies.chain import LABEL_SOURCES
+from secsplit.topologies.base import Route, StepResult, Topology, check_label_source
 
 MERGES = ("concat", "sum", "mean")
 SERVER = "server"
@@ -191,7 +190,8 @@ class VerticalTopology(Topology):
         ushape: give client0 the part after ``tail_cut`` and the labels.
         channel, optimizer: as for :class:`~secsplit.topologies.ChainTopology`.
         label_source: vanilla only: "data_owner" (client0 holds the labels and sends them to the
-            server) or "label_owner" (the server holds them). In U-shape client0 always holds them.
+            server) or "label_owner" (the server holds them). In U-shape client0 always holds them
+            (the attribute then reads "data_owner").
         seed: client i's model is seeded ``seed + i``; the concat layer ``seed + k``.
         model_options: extra options for ``create_model`` (e.g. ``hidden=(64, 32)`` for mlp).
         name: configuration name for reports (default "vertical" / "vertical-ushape").
@@ -221,8 +221,7 @@ class VerticalTopology(Topology):
         self.name = name or ("vertical-ushape" if ushape else "vertical")
         if merge not in MERGES:
             raise ConfigError(f"unknown merge {merge!r}; valid: {', '.join(MERGES)}")
-        if label_source not in LABEL_SOURCES:
-            raise ConfigError(f"unknown label_source {label_source!r}; valid: {', '.join(LABEL_SOURCES)}")
+        check_label_source(label_source)
         views = list(views)
         if len(views) < 2:
             raise ConfigError(f"{self.name} splits each sample's features across clients, so it needs at least 2 "
@@ -230,12 +229,12 @@ class VerticalTopology(Topology):
         if not all(isinstance(v, FeatureView) for v in views):
             raise ConfigError(f"views must be FeatureView objects (see secsplit.data.vertical_columns / "
                               f"vertical_image_regions), got {[type(v).__name__ for v in views]}")
-        self.input_shape = tuple(int(d) for d in input_shape)
-        self.num_classes = int(num_classes)
+        self._input_shape = tuple(int(d) for d in input_shape)
+        self._num_classes = int(num_classes)
         self.views = views
         self.merge = merge
         self.ushape = ushape
-        self.label_source = label_source
+        self.label_source = "data_owner" if ushape else label_source  # U-shape: client0 holds them, none cross
         self.model_name = model_name
         self.clients = [f"client{i}" for i in range(len(views))]
         view_shapes = [v.output_shape(self.input_shape) for v in views]  # validates views against the input
@@ -273,11 +272,40 @@ class VerticalTopology(Topology):
             parties[client] = Party(client, segments, optimizer)
         parties[SERVER] = Party(SERVER, {"merge": self.merger, "segment1": self.body}, optimizer)
         label_owner = self.clients[0] if ushape else SERVER
-        super().__init__(parties=parties, channel=channel or Channel(), data_owner=self.clients[0], label_owner=label_owner)
-        self.data_owners = list(self.clients)
+        super().__init__(parties=parties, channel=channel or Channel(), data_owner=self.clients[0], label_owner=label_owner,
+                         data_owners=self.clients)
         #: who holds the labels before training (and aligns sample IDs): client0, or the server
         #: when it is the label owner with label_source="label_owner".
         self.label_holder = SERVER if (not ushape and label_source == "label_owner") else self.clients[0]
+
+    # -- declared capabilities ------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the joint input (each client reads its own view of it)."""
+        return self._input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    def routes(self):
+        """Each client's activation to the server and its gradient back; in U-shape the server's
+        output to client0 and its gradient back, else client0's labels (``label_source``) and the
+        logits to client0 at inference; sample IDs to and from the label holder for alignment."""
+        first = self.clients[0]
+        routes = []
+        for client in self.clients:
+            routes += [Route(client, SERVER, "activation"), Route(SERVER, client, "gradient")]
+        if self.ushape:
+            routes += [Route(SERVER, first, "activation"), Route(first, SERVER, "gradient")]
+        else:
+            if self.label_source == "data_owner":
+                routes.append(Route(first, SERVER, "labels"))
+            routes.append(Route(SERVER, first, "logits"))
+        for client in self.clients:
+            if client != self.label_holder:
+                routes += [Route(client, self.label_holder, "ids"), Route(self.label_holder, client, "ids")]
+        return tuple(routes)
 
     # -- alignment -------------------------------------------------------------------------------
     def align(self, client_features: Sequence[torch.Tensor], client_ids: Sequence[torch.Tensor],
@@ -296,9 +324,7 @@ class VerticalTopology(Topology):
         if len(client_features) != len(self.clients) or len(client_ids) != len(self.clients):
             raise ConfigError(f"{self.name} has {len(self.clients)} clients; got {len(client_features)} feature "
                               f"tensors and {len(client_ids)} ID lists")
-        previous = self.channel.phase
-        self.channel.phase = "setup"
-        try:
+        with self.channel.phase_scope("setup"):
             received = [ids if client == self.label_holder else
                         self.channel.send(client, self.label_holder, "ids", torch.as_tensor(ids), step=step)
                         for client, ids in zip(self.clients, client_ids)]
@@ -306,8 +332,6 @@ class VerticalTopology(Topology):
             perms = [p if client == self.label_holder else
                      self.channel.send(self.label_holder, client, "ids", p, step=step)
                      for client, p in zip(self.clients, perms)]
-        finally:
-            self.channel.phase = previous
         return assemble_vertical(self.views, client_features, perms, input_shape=self.input_shape)
 
     # -- forward ---------------------------------------------------------------------------------
@@ -334,10 +358,9 @@ class VerticalTopology(Topology):
 
     # -- training --------------------------------------------------------------------------------
     def train_step(self, x, y, *, step):
-        self.channel.phase = "train"
         for party in self.parties.values():
             party.zero_grad()
-        with self.flops.step("train", int(x.shape[0])):
+        with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             x_views, releases, outs, received = self._clients_forward(x, step=step, phase="train")
             h = self._server_forward(received)
             labels = y
@@ -383,20 +406,15 @@ class VerticalTopology(Topology):
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x, *, step=0):
-        previous = self.channel.phase
-        self.channel.phase = "eval"
-        try:
-            with self.flops.step("eval", int(x.shape[0])):
-                _, _, _, received = self._clients_forward(x, step=step, phase="eval")
-                h = self._server_forward(received)
-                if self.ushape:
-                    h = self.channel.send(SERVER, self.data_owner, "activation", h, step=step)
-                    with self.flops.party(self.data_owner):
-                        logits = self.tail(h)
-                else:
-                    logits = self.channel.send(SERVER, self.data_owner, "logits", h, step=step)
-        finally:
-            self.channel.phase = previous
+        with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
+            _, _, _, received = self._clients_forward(x, step=step, phase="eval")
+            h = self._server_forward(received)
+            if self.ushape:
+                h = self.channel.send(SERVER, self.data_owner, "activation", h, step=step)
+                with self.flops.party(self.data_owner):
+                    logits = self.tail(h)
+            else:
+                logits = self.channel.send(SERVER, self.data_owner, "logits", h, step=step)
         return logits
 
     def describe(self) -> dict:
