@@ -46,6 +46,13 @@ def _primary(leak: dict, num_classes: int | None):
     return None
 
 
+def topology_label(row: dict) -> str:
+    """The topology that trained (a defense may stand for one) with the options it ran with (``vertical:k=4``)."""
+    described = row["training"]["topology"]
+    name, _, options = described.partition(":")
+    return row.get("topology", name) + (f":{options}" if options else "")
+
+
 def table_records(rows: list[dict]) -> dict[str, list[dict]]:
     """attack -> list of flat records (one per configuration x defense, seeds averaged)."""
     from secsplit.evaluation.metrics import tradeoff_score
@@ -53,7 +60,7 @@ def table_records(rows: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for row in latest_rows(rows):
         t = row["training"]
-        key = (row["attack"], t["dataset"], row.get("topology", t["topology"]), " ".join(row.get("cuts") or t["cuts"] or []),
+        key = (row["attack"], t["dataset"], topology_label(row), " ".join(row.get("cuts") or t["cuts"] or []),
                t["defense"])
         grouped[key].append(row)
     records: dict[str, list[dict]] = defaultdict(list)

@@ -247,6 +247,11 @@ def _delimiter(key: str, value) -> str:
 
 
 def _image_shape(key: str, value) -> tuple[int, int, int]:
+    if isinstance(value, str):  # from the command line: image_shape=1,28,28
+        try:
+            value = [int(part) for part in value.replace("x", ",").split(",")]
+        except ValueError:
+            pass
     if (not isinstance(value, (list, tuple)) or len(value) not in (2, 3)
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)):
         raise ConfigError(f"option {key} must be [C, H, W] or [H, W] of positive integers, got {value!r}")
