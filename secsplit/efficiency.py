@@ -13,11 +13,14 @@ which the client's segment holds a share eta, float32 values (4 bytes):
   bytes = 2·(p/K)·q·4 (activations up, gradients down) + 2·eta·N·4 (weights received and passed on).
 * FedAvg (one round of ``local_epochs`` local epochs): FLOPs = (p/K) · full fwd+bwd per sample ·
   local_epochs; bytes = 2·N·4 (model down and up).
-* large-batch synchronous SGD (global batch K·b): FLOPs = (p/K) · full fwd+bwd per sample;
-  bytes = 2·N·4 per step (gradient up, weights down) · ceil(p / (K·b)) steps.
+* large-batch synchronous SGD (global batch B = K·b, or a fixed B): FLOPs = (p/K) · full fwd+bwd
+  per sample; bytes = 2·N·4 per step (gradient up, weights down) · ceil(p / B) steps.
 
 Costs do not depend on pixel values, so the inputs are synthetic. Labels, which vanilla split
-learning also sends (8 bytes per sample), are left out, as in the paper.
+learning also sends (8 bytes per sample), are left out, as in the paper. Split learning's bytes fall
+as 1/K while FedAvg's do not, so it sends less above K* = p·q / (N/local_epochs - eta·N)
+(:func:`crossover_clients`). :mod:`secsplit.efficiency_paper` evaluates all this on the paper's own
+architectures and solves the paper's numbers for the training settings they imply.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ PAPER_CLIENT_TFLOPS = {
 
 SCALE_NOTE = ("secsplit's models are much smaller than the paper's VGG (resnet is ResNet-8, vgg is VGG-11 at a "
               "quarter of the width), so compare shapes and ratios (split/FL, 100 vs 500 clients), not absolute "
-              "values.")
+              "values; `secsplit efficiency --paper` sets the paper's VGG-16 and ResNet-50 beside its cells.")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class ModelCosts:
         client_flops_per_sample: FLOPs of the client segment's forward and backward per sample
             (no gradient for the raw input, as in split training).
         full_flops_per_sample: FLOPs of the whole model's forward, loss and backward per sample.
+        client_input_grad_flops_per_sample: FLOPs a client would add by also computing the gradient
+            of its raw input; split training skips it, but a "backward = 2x forward" rule of thumb
+            for every layer counts it (the paper's numbers imply that rule, see
+            :mod:`secsplit.efficiency_paper`).
     """
 
     model: str
@@ -71,6 +78,7 @@ class ModelCosts:
     client_parameters: int
     client_flops_per_sample: float
     full_flops_per_sample: float
+    client_input_grad_flops_per_sample: float = 0.0
 
     @property
     def eta(self) -> float:
@@ -79,18 +87,26 @@ class ModelCosts:
 
 
 def measure_model_costs(model, *, cut: str | None = None, name: str | None = None, batch_size: int = 2,
-                        seed: int = 0) -> ModelCosts:
+                        seed: int = 0, device: str | None = None) -> ModelCosts:
     """Measure per-sample FLOPs and parameter counts of a :class:`secsplit.models.CuttableModel`.
 
     Runs one training-mode forward and backward pass of a synthetic batch of ``batch_size``
     (>= 2, so BatchNorm works) on a copy of the model, once for the client's segment (the blocks
     up to ``cut``, default the model's shallow cut) and once for the whole model with a
-    cross-entropy loss; ``model`` itself is not touched.
+    cross-entropy loss; ``model`` itself is not touched. ``device="meta"`` counts on the meta
+    device: shapes only, so a full-size model costs no activation memory and almost no time.
 
     Raises:
         UnknownNameError: ``cut`` is not a cut point of the model.
         ConfigError: ``model`` is not cuttable, or ``batch_size`` < 2.
     """
+    return measure_cut_costs(model, [cut] if cut else None, name=name, batch_size=batch_size, seed=seed,
+                             device=device)[0]
+
+
+def measure_cut_costs(model, cuts: Sequence[str] | None = None, *, name: str | None = None, batch_size: int = 2,
+                      seed: int = 0, device: str | None = None) -> list[ModelCosts]:
+    """:func:`measure_model_costs` for several cuts of one model, measuring the whole model once."""
     from secsplit.models import CuttableModel
     from secsplit.split import split
 
@@ -99,45 +115,61 @@ def measure_model_costs(model, *, cut: str | None = None, name: str | None = Non
     if batch_size < 2:
         raise ConfigError(f"batch_size must be >= 2 (BatchNorm needs two samples), got {batch_size}")
     work = copy.deepcopy(model).train()
-    cut = cut or work.suggested_cuts(1)[0]
-    client = split(work, [cut])[0]
+    if device is not None:
+        work = work.to(device)
+    cuts = list(cuts) if cuts else [work.suggested_cuts(1)[0]]
     reference = next(work.parameters())
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(batch_size, *work.input_shape, generator=generator).to(reference)
-    y = torch.arange(batch_size) % work.num_classes
-
+    y = (torch.arange(batch_size) % work.num_classes).to(reference.device)
     with FlopCounterMode(display=False) as mode:
-        out = client(x)
-        out.backward(torch.ones_like(out))
-    client_flops = mode.get_total_flops() / batch_size
-    work.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as mode:
-        F.cross_entropy(work(x), y.to(reference.device)).backward()
+        F.cross_entropy(work(x), y).backward()
     full_flops = mode.get_total_flops() / batch_size
-    return ModelCosts(
-        model=name or type(model).__name__, cut=cut, cut_size=int(out[0].numel()),
-        parameters=sum(p.numel() for p in work.parameters()),
-        client_parameters=sum(p.numel() for p in client.parameters()),
-        client_flops_per_sample=float(client_flops), full_flops_per_sample=float(full_flops),
-    )
+    parameters = sum(p.numel() for p in work.parameters())
+    results = []
+    for cut in cuts:
+        client = split(work, [cut])[0]
+        flops = []
+        for needs_input_grad in (False, True):
+            work.zero_grad(set_to_none=True)
+            inputs = x.detach().requires_grad_(needs_input_grad)
+            with FlopCounterMode(display=False) as mode:
+                out = client(inputs)
+                out.backward(torch.ones_like(out))
+            flops.append(mode.get_total_flops() / batch_size)
+        results.append(ModelCosts(
+            model=name or type(model).__name__, cut=cut, cut_size=int(out[0].numel()), parameters=parameters,
+            client_parameters=sum(p.numel() for p in client.parameters()),
+            client_flops_per_sample=float(flops[0]), full_flops_per_sample=float(full_flops),
+            client_input_grad_flops_per_sample=float(flops[1] - flops[0]),
+        ))
+    return results
 
 
 def per_client_costs(costs: ModelCosts, *, samples: int, clients: int, local_epochs: int = 1,
-                     per_client_batch: int = 10) -> list[dict]:
+                     per_client_batch: int = 10, global_batch: int | None = None,
+                     weights_passed: bool = True) -> list[dict]:
     """One row per method: a client's FLOPs and bytes for one epoch over ``samples`` training
-    samples shared by ``clients`` clients (the module docstring gives the formulas)."""
+    samples shared by ``clients`` clients (the module docstring gives the formulas).
+
+    ``global_batch`` fixes large-batch SGD's global batch B (steps = ceil(p / B), each client
+    computing B/K samples) instead of K·``per_client_batch``; ``weights_passed=False`` drops split
+    learning's client-to-client weight transfer (e.g. one client, or weights not counted).
+    """
     for label, value in (("samples", samples), ("clients", clients), ("local_epochs", local_epochs),
-                         ("per_client_batch", per_client_batch)):
+                         ("per_client_batch", per_client_batch),
+                         *((("global_batch", global_batch),) if global_batch is not None else ())):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{label} must be a positive integer, got {value!r}")
     if clients > samples:
         raise ConfigError(f"cannot spread {samples} samples over {clients} clients")
     share = samples / clients
     n_bytes = 4 * costs.parameters
-    steps = math.ceil(samples / (clients * per_client_batch))
+    batch = clients * per_client_batch if global_batch is None else global_batch
+    steps = math.ceil(samples / batch)
     values = {
         "split": (share * costs.client_flops_per_sample,
-                  2 * share * costs.cut_size * 4 + 2 * costs.client_parameters * 4),
+                  2 * share * costs.cut_size * 4 + (2 * costs.client_parameters * 4 if weights_passed else 0)),
         "fedavg": (share * costs.full_flops_per_sample * local_epochs, 2 * n_bytes),
         "large_batch_sgd": (share * costs.full_flops_per_sample, 2 * n_bytes * steps),
     }
@@ -146,9 +178,23 @@ def per_client_costs(costs: ModelCosts, *, samples: int, clients: int, local_epo
             "client_parameters": costs.client_parameters}
     return [{**base, "method": method, "client_flops": flops, "client_tflops": flops / 1e12,
              "client_bytes": n, "client_gb": n / 1e9,
-             **({"steps": steps, "global_batch": clients * per_client_batch} if method == "large_batch_sgd" else {}),
+             **({"steps": steps, "global_batch": batch} if method == "large_batch_sgd" else {}),
              **({"local_epochs": local_epochs} if method == "fedavg" else {})}
             for method, (flops, n) in values.items()]
+
+
+def crossover_clients(costs: ModelCosts, *, samples: int, local_epochs: float = 1.0,
+                      weights_passed: bool = True) -> float:
+    """K* at which split learning's client bytes per epoch equal FedAvg's; split sends less above it.
+
+    Split: 8·(p/K)·q + 8·eta·N (if weights are passed); FedAvg with ``local_epochs`` per round:
+    8·N / local_epochs per epoch. So K* = p·q / (N/local_epochs - eta·N); ``math.inf`` when
+    split learning never sends less (its weight transfer alone matches FedAvg's).
+    """
+    if samples < 1 or local_epochs <= 0:
+        raise ConfigError(f"need samples >= 1 and local_epochs > 0, got {samples}, {local_epochs}")
+    room = costs.parameters / local_epochs - (costs.client_parameters if weights_passed else 0)
+    return samples * costs.cut_size / room if room > 0 else math.inf
 
 
 def efficiency_table(models: Sequence[str] = ("resnet", "vgg"), clients: Sequence[int] = (100, 500), *,
@@ -253,5 +299,6 @@ def plot_efficiency(rows: Sequence[dict], path) -> Path:
     return path
 
 
-__all__ = ["METHODS", "ModelCosts", "PAPER_CLIENT_TFLOPS", "SCALE_NOTE", "efficiency_table", "markdown_report",
-           "measure_model_costs", "per_client_costs", "plot_efficiency", "split_ratios"]
+__all__ = ["METHODS", "PAPER_CLIENT_TFLOPS", "SCALE_NOTE", "ModelCosts", "crossover_clients", "efficiency_table",
+           "markdown_report", "measure_cut_costs", "measure_model_costs", "per_client_costs", "plot_efficiency",
+           "split_ratios"]
