@@ -44,7 +44,7 @@ def test_flip_rate_and_flipped_labels_are_as_specified(epsilon, k):
 
 
 def _attach(defense, *, classes=3, label_owner="server"):
-    topology = SimpleNamespace(label_owner=label_owner, data_owner="client", model=SimpleNamespace(num_classes=classes))
+    topology = SimpleNamespace(label_owner=label_owner, data_owner="client", num_classes=classes)
     defense.on_setup(SimpleNamespace(topology=topology))
     return defense
 

@@ -137,7 +137,7 @@ def test_single_class_batches_reuse_the_last_covariances():
 
 
 def _attach(defense, *, classes=2, label_owner="server"):
-    topology = SimpleNamespace(label_owner=label_owner, data_owner="client", model=SimpleNamespace(num_classes=classes))
+    topology = SimpleNamespace(label_owner=label_owner, data_owner="client", num_classes=classes)
     defense.on_setup(SimpleNamespace(topology=topology))
     return defense
 
