@@ -8,6 +8,7 @@ beside them. Scoring the guesses (SSIM, AUC, ...) is the evaluation layer's job.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -31,6 +32,11 @@ KNOWLEDGE = (
 )
 
 
+def is_intermediate_party(name: str) -> bool:
+    """A party between the data owner and the server in a chain (``hop1``, ``hop2``, ...)."""
+    return isinstance(name, str) and re.fullmatch(r"hop[1-9][0-9]*", name) is not None
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """Who attacks, how, knowing what, and what it is after.
@@ -48,8 +54,10 @@ class ThreatModel:
     target: str
 
     def __post_init__(self) -> None:
-        for label, value, valid in (("attacker", self.attacker, ATTACKERS), ("behaviour", self.behaviour, BEHAVIOURS),
-                                    ("target", self.target, ("inputs", "labels"))):
+        if not (self.attacker in ATTACKERS or is_intermediate_party(self.attacker)):
+            raise ConfigError(f"unknown threat-model attacker {self.attacker!r}; valid: {', '.join(ATTACKERS)} "
+                              f"or an intermediate party (hop1, hop2, ...)")
+        for label, value, valid in (("behaviour", self.behaviour, BEHAVIOURS), ("target", self.target, ("inputs", "labels"))):
             if value not in valid:
                 raise ConfigError(f"unknown threat-model {label} {value!r}; valid: {', '.join(valid)}")
         unknown = set(self.knows) - set(KNOWLEDGE)
@@ -114,6 +122,26 @@ class Attack(Callback):
     threat_model: ClassVar[ThreatModel]
     #: whether the attack must watch training traffic; False lets audits reuse a cached trained model
     observes_training: ClassVar[bool] = True
+    #: the keyword that seats the attack at another party (``attacker="hop1"``), or None when it is fixed
+    seat_option: ClassVar[str | None] = None
+    #: a small search space over the attack's own hyperparameters, for tuned (worst-case) audits:
+    #: ``{param: [choice, ...]}`` for a grid, or ``{param: (low, high, "log" | "linear" | "int")}``
+    search_space: ClassVar[dict] = {}
+    #: the most tuning trials one audit row may spend on this attack (its cost budget)
+    tuning_trials: ClassVar[int] = 8
+
+    @property
+    def seat(self) -> str:
+        """The party whose view the attack takes."""
+        return self.threat_model.attacker
+
+    def candidate_seats(self, topology) -> tuple[str, ...]:
+        """Every party of ``topology`` this attack could sit at; a worst-case audit tries each.
+
+        The default is the attack's own seat; attacks that can move (``seat_option``) list the parties
+        that receive what they read, as the topology declares (:meth:`Topology.receivers`).
+        """
+        return (self.seat,)
 
     def check_applicable(self, topology, dataset) -> None:
         """Raise :class:`NotApplicable` with a reason when the configuration makes the attack moot."""

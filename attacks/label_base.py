@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from secsplit.attacks.base import Attack, AttackResult, NotApplicable
+from secsplit.attacks.base import Attack, AttackResult, NotApplicable, is_intermediate_party
 from secsplit.errors import ConfigError
 
 NOT_A_CHAIN = "needs a chain topology (vanilla, U-shape, multi-hop): the attacker's seat is defined by the chain's owners"
@@ -107,9 +107,20 @@ class LabelAttack(Attack):
     #: parties this attack may sit at; gradient attacks also work from the server's seat in U-shape
     seats: tuple[str, ...] = ("client",)
 
+    seat_option = "attacker"
+
+    def can_sit(self, party: str) -> bool:
+        """Whether this attack works from ``party``: its declared seats, and intermediate parties (hop1, ...)
+        for attacks that also work from the server's seat (they read the same kind of returned gradient)."""
+        return party in self.seats or ("server" in self.seats and is_intermediate_party(party))
+
+    def candidate_seats(self, topology) -> tuple[str, ...]:
+        found = tuple(p for p in topology.receivers("gradient") if self.can_sit(p))
+        return found or (self.seat,)
+
     def __init__(self, *, dataset=None, seed: int = 0, attacker: str | None = None) -> None:
         if attacker is not None and attacker != self.threat_model.attacker:
-            if attacker not in self.seats:
+            if not self.can_sit(attacker):
                 raise ConfigError(f"{self.name} can attack from {', '.join(self.seats)}, not {attacker!r}")
             # an instance-level threat model: the same attack from another party's seat
             self.threat_model = dataclasses.replace(self.threat_model, attacker=attacker)

@@ -124,6 +124,17 @@ class ReconstructionAttack(Attack):
                 raise NotApplicable(f"{self.name} needs auxiliary images (auxiliary=) or a data set to draw them from")
             self.auxiliary = dataset.x_train[-self.aux_size:]
 
+    seat_option = "attacker"
+
+    @property
+    def seat(self) -> str:
+        return self.attacker
+
+    def candidate_seats(self, topology) -> tuple[str, ...]:
+        """The party that receives the client's released activations (the server, or hop1 in multi-hop)."""
+        receiver = topology.first_receiver
+        return (receiver,) if receiver is not None else (self.attacker,)
+
     def _check_topology(self, topology) -> None:
         if topology.owners is None or topology.segments is None:
             raise NotApplicable(f"{self.name} needs a chain topology whose first segment is the client's")
