@@ -206,6 +206,8 @@ class ReconstructionAttack(Attack):
         reconstructions, info = self.reconstruct(z)
         info = {"seconds": time.perf_counter() - start, "num_targets": int(z.shape[0]),
                 "activation_shape": list(z.shape[1:]), **self.params(), **info}
+        if self.attacker != type(self).attacker:  # a seat other than the default one (e.g. "hop1") is reported
+            info["attacker"] = self.attacker
         return AttackResult(attack=self.name, threat_model=self.threat_model.describe(),
                             reconstructions=reconstructions.detach().clamp(0, 1).cpu(), originals=originals, info=info)
 

@@ -179,6 +179,10 @@ def test_reconstruction_from_hop1_seat_in_multihop():
     with torch.no_grad():
         assert torch.equal(observed, topo.segments[0].eval()(images.x_test))
     assert torch.equal(originals, images.x_test)
+    result = create_attack("whitebox-inversion", attacker="hop1", steps=3, targets=images.x_test[:2])
+    result.attach(topo)
+    result = result.result()
+    assert result.reconstructions.shape == (2, *LENET) and result.info["attacker"] == "hop1"
     with pytest.raises(NotApplicable, match="hop1 does not receive"):
         create_attack("inverse-network", attacker="hop1").check_applicable(
             build_topology("vanilla", create_model("lenet", input_shape=LENET, num_classes=10, seed=0)), images)
