@@ -1,4 +1,5 @@
-"""Label protection on returned gradients: Gaussian noise, sparsification and max-norm alignment.
+"""Label protection on returned gradients: Gaussian noise, sparsification and max-norm alignment
+(Li et al.'s scaling along the gradient, and an isotropic variant).
 
 In two-party split learning the label owner sends back the gradient of the loss at the cut, and
 that gradient's norm and direction reveal each sample's label (Li et al., ICLR'22: the norm and
@@ -172,17 +173,55 @@ class GradientSparsification(LabelGradientDefense):
 
 @DEFENSES.register("max-norm")
 class MaxNormAlignment(LabelGradientDefense):
-    """Pad every sample's returned gradient with Gaussian noise up to the batch's max expected norm.
+    """Li et al.'s max-norm heuristic (ICLR'22, section 4.1): scale each returned gradient along itself
+    by a random factor so every sample's *expected squared norm* equals the batch's largest.
 
-    The heuristic of Li et al. (ICLR'22, "max norm"): sample i gets isotropic noise with per-coordinate
-    variance (max_j ||g_j||^2 - ||g_i||^2) / d, so E||g_i + noise||^2 = max_j ||g_j||^2 for every i and
-    the norm attack loses its signal (directions are not protected).
+    Sample i is sent g_i * (1 + sigma_i * xi_i), one standard normal xi_i per sample and
+    sigma_i = sqrt(max_j ||g_j||^2 / ||g_i||^2 - 1), so E||g_i'||^2 = max_j ||g_j||^2 for every i (the
+    authors' code, ``gradient_masking`` in OscarcarLi/label-protection). The noise lies along the
+    gradient itself: the direction is kept up to a sign, and the sign flips (1 + sigma_i xi_i < 0)
+    often for the small gradients, which is what blunts the direction (cosine) attack too. The
+    isotropic variant (noise spread over every coordinate) is ``max-norm-isotropic``.
 
     Args:
         seed: seeds the noise generator.
     """
 
     name = "max-norm"
+    addresses = "label inference from returned gradient norms (norm attack, Li et al. ICLR'22)"
+
+    def scale_std(self, grad: torch.Tensor) -> torch.Tensor:
+        """Per-sample sigma_i, shaped to broadcast against ``grad``."""
+        sq = grad.detach().reshape(grad.shape[0], -1).pow(2).sum(dim=1)
+        std = (sq.max() / sq.clamp_min(1e-32) - 1).clamp_min(0).sqrt()
+        std = torch.where(sq > 0, std, torch.zeros_like(std))  # a zero gradient stays zero
+        return std.view(-1, *([1] * (grad.dim() - 1)))
+
+    def perturb(self, grad, *, labels=None):
+        if grad.shape[0] == 0:
+            return grad.clone()
+        xi = torch.randn((grad.shape[0],) + (1,) * (grad.dim() - 1), dtype=grad.dtype, device=grad.device,
+                         generator=self._gen(grad.device))
+        return grad * (1 + self.scale_std(grad) * xi)
+
+    def params(self):
+        return {"seed": self.seed}
+
+
+@DEFENSES.register("max-norm-isotropic")
+class IsotropicMaxNorm(LabelGradientDefense):
+    """Pad every sample's returned gradient with isotropic Gaussian noise up to the batch's max expected norm.
+
+    A variant of Li et al.'s max-norm (which scales the gradient along itself, ``max-norm``): sample i
+    gets noise with per-coordinate variance (max_j ||g_j||^2 - ||g_i||^2) / d, so
+    E||g_i + noise||^2 = max_j ||g_j||^2 for every i. Directions are barely perturbed: the cosine
+    attack is unaffected.
+
+    Args:
+        seed: seeds the noise generator.
+    """
+
+    name = "max-norm-isotropic"
     addresses = "label inference from returned gradient norms (norm attack, Li et al. ICLR'22)"
 
     def noise_std(self, grad: torch.Tensor) -> torch.Tensor:
