@@ -85,6 +85,36 @@ def test_norm_attack_needs_imbalance_and_cosine_does_not(balanced):
     assert norm.label_scores.shape == norm.true_labels.shape and norm.label_scores.dim() == 1
 
 
+def test_label_free_spectral_score_and_two_known_labels_leak_under_adam(imbalanced):
+    """The audit's default training (Adam lr 1e-3): the model fits the rare positives, so the gradient's norm
+    leaks little (~0.75 at its best epoch over 5 seeds), but its sign along the margin direction does:
+    label-free (spectral, measured 1.00) and with one known label per class in all (cosine, measured 1.00)."""
+    norm, spectral, cosine = _fit(imbalanced, [create_attack("norm-attack"), create_attack("norm-attack", score="spectral"),
+                                               create_attack("cosine-attack")], epochs=3)
+    assert all(r["pooled_auc"] > 0.95 for r in spectral.per_epoch)
+    assert all(r["pooled_auc"] > 0.95 for r in cosine.per_epoch)
+    assert cosine.info["known_labels_used"] == 2 and cosine.info["distinct_known_samples"] == 2
+    assert spectral.info["best_pooled_auc"] == max(r["pooled_auc"] for r in spectral.per_epoch)
+    assert 1 <= norm.info["best_epoch"] <= 3 and norm.info["best_pooled_auc"] >= norm.per_epoch[-1]["pooled_auc"]
+    assert spectral.scores()["best_pooled_auc"] > 0.95  # scalar info reaches the scores
+    with pytest.raises(ConfigError, match="unknown norm-attack score"):
+        create_attack("norm-attack", score="angle")
+
+
+def test_li_et_al_max_norm_blunts_the_direction_too_and_the_isotropic_variant_does_not(imbalanced):
+    """Li et al.'s max-norm flips small gradients' signs at random; isotropic padding leaves directions be."""
+    from secsplit.defenses import create_defense
+
+    found = {}
+    for name in ("max-norm", "max-norm-isotropic"):
+        topology = _topology(imbalanced)
+        attacks = [create_attack("norm-attack", dataset=imbalanced), create_attack("cosine-attack", dataset=imbalanced)]
+        Trainer(topology, epochs=2, batch_size=32, seed=0, callbacks=[create_defense(name), *attacks]).fit(imbalanced)
+        found[name] = [a.result().info["best_pooled_auc"] for a in attacks]
+    assert found["max-norm"][0] < 0.75 and found["max-norm-isotropic"][0] < 0.75  # the norm is hidden by both
+    assert found["max-norm-isotropic"][1] > 0.98 and found["max-norm"][1] < found["max-norm-isotropic"][1] - 0.03
+
+
 def test_clustering_and_model_completion_recover_multiclass_labels(digits):
     clustering = create_attack("gradient-clustering", known_per_class=3)
     completion = create_attack("model-completion", known_per_class=4, steps=200)
