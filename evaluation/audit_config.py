@@ -64,8 +64,14 @@ class RunSpec:
     def row_keys(self) -> dict[str, str]:
         """attack -> config hash of its result row."""
         training = self.description.training_part().to_dict()
-        return {a: stable_hash({"run": training, "attack": a, "probe": self.description.probe_samples})
+        tuned = {"tune": True} if self.description.tune else {}
+        return {a: stable_hash({"run": training, "attack": a, "probe": self.description.probe_samples, **tuned})
                 for a in self.attacks}
+
+    def slot_key(self, attack: str, seat: str, default_seat: str) -> str:
+        """The config hash of one seat's row: the attack's own key at its default seat."""
+        key = self.row_keys()[attack]
+        return key if seat == default_seat else stable_hash({"attack_key": key, "seat": seat})
 
 
 @dataclass

@@ -77,14 +77,44 @@ def create_defenses(description: RunDescription) -> list:
     return defenses
 
 
-def create_attack_from_spec(spec: str, *, seed: int = 0):
+def create_attack_from_spec(spec: str, *, seed: int = 0, **overrides):
     """An attack from ``name:key=value,...``, seeded by the run's seed unless its spec sets one."""
     from secsplit.attacks import ATTACKS, create_attack
 
     name, params = parse_spec(spec)
+    params.update(overrides)
     if "seed" in ATTACKS.parameters(name):
         params.setdefault("seed", seed)
     return create_attack(name, **params)
+
+
+def attack_slots(spec: str, topology, dataset, *, seed: int, all_seats: bool = True) -> dict:
+    """(spec, seat) -> the attack seated there, or the reason it does not apply there.
+
+    A spec that names its seat (``norm-attack:attacker=server``) keeps it. Otherwise every candidate
+    seat the topology offers is tried; seats where the attack does not apply are dropped when another
+    seat applies, so a row says "not applicable" only when no party could run the attack.
+    """
+    from secsplit.attacks import NotApplicable
+
+    probe = create_attack_from_spec(spec, seed=seed)
+    option = probe.seat_option
+    _, given = parse_spec(spec)
+    seats = [probe.seat] if option is None or option in given or not all_seats else list(
+        dict.fromkeys(probe.candidate_seats(topology)))
+    slots, reasons = {}, {}
+    for seat in seats:
+        attack = probe if seat == probe.seat else create_attack_from_spec(spec, seed=seed, **{option: seat})
+        try:
+            attack.check_applicable(topology, dataset)
+        except NotApplicable as reason:
+            reasons[(spec, seat)] = str(reason)
+            continue
+        slots[(spec, seat)] = attack
+    if not slots:  # report the attack's own seat's reason (or the first candidate's)
+        key = (spec, probe.seat) if (spec, probe.seat) in reasons else next(iter(reasons))
+        return {key: reasons[key]}
+    return slots
 
 
 def topology_name_for(description: RunDescription, defenses) -> str:
@@ -103,7 +133,8 @@ def load_run_data(description: RunDescription):
 
 
 def build_run(description: RunDescription, *, progress: bool | None = False, checkpointing=None,
-              remote: Callable | None = None, dataset=None, attach_attacks: bool = True) -> BuiltRun:
+              remote: Callable | None = None, dataset=None, attach_attacks: bool = True,
+              all_seats: bool = True) -> BuiltRun:
     """Build data, model, topology, defenses, attacks and the Trainer from one description.
 
     Args:
@@ -115,11 +146,13 @@ def build_run(description: RunDescription, *, progress: bool | None = False, che
         dataset: an already loaded data set for this description (the audit reuses one).
         attach_attacks: build the attacks and attach them to the Trainer; an attack whose threat
             model does not apply is recorded in ``not_applicable`` with the reason.
+        all_seats: attack from every party the topology declares as receiving what the attack reads
+            (``Attack.candidate_seats``), one slot per seat; else from the attack's own seat only.
+            ``attacks`` and ``not_applicable`` are keyed by ``(attack spec, seat)``.
 
     Raises:
         ConfigError / DataError: a bad name, value or file, before anything trains.
     """
-    from secsplit.attacks import NotApplicable
     from secsplit.attacks.reconstruction_base import ReconstructionAttack
     from secsplit.early_stopping import EarlyStoppingCallback, carve_validation
     from secsplit.models import MODELS, create_model
@@ -157,17 +190,16 @@ def build_run(description: RunDescription, *, progress: bool | None = False, che
         for spec in d.attacks:
             if spec == "none":
                 continue
-            attack = create_attack_from_spec(spec, seed=d.seed)
-            try:
-                attack.check_applicable(topology, dataset)
-            except NotApplicable as reason:
-                not_applicable[spec] = str(reason)
-                continue
-            if isinstance(attack, ReconstructionAttack) and attack.targets is None:
-                # the client runs split inference on held-out test images (the last ones, disjoint from
-                # the dCor probe at the start); they are also the ground truth
-                attack.targets = dataset.x_test[-attack.max_targets:]
-            attacks[spec] = attack
+            slots = attack_slots(spec, topology, dataset, seed=d.seed, all_seats=all_seats)
+            for (slot_spec, seat), attack in slots.items():
+                if isinstance(attack, str):
+                    not_applicable[(slot_spec, seat)] = attack
+                    continue
+                if isinstance(attack, ReconstructionAttack) and attack.targets is None:
+                    # the client runs split inference on held-out test images (the last ones, disjoint from
+                    # the dCor probe at the start); they are also the ground truth
+                    attack.targets = dataset.x_test[-attack.max_targets:]
+                attacks[(slot_spec, seat)] = attack
     trainer = Trainer(topology, epochs=d.epochs, batch_size=d.batch_size, seed=d.seed, device=d.device,
                       callbacks=[*defenses, *attacks.values(), *stopping], progress=progress,
                       checkpointing=checkpointing)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from secsplit.errors import DataError
 
-FINISHED = ("ok", "not_applicable")
+FINISHED = ("ok", "not_applicable", "attack_stalled")
 
 
 def _drop_partial_tail(path: Path) -> None:
@@ -67,7 +67,15 @@ def finished_keys(path) -> set[str]:
     path = Path(path)
     if not path.is_file():
         return set()
-    return {row["config_hash"] for row in load_rows(path) if row.get("status") in FINISHED}
+    rows = latest_rows(load_rows(path))
+    done = {row["config_hash"] for row in rows if row.get("status") in FINISHED}
+    # an attack (all its seats) is done when every seat's row is
+    by_attack: dict[str, list[bool]] = {}
+    for row in rows:
+        if "attack_key" in row:
+            by_attack.setdefault(row["attack_key"], []).append(row.get("status") in FINISHED)
+    unfinished = {key for key, finished in by_attack.items() if not all(finished)}
+    return (done - unfinished) | {key for key, finished in by_attack.items() if all(finished)}
 
 
 def latest_rows(rows: list[dict]) -> list[dict]:

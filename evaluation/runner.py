@@ -68,14 +68,17 @@ def _is_file(source: str) -> bool:
     return source not in DATASETS
 
 
-def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    """Train one configuration with its attacks attached; return one row per attack.
+def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str | None = None, *,
+                all_seats: bool = True) -> list[dict]:
+    """Train one configuration with its attacks attached; return one row per attack and seat.
 
     Everything is built by :func:`secsplit.evaluation.build.build_run` from the run's description,
-    which every row stores in full (``run``) with its hash (``run_key``). Reconstruction attacks'
-    image grids are saved under ``artifacts_dir`` (named by config hash). With ``cache_dir``,
-    trained weights are cached per training configuration, and a run whose attacks do not observe
-    training (``observes_training = False``) loads them instead of training.
+    which every row stores in full (``run``) with its hash (``run_key``). Each attack runs from every
+    party that receives what it reads (``all_seats``; each row names its ``seat``), and with
+    ``description.tune`` each post-hoc attack is tuned on held-back validation data first
+    (:mod:`secsplit.evaluation.tuning`). Reconstruction image grids are saved under ``artifacts_dir``.
+    With ``cache_dir``, trained weights are cached per training configuration, and a run whose
+    attacks do not observe training loads them instead of training.
     """
     import torch
 
@@ -87,12 +90,11 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
     training = display_training(description)
     base = {"training": training, "run": description.to_dict(), "run_key": description.key(),
             "training_key": spec.training_key(), "versions": _versions(), "seed": description.seed}
-    rows: dict[str, dict] = {}
+    slot_rows: list[tuple[str, str, dict]] = []
     start = time.perf_counter()
     try:
-        built = build_run(description)
+        built = build_run(description, all_seats=all_seats)
         training["model"] = built.model_name
-        rows.update({a: {"status": "not_applicable", "reason": r} for a, r in built.not_applicable.items()})
         topology, dataset, defenses = built.topology, built.dataset, built.defenses
         cache = ModelCache(cache_dir) if cache_dir else None
         post_hoc = all(not a.observes_training for a in built.attacks.values())
@@ -117,36 +119,85 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
             "topology": topology.name, "cuts": topology.cuts, "utility": summary["test_accuracy"],
             "utility_metric": "test_accuracy", "stopped": summary.get("stopped"),
             "epsilon": defense_info["epsilon"], "defense_report": defense_info["report"],
-            "trained": "cache" if cached is not None else "fresh", "epochs_trained": len(summary.get("history", [])) or None,
+            "trained": "cache" if cached is not None else "fresh",
+            "epochs_trained": len(summary.get("history", [])) or None,
             "client_flops_train": summary["client_train_flops"], "flops": summary["flops"],
             "bytes": summary["traffic"]["per_party"], "train_wall_time_s": summary["wall_time_s"], **leakage,
         }
-        for attack_spec in spec.attacks:
-            if attack_spec in rows:
-                rows[attack_spec].update(common)
-                continue
+        for (attack_spec, seat), reason in built.not_applicable.items():
+            slot_rows.append((attack_spec, seat, {"status": "not_applicable", "reason": reason, **common}))
+        for (attack_spec, seat), attack in built.attacks.items():
             row = {"status": "ok", **common}
-            if attack_spec in built.attacks:
-                try:
-                    result = built.attacks[attack_spec].result()
-                    row["leakage"] = score_result(result)
-                    if artifacts_dir and result.reconstructions is not None and result.originals is not None:
-                        from secsplit.evaluation.plots import reconstruction_grid
-
-                        grid = f"grid-{keys[attack_spec]}.png"
-                        reconstruction_grid(result.originals, result.reconstructions, Path(artifacts_dir) / grid,
-                                            title=f"{attack_spec} | {training['dataset']} {topology.name} cut "
-                                                  f"{topology.cuts[0]} | {training['defense']}")
-                        row["grid"] = grid
-                except Exception as error:  # an attack failing must not lose the run's other rows
-                    row.update(status="failed", error=f"{type(error).__name__}: {error}",
-                               traceback=traceback.format_exc(limit=5))
-            rows[attack_spec] = row
+            try:
+                row.update(_attack_row(attack_spec, seat, attack, built, description, artifacts_dir,
+                                       keys[attack_spec], training))
+            except Exception as error:  # an attack failing must not lose the run's other rows
+                row.update(status="failed", error=f"{type(error).__name__}: {error}",
+                           traceback=traceback.format_exc(limit=5))
+            slot_rows.append((attack_spec, seat, row))
+        for attack_spec in spec.attacks:
+            if attack_spec == "none":
+                slot_rows.append((attack_spec, None, {"status": "ok", **common}))
     except Exception as error:
         failure = {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=5)}
-        rows = {a: dict(failure) for a in spec.attacks}
+        slot_rows = [(a, None, dict(failure)) for a in spec.attacks]
     elapsed = time.perf_counter() - start
-    return [{"config_hash": keys[a], "attack": a, **base, **rows[a], "wall_time_s": elapsed} for a in spec.attacks]
+    order = {a: i for i, a in enumerate(spec.attacks)}
+    slot_rows.sort(key=lambda item: order.get(item[0], len(order)))
+    rows = []
+    for attack_spec, seat, row in slot_rows:
+        default_seat = _default_seat(attack_spec)
+        seat = seat or default_seat
+        key = spec.slot_key(attack_spec, seat, default_seat) if seat else keys[attack_spec]
+        rows.append({"config_hash": key, "attack_key": keys[attack_spec], "attack": attack_spec, "seat": seat,
+                     **base, **row, "wall_time_s": elapsed})
+    return rows
+
+
+def _default_seat(attack_spec: str) -> str | None:
+    if attack_spec == "none":
+        return None
+    from secsplit.evaluation.build import create_attack_from_spec
+
+    try:
+        return create_attack_from_spec(attack_spec).seat
+    except Exception:  # a spec that cannot be built has no seat; its row says why
+        return None
+
+
+def _attack_row(attack_spec: str, seat: str, attack, built, description, artifacts_dir, attack_key: str,
+                training: dict) -> dict:
+    """One seat's result: the attack at its declared settings, or tuned when the description asks."""
+    row: dict = {}
+    result = attack.result()
+    if description.tune:
+        from secsplit.evaluation.build import create_attack_from_spec
+        from secsplit.evaluation.tuning import spec_with, tune_attack
+
+        seat_params = {} if seat == _default_seat(attack_spec) else {attack.seat_option: seat}
+        outcome = tune_attack(attack_spec, seat_params=seat_params, topology=built.topology, dataset=built.dataset,
+                              seed=description.seed)
+        row["tuning"] = outcome.summary()
+        if outcome.best_params:
+            tuned = create_attack_from_spec(spec_with(attack_spec, **outcome.best_params), seed=description.seed,
+                                            **seat_params)
+            tuned.check_applicable(built.topology, built.dataset)
+            tuned.targets = attack.targets
+            tuned.attach(built.topology)
+            row["leakage_declared"] = score_result(result)
+            result = tuned.result()
+    row["leakage"] = score_result(result)
+    if result.info.get("stalled"):
+        row.update(status="attack_stalled", reason=str(result.info.get("stalled_reason") or result.info["stalled"]))
+    if artifacts_dir and result.reconstructions is not None and result.originals is not None:
+        from secsplit.evaluation.plots import reconstruction_grid
+
+        grid = f"grid-{attack_key}-{seat}.png"
+        reconstruction_grid(result.originals, result.reconstructions, Path(artifacts_dir) / grid,
+                            title=f"{attack_spec} from {seat} | {training['dataset']} {built.topology.name} cut "
+                                  f"{built.topology.cuts[0]} | {training['defense']}")
+        row["grid"] = grid
+    return row
 
 
 def _combined(epsilons):
@@ -169,7 +220,7 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
         Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
     cache_dir = str(Path(results_path).parent / "cache")
     done = finished_keys(results_path)
-    todo = [spec for spec in config.runs if not set(spec.row_keys().values()) <= done]
+    todo = [spec for spec in config.runs if not set(spec.row_keys().values()) <= done]  # attack keys of finished runs
     counts = {"runs": len(config.runs), "skipped": len(config.runs) - len(todo), "rows": 0, "failed": 0}
     bar = tqdm(total=len(todo), desc=f"audit {config.name}", disable=quiet, unit="run")
 

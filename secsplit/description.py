@@ -49,7 +49,7 @@ from secsplit.errors import ConfigError
 
 #: what a description's top level may hold; the tables' own keys are their components' options
 TOP_LEVEL_KEYS = ("data", "model", "topology", "cuts", "defenses", "attacks", "optimizer", "epochs", "batch_size",
-                  "seed", "device", "early_stopping", "probe_samples")
+                  "seed", "device", "early_stopping", "probe_samples", "tune")
 #: shorthands accepted when reading (the canonical form never writes them)
 ALIASES = {"dataset": "data", "lr": ("optimizer", "lr"), "label_source": ("topology", "label_source"),
            "model_options": ("model", None), "topology_options": ("topology", None)}
@@ -126,6 +126,8 @@ class RunDescription:
         epochs, batch_size, seed, device: training settings; the seed reaches every seeded part.
         early_stopping: stop on a validation plateau (None: train every epoch).
         probe_samples: test samples for the distance-correlation probe of what the client releases.
+        tune: search each attack's hyperparameters for its strongest result (see
+            :mod:`secsplit.evaluation.tuning`); trials score on held-back validation data, never the targets.
     """
 
     data: Component = field(default_factory=lambda: Component("mnist"))
@@ -141,6 +143,7 @@ class RunDescription:
     device: str = "auto"
     early_stopping: EarlyStopping | None = None
     probe_samples: int = 256
+    tune: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "probe_samples"):
@@ -156,6 +159,8 @@ class RunDescription:
             raise ConfigError(f"topology.label_source must be one of {', '.join(LABEL_SOURCES)}, got {self.label_source!r}")
         if self.data.name is None:
             raise ConfigError("data needs a source: a built-in data set name or a file path")
+        if not isinstance(self.tune, bool):
+            raise ConfigError(f"tune must be true or false, got {self.tune!r}")
 
     # -- derived views ---------------------------------------------------------------------------
     @property
@@ -173,7 +178,7 @@ class RunDescription:
 
     def training_part(self) -> RunDescription:
         """This description without its attacks: what determines the trained weights (a cache key)."""
-        return replace(self, attacks=(), probe_samples=1)
+        return replace(self, attacks=(), probe_samples=1, tune=False)
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -192,6 +197,8 @@ class RunDescription:
                 "validation_fraction": self.early_stopping.validation_fraction},
             "probe_samples": self.probe_samples,
         }
+        if self.tune:  # written only when on, so descriptions (and row keys) from before it existed stay equal
+            out["tune"] = True
         return out
 
     def key(self) -> str:
@@ -223,6 +230,8 @@ class RunDescription:
                 kwargs[key] = _integer(raw[key], f"{where}.{key}")
         if "device" in raw:
             kwargs["device"] = str(raw["device"])
+        if "tune" in raw:
+            kwargs["tune"] = raw["tune"]
         stopping = raw.get("early_stopping")
         if stopping is not None and stopping is not False:
             if isinstance(stopping, bool):

@@ -55,10 +55,10 @@ def test_audit_writes_rows_tables_plots_and_html_and_a_rerun_adds_nothing(tmp_pa
     assert {r["training"]["defense"] for r in rows} == {"none", "nopeek:alpha=1"}
     for row in rows:
         assert 0 <= row["utility"] <= 1 and 0 < row["dcor"] <= 1 and row["bytes"]["client"]["bytes_sent"] > 0
-        if row["topology"] == "ushape":  # the client holds the labels: nothing to infer
-            assert row["status"] == "not_applicable" and "labels never leave" in row["reason"]
-        else:
-            assert row["status"] == "ok" and 0.5 <= row["leakage"]["leak_auc"] <= 1
+        # every seat: in U-shape the client holds the labels, so the attack runs from the server's seat,
+        # which receives the tail's gradient; in vanilla from the client's
+        assert row["seat"] == ("server" if row["topology"] == "ushape" else "client")
+        assert row["status"] == "ok" and 0.5 <= row["leakage"]["leak_auc"] <= 1
     for name in ("results.md", "results.csv", "results.tex", "report.html", "privacy_utility.png"):
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
@@ -73,7 +73,7 @@ def test_report_regenerates_from_results(tmp_path, tiny_config):
     run_audit(load_audit_config(tiny_config), out / "results.jsonl", quiet=True)
     assert main(["report", str(out / "results.jsonl")]) == 0
     text = (out / "results.md").read_text()
-    assert "nopeek:alpha=1" in text and "### Attack: norm-attack" in text and "not_applicable" in text
+    assert "nopeek:alpha=1" in text and "### Attack: norm-attack" in text and "ushape" in text
 
 
 def test_interrupted_append_leaves_no_half_row_and_resume_completes(tmp_path, tiny_config):
@@ -183,15 +183,18 @@ def test_html_report_renders_in_headless_chromium(tmp_path, tiny_config):
     assert sum(histogram[:128]) > 0.01 * sum(histogram)  # text, tables and plots drew dark pixels on the page
 
 
-def test_runs_without_training_observers_reuse_the_cached_model(tmp_path, tiny_config):
-    config = load_audit_config(tiny_config)
+def test_runs_without_training_observers_reuse_the_cached_model(tmp_path):
+    config = build_audit_config({"audit": {"epochs": 1, "probe_samples": 64}, "experiment": [
+        {"data": "breast-cancer-imbalanced", "topology": {"name": "vanilla", "label_source": "label_owner"},
+         "batch_size": 32, "attacks": ["norm-attack"]},
+        {"data": "breast-cancer-imbalanced", "topology": "ushape", "batch_size": 32}]})
     run_audit(config, tmp_path / "a" / "results.jsonl", quiet=True)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "cache").symlink_to(tmp_path / "a" / "cache")
     run_audit(config, tmp_path / "b" / "results.jsonl", quiet=True)
     fresh, second = load_rows(tmp_path / "a" / "results.jsonl"), load_rows(tmp_path / "b" / "results.jsonl")
     assert {r["trained"] for r in fresh} == {"fresh"}
-    # label attacks watch training, so vanilla runs train again; in U-shape they do not apply, so
-    # nothing watches training and the cached weights are loaded instead
+    # the label attack watches training, so the vanilla run trains again; nothing watches the U-shape
+    # run, so its cached weights are loaded instead
     assert {(r["topology"], r["trained"]) for r in second} == {("vanilla", "fresh"), ("ushape", "cache")}
     assert _comparable(fresh) == _comparable(second)  # same weights -> same utility, dCor, bytes

@@ -67,9 +67,10 @@ def check_configuration(description, spec: str) -> None:
     from secsplit.attacks import NotApplicable
     from secsplit.evaluation.build import build_run
 
-    built = build_run(description)
-    if spec in built.not_applicable:
-        raise NotApplicable(built.not_applicable[spec])
+    built = build_run(description, all_seats=False)
+    for (attack, _seat), reason in built.not_applicable.items():
+        if attack == spec:
+            raise NotApplicable(reason)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     images = Path(args.images) if args.images else None
     if images is not None:
         images.mkdir(parents=True, exist_ok=True)
-    (row,) = execute_run(RunSpec(description), artifacts_dir=str(images) if images else None)  # no weight cache
+    (row,) = execute_run(RunSpec(description), artifacts_dir=str(images) if images else None,  # no weight cache
+                         all_seats=False)
     row = {"threat_model": threat, **row}
     if row.get("grid") and images is not None:
         row["grid"] = str(images / row["grid"])
