@@ -96,7 +96,8 @@ def tune_attack(spec: str, *, seat_params: dict, topology, dataset, seed: int, t
     space = {k: v for k, v in cls.search_space.items() if k not in fixed}
     if not space:
         return TuningOutcome(skipped="the attack declares no search space")
-    if cls.observes_training or not issubclass(cls, ReconstructionAttack):
+    probe = ATTACKS.create(name, **ATTACKS.check(name, {**fixed, **seat_params}))
+    if probe.observes_training or not isinstance(probe, ReconstructionAttack):
         return TuningOutcome(skipped="the attack watches training; trials would retrain the model, so it runs at its "
                                      "declared settings (label attacks report their per-epoch curve and maximum)")
     budget = trials or cls.tuning_trials

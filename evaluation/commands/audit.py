@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     audit.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (local process pool)")
     audit.add_argument("--executor", choices=["process", "ray"], default="process", help="process pool (default) or a Ray cluster")
     audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    audit.add_argument("--tune", action="store_true",
+                       help="tune every attack's own hyperparameters per row and report the strongest result "
+                            "(worst case; trials score on held-back validation data, never the targets)")
     audit.add_argument("--print-config", nargs="?", const=True, default=None, metavar="FILE",
                        help="print the expanded grid (one run description per run) of FILE, --config or the preset, "
                             "and exit without training")
@@ -49,6 +52,15 @@ A list under a one-value key is a grid axis; a list-valued key (cuts, features, 
 list of lists for a grid. `secsplit audit --print-config FILE` shows the expanded grid."""
 
 
+def tuned(config):
+    """Every run of ``config`` with tuned attacks (rows are keyed apart from untuned ones)."""
+    from dataclasses import replace
+
+    from secsplit.evaluation.audit_config import RunSpec
+
+    return replace(config, runs=[RunSpec(replace(spec.description, tune=True)) for spec in config.runs])
+
+
 def run(args: argparse.Namespace) -> int:
     from secsplit.evaluation.audit_config import build_audit_config, describe_grid, load_audit_config
     from secsplit.evaluation.presets import preset
@@ -62,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         name = args.preset or "quick"
         config = build_audit_config(preset(name), origin=f"preset {name}")
+    if args.tune:
+        config = tuned(config)
     if args.print_config is not None:
         print(json.dumps({"name": config.name, "runs": describe_grid(config)}, indent=2))
         return 0
