@@ -169,7 +169,9 @@ def _attack_row(attack_spec: str, seat: str, attack, built, description, artifac
                 training: dict) -> dict:
     """One seat's result: the attack at its declared settings, or tuned when the description asks."""
     row: dict = {}
+    start = time.perf_counter()
     result = attack.result()
+    row["attack_wall_time_s"] = time.perf_counter() - start
     if description.tune:
         from secsplit.evaluation.build import create_attack_from_spec
         from secsplit.evaluation.tuning import spec_with, tune_attack
@@ -185,7 +187,9 @@ def _attack_row(attack_spec: str, seat: str, attack, built, description, artifac
             tuned.targets = attack.targets
             tuned.attach(built.topology)
             row["leakage_declared"] = score_result(result)
+            start = time.perf_counter()
             result = tuned.result()
+            row["attack_wall_time_s"] += time.perf_counter() - start
     row["leakage"] = score_result(result)
     if result.info.get("stalled"):
         row.update(status="attack_stalled", reason=str(result.info.get("stalled_reason") or result.info["stalled"]))
