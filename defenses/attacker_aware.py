@@ -1,0 +1,148 @@
+"""Attacker-aware training in the manner of ResSFL (Li et al., "ResSFL: A Resistance Transfer Framework
+for Defending Model Inversion Attack in Split Federated Learning", CVPR 2022, arXiv 2205.04007).
+
+The client simulates the attacker it fears: a decoder from its cut activation back to its input,
+trained on its own batches to *minimize* the reconstruction error, while the client segment is
+trained to *maximize* that error on top of the task loss::
+
+    decoder:  min  MSE(D(f(x)), x)                      (``decoder_steps`` Adam steps per batch)
+    client:   min  task loss - lam * MSE(D(f(x)), x)
+
+An optional bottleneck (``bottleneck`` channels: a 1x1 convolution, or a linear layer for flat
+activations) ends the client segment, and a matching layer starts the server's, as in ResSFL's
+bottleneck option; it is part of the client segment, so white-box attackers have its weights.
+Paper: reconstruction MSE 0.005 -> 0.050 at ~1 point of accuracy (CIFAR-100, VGG-11).
+
+No formal guarantee: it protects against attackers like the simulated one; a stronger inverse
+(more data, a bigger decoder, optimization-based inversion) may still succeed. Cost: the decoder's
+forward/backward at the client every step, and the accuracy the adversarial term costs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from secsplit.defenses.base import DEFENSES, Defense
+from secsplit.defenses.layers import add_layer, chain_segments, output_shape
+from secsplit.errors import ConfigError
+
+
+class SimulatedDecoder(nn.Module):
+    """Cut activation -> input in [0, 1]: convolutions with an upsampling for image activations, an MLP otherwise."""
+
+    def __init__(self, z_shape, x_shape, *, width: int = 32) -> None:
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        if len(z_shape) == 3 and len(x_shape) == 3:
+            self.net = nn.Sequential(
+                nn.Conv2d(z_shape[0], width, 3, padding=1), nn.ReLU(),
+                nn.Upsample(size=tuple(x_shape[1:]), mode="bilinear", align_corners=False),
+                nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(width, x_shape[0], 3, padding=1), nn.Sigmoid())
+        else:
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(z_shape), 8 * width), nn.ReLU(),
+                                     nn.Linear(8 * width, math.prod(x_shape)), nn.Sigmoid())
+
+    def forward(self, z):
+        return self.net(z).reshape(z.shape[0], *self.x_shape)
+
+
+def _bottleneck_pair(shape, channels: int) -> tuple[nn.Module, nn.Module]:
+    if len(shape) == 3:
+        return nn.Conv2d(shape[0], channels, 1), nn.Conv2d(channels, shape[0], 1)
+    if len(shape) == 1:
+        return nn.Linear(shape[0], channels), nn.Linear(channels, shape[0])
+    raise ConfigError(f"attacker-aware bottleneck needs a (C, H, W) or flat activation, got shape {shape}")
+
+
+@DEFENSES.register("attacker-aware")
+class AttackerAwareTraining(Defense):
+    """ResSFL-style: the client trains against a simulated inversion decoder, maximizing its reconstruction error.
+
+    Args:
+        lam: weight of the decoder's reconstruction error subtracted from the client's loss.
+        decoder_steps: the simulated attacker's Adam steps per training batch (it trains on the
+            client's own batch, detached from the client segment).
+        decoder_lr: its learning rate.
+        bottleneck: channels of an optional bottleneck ending the client segment (0: none).
+        warmup: steps the decoder trains before the client starts maximizing its error.
+        seed: seeds the decoder and bottleneck initialization.
+    """
+
+    name = "attacker-aware"
+    addresses = "input reconstruction from activations (inverse networks, model inversion)"
+    threat_model = ("honest-but-curious server inverting cut activations; no formal guarantee (resists attackers "
+                    "like the simulated decoder)")
+
+    def __init__(self, *, lam: float = 1.0, decoder_steps: int = 1, decoder_lr: float = 1e-3, bottleneck: int = 0,
+                 warmup: int = 0, seed: int = 0) -> None:
+        if not lam >= 0 or not math.isfinite(lam):
+            raise ConfigError(f"attacker-aware lam must be a finite number >= 0, got {lam}")
+        if decoder_steps < 1 or not decoder_lr > 0 or bottleneck < 0 or warmup < 0:
+            raise ConfigError("attacker-aware needs decoder_steps >= 1, decoder_lr > 0, bottleneck >= 0, warmup >= 0")
+        self.lam, self.decoder_steps, self.decoder_lr = float(lam), decoder_steps, decoder_lr
+        self.bottleneck, self.warmup, self.seed = bottleneck, warmup, seed
+        self.decoder: SimulatedDecoder | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.client: str | None = None
+        self.steps = 0
+        self.last_decoder_mse: float | None = None
+
+    def on_setup(self, trainer) -> None:
+        topology = trainer.topology
+        segments, owners = chain_segments(topology, self.name)
+        if topology.input_shape is None:
+            raise ConfigError("attacker-aware needs the topology's input shape to size its decoder")
+        self.client = topology.data_owner
+        shape = output_shape(segments[0], topology.input_shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            if self.bottleneck:
+                down, up = _bottleneck_pair(shape, self.bottleneck)
+                add_layer(topology, 0, down, name="bottleneck", at="end")
+                add_layer(topology, 1, up, name="bottleneck", at="start")
+                shape = output_shape(segments[0], topology.input_shape)
+            self.decoder = SimulatedDecoder(shape, tuple(topology.input_shape))
+        device = next(self.decoder.parameters()).device
+        for p in segments[0].parameters():
+            device = p.device
+            break
+        self.decoder.to(device)
+        self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.decoder_lr)
+
+    def extra_loss(self, x, z, *, party, step):
+        if party != self.client or self.decoder is None:
+            return None
+        target = x.detach()
+        if target.dim() == 2 and len(self.decoder.x_shape) > 1:
+            target = target.reshape(target.shape[0], *self.decoder.x_shape)
+        released = z.detach()
+        with torch.enable_grad():
+            for _ in range(self.decoder_steps):  # the simulated attacker learns on the client's own batch
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = F.mse_loss(self.decoder(released), target)
+                loss.backward()
+                self.optimizer.step()
+        self.last_decoder_mse = float(loss.detach())
+        self.steps += 1
+        if self.lam == 0 or self.steps <= self.warmup:
+            return None
+        for p in self.decoder.parameters():
+            p.requires_grad_(False)
+        try:
+            adversarial = -self.lam * F.mse_loss(self.decoder(z), target)
+        finally:
+            for p in self.decoder.parameters():
+                p.requires_grad_(True)
+        return adversarial.to(z.dtype)
+
+    def params(self):
+        return {"lam": self.lam, "decoder_steps": self.decoder_steps, "decoder_lr": self.decoder_lr,
+                "bottleneck": self.bottleneck, "warmup": self.warmup}
+
+    def report(self):
+        return {**super().report(), "decoder_mse": self.last_decoder_mse, "steps": self.steps}

@@ -1,0 +1,193 @@
+"""SplitOut: detect training hijacking with an off-the-shelf outlier detector (Erdogan et al., "SplitOut:
+Out-of-the-Box Training-Hijacking Detection in Split Learning via Outlier Detection", arXiv 2302.08618).
+
+The client knows its labels and the server's architecture (not its weights). Before trusting the
+server it simulates honest split training end to end on a little of its own data: a fresh copy of
+the whole model (its own segment and the server's, re-initialized, seeded) trained for
+``sim_epochs`` epochs on ``sim_samples`` samples with the real batch size and its own optimizer. The
+gradients of its own segment's weights along that run are the honest examples; a Local Outlier
+Factor (scikit-learn, ``novelty=True``, the most neighbours the examples allow, as the paper) is
+fitted on them. During real training every step's gradient of the client segment's weights (what
+the server's returned gradient makes of them) is scored; when more than ``threshold`` of the last
+``window`` decisions are outliers, the client stops sending activations. Paper: TPR 1, FPR 0 against
+FSHA on MNIST and Fashion-MNIST.
+
+Here the simulation data are the client's first ``sim_samples`` training samples, gathered from
+its first batches (the defense plugs into a Trainer and is not handed the data set), so the
+detector is armed after ``ceil(sim_samples / batch_size)`` steps; the steps before are scored
+retroactively when it is armed (``armed_at_step`` in the report says when). Threat model: an
+active server returning gradients of its own objective (FSHA and other hijacking). Guarantee:
+none; detection rate and false alarms are measured (docs/defenses.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from secsplit.defenses.base import DEFENSES, Defense
+from secsplit.defenses.layers import chain_segments
+from secsplit.errors import ConfigError, TrainingStopped
+
+
+def _flat_grad(module: torch.nn.Module) -> np.ndarray:
+    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).double().cpu()
+             for p in module.parameters() if p.requires_grad]
+    return torch.cat(parts).numpy() if parts else np.zeros(0)
+
+
+def _reinitialized(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    clone = copy.deepcopy(module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in clone.modules():
+            if layer is not clone and hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+    for p in clone.parameters():
+        p.requires_grad_(True)
+    return clone.train()
+
+
+@DEFENSES.register("splitout")
+class SplitOut(Defense):
+    """Fit a Local Outlier Factor on client-weight gradients of a short honest simulation; stop on outliers (SplitOut).
+
+    Args:
+        sim_samples: the client's own training samples the honest simulation trains on.
+        sim_epochs: epochs of the simulation (one honest gradient per simulated step).
+        window: decisions the alarm looks at.
+        threshold: alarm when more than this fraction of the last ``window`` decisions are outliers.
+        seed: seeds the simulation's model re-initialization and data order.
+    """
+
+    name = "splitout"
+    addresses = "training hijacking by an active server (FSHA and other servers returning non-task gradients)"
+    threat_model = ("active (malicious) server; the client knows its labels and the server's architecture; "
+                    "detection, no formal guarantee")
+
+    def __init__(self, *, sim_samples: int = 128, sim_epochs: int = 10, window: int = 5, threshold: float = 0.5,
+                 seed: int = 0) -> None:
+        if sim_samples < 2 or sim_epochs < 1 or window < 1 or not 0 <= threshold < 1:
+            raise ConfigError(f"splitout needs sim_samples >= 2, sim_epochs >= 1, window >= 1, 0 <= threshold < 1; "
+                              f"got {sim_samples}, {sim_epochs}, {window}, {threshold}")
+        self.sim_samples, self.sim_epochs, self.window, self.threshold, self.seed = sim_samples, sim_epochs, window, threshold, seed
+        self.detector = None
+        self.batch_size = 64
+        self.xs: list[torch.Tensor] = []
+        self.ys: list[torch.Tensor] = []
+        self._labels: torch.Tensor | None = None
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.decisions: deque = deque(maxlen=window)
+        self.outliers: list[int] = []
+        self.steps_checked = 0
+        self.honest_examples = 0
+        self.armed_at: int | None = None
+        self.detected_at: int | None = None
+        self.stopped = False
+
+    # -- setup -------------------------------------------------------------------------------------
+    def on_setup(self, trainer) -> None:
+        topology = trainer.topology
+        self.segments, self.owners = chain_segments(topology, self.name)
+        self.topology = topology
+        self.client = topology.data_owner
+        knows_labels = topology.label_owner == topology.data_owner or topology.label_source == "data_owner"
+        if not knows_labels:
+            raise ConfigError("splitout simulates honest training, so it needs labels at the client (vanilla with "
+                              "client-sent labels, or U-shape); here the server holds them")
+        self.client_segment = self.segments[0]
+        self.client_optimizer = topology.parties[self.client].optimizer
+        trainer.channel.add_tap(self.client, self._observe)
+
+    def on_fit_start(self, *, num_samples, epochs, batch_size):
+        self.batch_size = batch_size
+
+    def _observe(self, message) -> None:
+        if message.phase == "train" and message.kind == "labels" and message.src == self.client:
+            self._labels = message.tensor.detach()
+
+    def transform_labels(self, y, *, party, step):
+        if party == self.client and y.dim() == 1:
+            self._labels = y.detach()
+        return y
+
+    def extra_loss(self, x, z, *, party, step):
+        if party == self.client and self.detector is None and self._labels is not None:
+            collected = sum(len(b) for b in self.xs)
+            if collected < self.sim_samples:
+                self.xs.append(x.detach().cpu())
+                self.ys.append(self._labels.detach().cpu())
+        return None
+
+    # -- honest simulation -------------------------------------------------------------------------
+    def simulate(self, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        """Gradients of the client segment's weights along a fresh, honest, end-to-end training run on (x, y)."""
+        model = torch.nn.Sequential(*[_reinitialized(s, self.seed + i) for i, s in enumerate(self.segments)])
+        head = model[0]
+        opt_class = type(self.client_optimizer) if self.client_optimizer is not None else torch.optim.Adam
+        defaults = dict(self.client_optimizer.defaults) if self.client_optimizer is not None else {"lr": 1e-3}
+        opt = opt_class(model.parameters(), **defaults)
+        device = next(iter(head.parameters())).device
+        x, y = x.to(device), y.to(device)
+        generator = torch.Generator().manual_seed(self.seed)
+        examples = []
+        for _ in range(self.sim_epochs):
+            for index in torch.randperm(len(x), generator=generator).split(self.batch_size):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x[index]), y[index]).backward()
+                examples.append(_flat_grad(head))
+                opt.step()
+        return np.stack(examples)
+
+    def arm(self, step: int) -> None:
+        from sklearn.neighbors import LocalOutlierFactor
+
+        x = torch.cat(self.xs)[: self.sim_samples]
+        y = torch.cat(self.ys)[: self.sim_samples]
+        examples = self.simulate(x, y)
+        self.honest_examples = len(examples)
+        self.detector = LocalOutlierFactor(n_neighbors=max(1, len(examples) - 1), novelty=True).fit(examples)
+        self.armed_at = step
+        self.xs, self.ys = [], []
+
+    # -- detection ---------------------------------------------------------------------------------
+    def on_step_end(self, *, step, loss):
+        if self.detected_at is not None or math.isnan(loss):
+            return
+        self.pending.append((step, _flat_grad(self.client_segment)))
+        if self.detector is None:
+            if sum(len(b) for b in self.xs) >= self.sim_samples:
+                self.arm(step)
+            else:
+                return
+        for at, features in self.pending:
+            outlier = int(self.detector.predict(features[None])[0] == -1)
+            self.decisions.append(outlier)
+            self.outliers.append(outlier)
+            self.steps_checked += 1
+            if len(self.decisions) == self.window and sum(self.decisions) / self.window > self.threshold:
+                self.detected_at = at
+                break
+        self.pending = []
+
+    def transform_activation(self, z, *, party, step, phase):
+        if party == self.client and self.detected_at is not None:
+            self.stopped = True
+            raise TrainingStopped(f"splitout: the server's gradients are outliers to honest training (detected at "
+                                  f"step {self.detected_at}); the client sends no more activations")
+        return z
+
+    def params(self):
+        return {"sim_samples": self.sim_samples, "sim_epochs": self.sim_epochs, "window": self.window,
+                "threshold": self.threshold}
+
+    def report(self):
+        return {**super().report(), "detected": self.detected_at is not None, "detected_at_step": self.detected_at,
+                "armed_at_step": self.armed_at, "steps_checked": self.steps_checked,
+                "outlier_fraction": float(np.mean(self.outliers)) if self.outliers else None,
+                "honest_examples": self.honest_examples}

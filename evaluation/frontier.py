@@ -1,0 +1,504 @@
+"""The defense frontier: for one configuration, each attack and each defense family, the least leakage
+whose utility stays within a budget of the undefended run.
+
+A frontier file is a run description (the configuration and the attacks watching it) plus a
+``[frontier]`` table::
+
+    data = "mnist"
+    model = "lenet"
+    cuts = ["pool1"]
+    epochs = 5
+    attacks = ["whitebox-inversion", "inverse-network"]
+
+    [frontier]
+    budget = 0.01                 # utility points the defense may cost (0.01 = 1 accuracy point)
+    trials = 6                    # settings tried per defense family (after the strongest one)
+    seeds = [0]                   # each point is the mean over these seeds
+    families = ["nopeek", "noise", "mid", "attacker-aware"]   # default: every family for the attacks' target
+    # family options: [frontier.family.noise] low = 0.01, high = 10, clip = 8
+
+Search. A family has one strength knob, monotone by construction (NoPeek's alpha, MID's lam, a noise
+scale, ...), searched in log space by bisection: first its strongest setting (the whole range is
+feasible if that one is), then ``trials`` bisection steps between the strongest feasible and the
+weakest infeasible setting found so far. Every trained point is kept; all attacks watch the same
+trained run, so a family costs ``trials + 1`` trainings per seed, whatever the number of attacks.
+The best point for an attack is the feasible one (utility loss <= budget) with the least leakage.
+
+Leakage is normalized per attack: 0 = chance, 1 = the undefended run. Chance is the mean-image
+SSIM for reconstruction (the SSIM of the training set's mean image against the attacked targets:
+what an attacker who learned nothing from the release gets), the permuted-label AUC for binary
+label attacks (``chance_auc`` of the attack's row) and the majority-class accuracy for multi-class
+label attacks (their ``chance_accuracy``; else 1 / classes).
+
+Every training run is appended to ``runs.jsonl`` (rows of :func:`execute_run`, keyed by their
+config hash) and reused when the frontier is run again, so an interrupted search resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from secsplit.description import RunDescription, read_table_file
+from secsplit.errors import ConfigError
+from secsplit.specs import parse_spec
+
+
+@dataclass(frozen=True)
+class Family:
+    """A defense family with one strength knob: ``spec`` formats with the knob's value.
+
+    ``stronger`` is +1 when a larger knob protects more (NoPeek's alpha), -1 when a smaller one does
+    (label DP's epsilon). ``target``: "inputs" or "labels".
+    """
+
+    name: str
+    spec: str
+    low: float
+    high: float
+    target: str
+    stronger: int = 1
+
+    def setting(self, value: float, **options) -> str:
+        return self.spec.format(v=_fmt(value), **options)
+
+
+#: the families the frontier searches; options such as ``clip`` are filled from [frontier.family.NAME]
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("noise", "noise:mech=gaussian,clip={clip},scale={v}", 0.01, 10.0, "inputs"),
+    Family("nopeek", "nopeek:alpha={v}", 0.01, 10.0, "inputs"),
+    Family("mid", "mid:lam={v}", 1e-6, 1.0, "inputs"),
+    Family("attacker-aware", "attacker-aware:lam={v}", 0.01, 100.0, "inputs"),
+    Family("gradient-noise", "gradient-noise:scale={v}", 0.01, 10.0, "labels"),
+    Family("label-dp", "label-dp:epsilon={v}", 0.05, 10.0, "labels", stronger=-1),
+    Family("cae", "cae:lambda2={v}", 0.1, 20.0, "labels"),
+    Family("dcae", "dcae:lambda2={v}", 0.1, 20.0, "labels"),
+    Family("mid-labels", "mid:side=labels,lam={v}", 1e-6, 1.0, "labels"),
+)}
+FAMILY_DEFAULTS = {"noise": {"clip": 8.0}}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+@dataclass
+class FrontierConfig:
+    """A frontier file: the base run (defenses left empty), the attacks and the search settings."""
+
+    name: str
+    base: RunDescription
+    budget: float = 0.01
+    trials: int = 6
+    seeds: tuple[int, ...] = (0,)
+    families: tuple[str, ...] = ()
+    family_options: dict = field(default_factory=dict)
+
+    def family(self, name: str) -> Family:
+        family = FAMILIES[name]
+        options = self.family_options.get(name, {})
+        return replace(family, low=float(options.get("low", family.low)), high=float(options.get("high", family.high)))
+
+    def spec_for(self, name: str, value: float) -> str:
+        options = {**FAMILY_DEFAULTS.get(name, {}), **{k: v for k, v in self.family_options.get(name, {}).items()
+                                                       if k not in ("low", "high")}}
+        return FAMILIES[name].setting(value, **options)
+
+
+FRONTIER_KEYS = ("name", "budget", "trials", "seeds", "families", "family")
+
+
+def load_frontier_config(path) -> FrontierConfig:
+    raw = read_table_file(path)
+    return build_frontier_config(raw, origin=str(path))
+
+
+def build_frontier_config(raw: dict, *, origin: str = "frontier", budget: float | None = None) -> FrontierConfig:
+    """Validate a frontier table and the run it searches; the run's defenses must be empty."""
+    raw = dict(raw)
+    table = dict(raw.pop("frontier", {}) or {})
+    unknown = sorted(set(table) - set(FRONTIER_KEYS))
+    if unknown:
+        raise ConfigError(f"{origin}: [frontier]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(FRONTIER_KEYS)}")
+    base = RunDescription.from_dict(raw, where=origin)
+    if base.active_defenses:
+        raise ConfigError(f"{origin}: a frontier searches the defenses itself; leave 'defenses' out "
+                          f"(choose them with [frontier].families)")
+    if not [a for a in base.attacks if a != "none"]:
+        raise ConfigError(f"{origin}: a frontier needs at least one attack (attacks = [...])")
+    from secsplit.evaluation.build import check_components
+
+    check_components(base, where=origin)
+    budget = float(table.get("budget", 0.01)) if budget is None else float(budget)
+    if not 0 <= budget < 1:
+        raise ConfigError(f"{origin}: [frontier].budget must lie in [0, 1) (utility points, 0.01 = 1 point), got {budget}")
+    trials = table.get("trials", 6)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
+        raise ConfigError(f"{origin}: [frontier].trials must be an integer >= 0, got {trials!r}")
+    seeds = table.get("seeds", [base.seed])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{origin}: [frontier].seeds must be a non-empty list of integers, got {seeds!r}")
+    options = table.get("family", {}) or {}
+    families = table.get("families")
+    targets = {attack_target(a) for a in base.attacks if a != "none"}
+    if families is None:
+        families = [n for n, f in FAMILIES.items() if f.target in targets]
+    if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+        raise ConfigError(f"{origin}: [frontier].families must be a list of names, got {families!r}")
+    bad = [f for f in families if f not in FAMILIES]
+    if bad:
+        raise ConfigError(f"{origin}: unknown frontier family {bad[0]!r}; valid: {', '.join(FAMILIES)}")
+    for name, values in options.items():
+        if name not in FAMILIES or not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [frontier.family.{name}] must name a family and be a table")
+    config = FrontierConfig(name=str(table.get("name", Path(origin).stem)), base=base, budget=budget, trials=trials,
+                            seeds=tuple(seeds), families=tuple(families), family_options=options)
+    for name in families:
+        family = config.family(name)
+        if not 0 < family.low < family.high:
+            raise ConfigError(f"{origin}: family {name}: need 0 < low < high, got {family.low}, {family.high}")
+        check_components(replace(base, defenses=(config.spec_for(name, family.high),)), where=origin)
+    return config
+
+
+def attack_target(spec: str) -> str:
+    """"inputs" or "labels": what the attack named by ``spec`` is after (its declared threat model)."""
+    from secsplit.attacks import ATTACKS
+
+    name, _ = parse_spec(spec)
+    return ATTACKS.lookup(name).threat_model.target
+
+
+# -- leakage and chance ------------------------------------------------------------------------------
+
+LEAKAGE_KEYS = ("ssim", "leak_auc", "label_accuracy", "accuracy")
+
+
+def leakage_of(row: dict) -> tuple[str, float] | None:
+    """(metric, value) an attack row is judged by: SSIM, leak AUC, or label accuracy."""
+    leakage = row.get("leakage") or {}
+    for key in LEAKAGE_KEYS:
+        value = leakage.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return key, float(value)
+    return None
+
+
+def reconstruction_chance(description: RunDescription, attack_spec: str) -> float:
+    """SSIM of the training set's mean image against the targets the attack is scored on."""
+    import torch
+
+    from secsplit import metrics
+    from secsplit.evaluation.build import load_run_data
+
+    _, params = parse_spec(attack_spec)
+    max_targets = int(params.get("max_targets", 32))
+    dataset = load_run_data(description)
+    targets = dataset.x_test[-max_targets:].float()
+    mean = dataset.x_train.float().mean(0, keepdim=True).expand_as(targets)
+    return metrics.ssim(mean, targets, data_range=1.0)
+
+
+def chance_of(row: dict, metric: str, description: RunDescription) -> float | None:
+    leakage = row.get("leakage") or {}
+    if metric == "ssim":
+        return reconstruction_chance(description, row["attack"])
+    if metric == "leak_auc":
+        return leakage.get("chance_auc")
+    for key in ("chance_accuracy", "random_bottom_accuracy"):
+        if isinstance(leakage.get(key), (int, float)):
+            return float(leakage[key])
+    from secsplit.evaluation.build import load_run_data
+
+    return 1.0 / load_run_data(description).num_classes
+
+
+def normalized(leak: float, chance: float, undefended: float) -> float | None:
+    """0 = chance, 1 = undefended; None when the undefended run leaks no more than chance."""
+    span = undefended - chance
+    if span <= 1e-9:
+        return None
+    return (leak - chance) / span
+
+
+# -- running points ----------------------------------------------------------------------------------
+
+class PointRunner:
+    """Trains (or reloads from ``runs.jsonl``) one setting over the config's seeds; means its rows."""
+
+    def __init__(self, config: FrontierConfig, out: Path, *, quiet: bool = True) -> None:
+        from secsplit.evaluation.results import latest_rows, load_rows
+
+        self.config, self.out, self.quiet = config, out, quiet
+        self.runs_path = out / "runs.jsonl"
+        self.done = {}
+        if self.runs_path.exists():
+            self.done = {r["config_hash"]: r for r in latest_rows(load_rows(self.runs_path)) if r.get("status") == "ok"}
+        self.trainings = 0
+        self.reused = 0
+
+    def description(self, defense: str | None, seed: int) -> RunDescription:
+        return replace(self.config.base, defenses=(defense,) if defense else (), seed=seed)
+
+    def point(self, defense: str | None) -> dict:
+        """{"utility": mean, "utility_sd", "leakage": {attack: (metric, mean, sd)}, "rows": [...]}."""
+        from secsplit.evaluation.audit_config import RunSpec
+        from secsplit.evaluation.results import append_row
+        from secsplit.evaluation.runner import execute_run
+
+        rows = []
+        for seed in self.config.seeds:
+            spec = RunSpec(self.description(defense, seed))
+            keys = spec.row_keys()
+            if all(k in self.done for k in keys.values()):
+                rows.extend(self.done[k] for k in keys.values())
+                self.reused += 1
+                continue
+            fresh = execute_run(spec)
+            self.trainings += 1
+            for row in fresh:
+                append_row(self.runs_path, row)
+                if row.get("status") == "ok":
+                    self.done[row["config_hash"]] = row
+            failed = [r for r in fresh if r.get("status") == "failed"]
+            if failed:
+                raise ConfigError(f"frontier point {defense or 'none'} (seed {seed}) failed: {failed[0].get('error')}")
+            rows.extend(fresh)
+            if not self.quiet:
+                print(f"  trained {defense or 'none'} seed {seed}: utility {fresh[0].get('utility')}", flush=True)
+        return summarize_point(defense, rows)
+
+
+def summarize_point(defense: str | None, rows: list[dict]) -> dict:
+    utilities = [r.get("utility") for r in rows if isinstance(r.get("utility"), (int, float))]
+    by_attack: dict[str, list] = {}
+    for r in rows:
+        found = leakage_of(r)
+        if found:
+            by_attack.setdefault(r["attack"], []).append(found)
+    seeds = sorted({r["seed"] for r in rows})
+    # a run stopped before training finished (a detection defense) has no utility: it is no feasible point
+    utility = statistics.fmean(utilities) if len(utilities) == len(seeds) and utilities else None
+    return {
+        "defense": defense or "none", "seeds": seeds,
+        "utility": utility, "utility_sd": statistics.stdev(utilities) if len(utilities) > 1 else 0.0,
+        "leakage": {a: {"metric": v[0][0], "mean": statistics.fmean(x for _, x in v),
+                        "sd": statistics.stdev([x for _, x in v]) if len(v) > 1 else 0.0} for a, v in by_attack.items()},
+        "rows": rows,
+    }
+
+
+def search_family(runner: PointRunner, family: Family, spec_for, *, baseline_utility: float, budget: float,
+                  trials: int) -> list[dict]:
+    """Bisection in log space on a monotone knob: the strongest feasible setting, every point kept."""
+    points = []
+
+    def evaluate(value: float) -> bool:
+        point = runner.point(spec_for(value))
+        point["value"] = value
+        point["utility_loss"] = None if point["utility"] is None else baseline_utility - point["utility"]
+        point["feasible"] = point["utility_loss"] is not None and point["utility_loss"] <= budget + 1e-12
+        points.append(point)
+        return point["feasible"]
+
+    strong, weak = (family.high, family.low) if family.stronger > 0 else (family.low, family.high)
+    if evaluate(strong):
+        return points
+    infeasible, feasible = math.log(strong), math.log(weak)  # the weakest end is assumed feasible (not trained)
+    found = False
+    for _ in range(trials):
+        middle = (infeasible + feasible) / 2
+        if evaluate(math.exp(middle)):
+            feasible, found = middle, True
+        else:
+            infeasible = middle
+    if not found:  # the weakest end was only assumed feasible: measure it (a layer may cost utility by itself)
+        evaluate(weak)
+    return points
+
+
+# -- the frontier ------------------------------------------------------------------------------------
+
+def run_frontier(config: FrontierConfig, out, *, quiet: bool = False) -> dict:
+    """Search every family, write the frontier table, points and plots under ``out``; returns the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    runner = PointRunner(config, out, quiet=quiet)
+    baseline = runner.point(None)
+    if baseline["utility"] is None:
+        raise ConfigError("the undefended run reports no utility; a frontier needs one")
+    attacks = [a for a in config.base.attacks if a != "none"]
+    chance = {}
+    for attack in attacks:
+        rows = [r for r in baseline["rows"] if r["attack"] == attack]
+        found = leakage_of(rows[0]) if rows else None
+        if found:
+            chance[attack] = chance_of(rows[0], found[0], config.base)
+    all_points = [{**baseline, "family": "none", "value": None, "utility_loss": 0.0, "feasible": True}]
+    trials_per_family = {}
+    targets = {a: attack_target(a) for a in attacks}
+    for name in config.families:
+        family = config.family(name)
+        if family.target not in targets.values():
+            continue
+        if not quiet:
+            print(f"family {name}: searching {family.low:g}..{family.high:g}", flush=True)
+        before = runner.trainings
+        points = search_family(runner, family, lambda v, n=name: config.spec_for(n, v),
+                               baseline_utility=baseline["utility"], budget=config.budget, trials=config.trials)
+        for p in points:
+            p["family"] = name
+        all_points.extend(points)
+        trials_per_family[name] = {"points": len(points), "trainings": runner.trainings - before}
+    table = frontier_table(config, attacks, targets, baseline, all_points, chance)
+    elapsed = time.perf_counter() - start
+    summary = {"name": config.name, "budget": config.budget, "seeds": list(config.seeds), "trials": config.trials,
+               "wall_time_s": round(elapsed, 1), "trainings": runner.trainings, "reused": runner.reused,
+               "points_per_family": trials_per_family, "baseline_utility": baseline["utility"],
+               "configuration": configuration_label(config.base), "rows": table}
+    write_outputs(out, summary, all_points)
+    return summary
+
+
+def configuration_label(d: RunDescription) -> str:
+    cuts = ",".join(d.cuts) if d.cuts else "default cut"
+    return f"{Path(d.data.name).name} {d.model.name or 'default model'} {d.topology.name} {cuts}"
+
+
+def frontier_table(config, attacks, targets, baseline, points, chance) -> list[dict]:
+    rows = []
+    for attack in attacks:
+        undefended = baseline["leakage"].get(attack)
+        if undefended is None:
+            continue
+        c = chance.get(attack)
+        for name in config.families:
+            if FAMILIES[name].target != targets[attack]:
+                continue
+            family_points = [p for p in points if p["family"] == name and attack in p["leakage"]]
+            feasible = [p for p in family_points if p["feasible"]]
+            best = min(feasible, key=lambda p: p["leakage"][attack]["mean"]) if feasible else None
+            closest = None
+            if best is None and family_points:  # none within budget: the least costly point tried
+                closest = min(family_points, key=lambda p: (p["utility_loss"] is None, p["utility_loss"] or 0))
+            shown = best or closest
+            leak = shown["leakage"][attack] if shown else None
+            norm = None if leak is None or c is None else normalized(leak["mean"], c, undefended["mean"])
+            rows.append({
+                "configuration": configuration_label(config.base), "attack": attack, "metric": undefended["metric"],
+                "defense": name, "setting": shown["defense"] if shown else None,
+                "within_budget": best is not None, "utility": shown["utility"] if shown else None,
+                "utility_sd": shown["utility_sd"] if shown else None,
+                "utility_loss": shown["utility_loss"] if shown else None,
+                "leakage": leak["mean"] if leak else None, "leakage_sd": leak["sd"] if leak else None,
+                "undefended_leakage": undefended["mean"], "chance": c, "normalized_leakage": norm,
+                "reaches_chance": bool(best is not None and c is not None and leak["mean"] - c <= 0.05),
+                "points_tried": len(family_points),
+            })
+    return rows
+
+
+def write_outputs(out: Path, summary: dict, points: list[dict]) -> None:
+    from secsplit.atomic import atomic_write
+
+    slim = [{k: v for k, v in p.items() if k != "rows"} for p in points]
+    atomic_write(out / "frontier.json", json.dumps({**summary, "points": slim}, indent=2, default=str).encode())
+    atomic_write(out / "frontier.md", markdown_table(summary).encode())
+    write_csv(out / "frontier.csv", summary["rows"])
+    pareto_plots(out, summary, slim)
+
+
+COLUMNS = ("configuration", "attack", "defense", "setting", "utility_loss", "leakage", "chance", "normalized_leakage",
+           "within_budget", "reaches_chance", "points_tried")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def markdown_table(summary: dict) -> str:
+    lines = [f"# Frontier {summary['name']}: least leakage within {summary['budget'] * 100:g} accuracy point(s)", "",
+             f"{summary['configuration']}; undefended utility {summary['baseline_utility']:.3f}; seeds "
+             f"{summary['seeds']}; {summary['trainings']} trainings ({summary['reused']} reused) in "
+             f"{summary['wall_time_s']:.0f} s.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in summary["rows"]:
+        cells = []
+        for c in COLUMNS:
+            value = row.get(c)
+            if c == "setting" and value and not row["within_budget"]:
+                value = f"none within budget; closest: {value}"
+            cells.append(_cell(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    from secsplit.atomic import atomic_write
+
+    buffer = io.StringIO()
+    fields = list(rows[0]) if rows else list(COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue().encode())
+
+
+def pareto_plots(out: Path, summary: dict, points: list[dict]) -> list[Path]:
+    """One plot per attack: utility loss vs normalized leakage of every point, the Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for attack in sorted({r["attack"] for r in summary["rows"]}):
+        row = next(r for r in summary["rows"] if r["attack"] == attack)
+        chance, undefended = row["chance"], row["undefended_leakage"]
+        xs, ys, fams = [], [], []
+        for p in points:
+            leak = p["leakage"].get(attack)
+            if leak is None or p["utility_loss"] is None or chance is None:
+                continue
+            norm = normalized(leak["mean"], chance, undefended)
+            if norm is None:
+                continue
+            xs.append(p["utility_loss"] * 100)
+            ys.append(norm)
+            fams.append(p["family"])
+        if not xs:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for family in sorted(set(fams)):
+            sel = [i for i, f in enumerate(fams) if f == family]
+            ax.scatter([xs[i] for i in sel], [ys[i] for i in sel], label=family, s=28)
+        front, best = [], float("inf")
+        for x, y in sorted(zip(xs, ys)):
+            if y < best:
+                front.append((x, y))
+                best = y
+        ax.step([x for x, _ in front], [y for _, y in front], where="post", color="black", lw=1, label="frontier")
+        ax.axvline(summary["budget"] * 100, color="grey", ls="--", lw=1, label="budget")
+        ax.axhline(0, color="grey", ls=":", lw=1)
+        ax.set_xlabel("utility loss (accuracy points)")
+        ax.set_ylabel("normalized leakage (0 = chance, 1 = undefended)")
+        ax.set_title(f"{attack} | {summary['configuration']}", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"pareto-{attack.split(':')[0]}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
