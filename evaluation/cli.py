@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from secsplit.errors import SecsplitError
 
 #: Subcommand modules, in the order `secsplit --help` lists them.
-COMMANDS = ["audit", "attack", "report", "train", "predict", "efficiency", "serve", "certs", "list"]
+COMMANDS = ["audit", "frontier", "attack", "report", "train", "predict", "efficiency", "serve", "certs", "list"]
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
