@@ -117,7 +117,27 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
             config.runs.append(RunSpec(description))
     if not config.runs:
         raise ConfigError(f"{origin}: the grid is empty")
+    _check_data_sources(config, origin)
     return config
+
+
+def _check_data_sources(config: AuditConfig, origin: str) -> None:
+    """Load every distinct data source once, so a bad file or option stops the audit before it trains
+    anything (not as a failed row per run, hours later)."""
+    from secsplit.data import load_data
+    from secsplit.errors import SecsplitError
+
+    seen = set()
+    for spec in config.runs:
+        data = spec.description.data
+        key = stable_hash(data.to_dict("source"))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            load_data(data.name, seed=spec.description.seed, **data.options)
+        except SecsplitError as error:
+            raise type(error)(f"{origin}: data {data.name!r}: {error}") from None
 
 
 def _merge_defaults(audit: dict, experiment: dict, where: str) -> dict:

@@ -122,3 +122,11 @@ def test_a_csv_with_bad_cells_names_each_by_line_and_column(tmp_path):
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     for fragment in ("line 3, column 'a': ''", "line 4, column 'b': 'x'", "line 5, column 'a': 'nan'"):
         assert fragment in run.stderr
+
+
+def test_an_audit_of_a_bad_file_stops_before_training_and_writes_nothing(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n,3,1\n4,5,0\n6,7,1\n")
+    (tmp_path / "audit.toml").write_text('[[experiment]]\ndata = { source = "bad.csv", label = "y" }\n')
+    run = _secsplit("audit", "--config", "audit.toml", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and "line 3, column 'a'" in run.stderr and "audit.toml" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
