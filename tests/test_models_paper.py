@@ -76,7 +76,7 @@ def test_split_training_steps_fit_a_tiny_cifar_batch(name):
     torch.manual_seed(0)
     model = create_model(name, input_shape=(3, 32, 32), num_classes=10, seed=0)
     topology = build_topology("vanilla", model, optimizer=OptimizerSpec("adam", lr=1e-3))
-    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
     before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("conv1")}
     losses = [topology.train_step(x, y, step=i).loss for i in range(3)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.5 * losses[0], losses
