@@ -88,38 +88,37 @@ class AttackerAwareTraining(Defense):
         self.bottleneck, self.warmup, self.seed = bottleneck, warmup, seed
         self.decoder: SimulatedDecoder | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self.client: str | None = None
+        self.clients: set[str] = set()
         self.steps = 0
         self.last_decoder_mse: float | None = None
 
     def on_setup(self, trainer) -> None:
         topology = trainer.topology
-        segments, owners = chain_segments(topology, self.name)
-        if topology.input_shape is None:
-            raise ConfigError("attacker-aware needs the topology's input shape to size its decoder")
-        self.client = topology.data_owner
-        shape = output_shape(segments[0], topology.input_shape)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            if self.bottleneck:
+        self.clients = set(topology.data_owners)
+        if self.bottleneck:
+            segments, _ = chain_segments(topology, f"{self.name} with a bottleneck")
+            if topology.input_shape is None:
+                raise ConfigError("attacker-aware needs the topology's input shape to size its bottleneck")
+            shape = output_shape(segments[0], topology.input_shape)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
                 down, up = _bottleneck_pair(shape, self.bottleneck)
-                add_layer(topology, 0, down, name="bottleneck", at="end")
-                add_layer(topology, 1, up, name="bottleneck", at="start")
-                shape = output_shape(segments[0], topology.input_shape)
-            self.decoder = SimulatedDecoder(shape, tuple(topology.input_shape))
-        device = next(self.decoder.parameters()).device
-        for p in segments[0].parameters():
-            device = p.device
-            break
-        self.decoder.to(device)
+            add_layer(topology, 0, down, name="bottleneck", at="end")
+            add_layer(topology, 1, up, name="bottleneck", at="start")
+
+    def _build_decoder(self, z: torch.Tensor, x: torch.Tensor) -> None:
+        """The simulated attacker, sized by the first release it sees (one per run, shared by the data owners)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)
+            self.decoder = SimulatedDecoder(tuple(z.shape[1:]), tuple(x.shape[1:])).to(z.device)
         self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.decoder_lr)
 
     def extra_loss(self, x, z, *, party, step):
-        if party != self.client or self.decoder is None:
+        if party not in self.clients:
             return None
+        if self.decoder is None:
+            self._build_decoder(z, x)
         target = x.detach()
-        if target.dim() == 2 and len(self.decoder.x_shape) > 1:
-            target = target.reshape(target.shape[0], *self.decoder.x_shape)
         released = z.detach()
         with torch.enable_grad():
             for _ in range(self.decoder_steps):  # the simulated attacker learns on the client's own batch

@@ -70,7 +70,7 @@ class SplitOut(Defense):
     threat_model = ("active (malicious) server; the client knows its labels and the server's architecture; "
                     "detection, no formal guarantee")
 
-    def __init__(self, *, sim_samples: int = 128, sim_epochs: int = 10, window: int = 5, threshold: float = 0.5,
+    def __init__(self, *, sim_samples: int = 128, sim_epochs: int = 10, window: int = 10, threshold: float = 0.5,
                  seed: int = 0) -> None:
         if sim_samples < 2 or sim_epochs < 1 or window < 1 or not 0 <= threshold < 1:
             raise ConfigError(f"splitout needs sim_samples >= 2, sim_epochs >= 1, window >= 1, 0 <= threshold < 1; "
