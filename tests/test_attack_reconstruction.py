@@ -32,11 +32,11 @@ def _mean_image_ssim(mnist, originals):
 
 def test_whitebox_inversion_recovers_shallow_cut_images(mnist):
     targets = mnist.x_test[-8:]
-    result = _attack(mnist, create_attack("whitebox-inversion", steps=1500, targets=targets))
+    result = _attack(mnist, create_attack("whitebox-inversion", steps=1500, restarts=1, targets=targets))
     score = ssim(result.reconstructions, result.originals, data_range=1.0)
     assert torch.equal(result.originals, targets)
     assert score > 0.99 and score > _mean_image_ssim(mnist, targets) + 0.4  # He et al.: ~0.997 at the first conv
-    sigmoid = _attack(mnist, create_attack("whitebox-inversion", steps=1500, box="sigmoid", targets=targets))
+    sigmoid = _attack(mnist, create_attack("whitebox-inversion", steps=1500, restarts=1, box="sigmoid", targets=targets))
     assert ssim(sigmoid.reconstructions, sigmoid.originals, data_range=1.0) < score  # why projection is the default
 
 
@@ -80,7 +80,47 @@ def test_whitebox_inversion_fails_where_it_should_deep_cut_with_nopeek(mnist):
         report = Trainer(topology, epochs=2, callbacks=[*callbacks, attack], progress=False).fit(mnist)
         result = attack.result()
         scores[name] = ssim(result.reconstructions, result.originals, data_range=1.0)
+        assert "stalled" not in result.info  # the restarts moved: a low score here is the defense's, not a stall
         accuracy[name] = report.summary["test_accuracy"]
     assert 0.3 < scores["none"] < 0.9  # measured 0.50: the flat 120-d release keeps only part of the image
     assert scores["nopeek"] < 0.2 and scores["nopeek"] < scores["none"] - 0.25  # measured 0.10
     assert accuracy["nopeek"] > 0.4  # measured 0.63 (0.87 without): the defense costs utility, the model still learns
+
+
+def _dead_at_constant_segment():
+    """Edge detectors behind a ReLU with a negative bias: a flat image gives exactly zero activations
+    (every unit dead, no gradient reaches the input), a textured one does not."""
+    conv = torch.nn.Conv2d(1, 4, 3)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 0], conv.weight[0, 0, 1, 2] = 1.0, -1.0
+        conv.weight[1, 0, 1, 0], conv.weight[1, 0, 1, 2] = -1.0, 1.0
+        conv.weight[2, 0, 0, 1], conv.weight[2, 0, 2, 1] = 1.0, -1.0
+        conv.weight[3, 0, 0, 1], conv.weight[3, 0, 2, 1] = -1.0, 1.0
+        conv.bias.fill_(-0.05)
+    return torch.nn.Sequential(conv, torch.nn.ReLU())
+
+
+def test_whitebox_inversion_reports_a_stalled_start_and_restarts_out_of_it():
+    """From the constant image nothing moves (dead ReLUs): reported as stalled, never as a defended result;
+    random restarts, kept by the attack's own objective, get out of it."""
+    from secsplit.attacks.reconstruction_whitebox import WhiteBoxInversion
+
+    images = load_dataset("digits").x_test[:6]
+    segment = _dead_at_constant_segment()
+    z = segment(images).detach()
+    stuck = WhiteBoxInversion(client_segment=segment, steps=300, restarts=1, targets=images)
+    stuck.topology = object()  # reconstruct needs only the segment and the input shape here
+    x, info = stuck.reconstruct(z)
+    assert torch.equal(x, torch.full_like(x, 0.5)) and info["stalled"] is True and "never moved" in info["stalled_reason"]
+    assert info["unmoved_fraction"] == 1.0
+    free = WhiteBoxInversion(client_segment=segment, steps=300, restarts=3, targets=images)
+    free.topology = object()
+    x, info = free.reconstruct(z)
+    assert "stalled" not in info and info["unmoved_fraction"] == 0.0 and info["objective_fall"] > 0.5
+    assert info["starts_kept"]["0:constant"] == 0 and sum(info["starts_kept"].values()) == 6
+    assert ssim(x, images, data_range=1.0) > 0.5  # measured on the 8x8 digits
+    with pytest.raises(Exception, match="needs auxiliary images"):
+        WhiteBoxInversion(init="mean")
+    mean_start = WhiteBoxInversion(client_segment=segment, steps=1, restarts=2, auxiliary=images, targets=images)
+    assert mean_start.starts() == ["constant", "mean"]
