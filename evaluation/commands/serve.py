@@ -14,9 +14,17 @@ from secsplit.evaluation.commands.common import positive_float, positive_int
 
 def add_parser(sub) -> None:
     serve = sub.add_parser("serve", help="run the server party over gRPC with mutual TLS (training or inference)")
-    serve.add_argument("--role", required=True, choices=["server", "inference"],
-                       help="server: the server side of split training; inference: serve a checkpoint's server segments")
-    serve.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT", help="address to listen on (port 0: any free port)")
+    serve.add_argument("--role", required=True, metavar="PARTY",
+                       help="a party of the run file's [parties] table (client, server, hop1, ...: trains that party's "
+                            "part across processes); inference: serve a checkpoint's server segments; server with a "
+                            "run file without [parties]: the server side of `train --connect`")
+    serve.add_argument("--listen", default=None, metavar="HOST:PORT",
+                       help="address to listen on (port 0: any free port); default: the party's address in the run "
+                            "file, else 127.0.0.1:50051")
+    serve.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
+                       help="party: fail when a message expected from another party does not come within S seconds "
+                            "(default 60)")
+    serve.add_argument("--json", action="store_true", help="party: print the party's summary as one JSON line")
     add_tls_arguments(serve, party_default="server")
     serve.add_argument("--allow", action="append", dest="allow", metavar="NAME",
                        help="client party name accepted (certificate CN); repeat; default: client")
@@ -100,10 +108,40 @@ def _pinned(args: argparse.Namespace) -> dict:
     return pinned
 
 
+def run_as_party(args: argparse.Namespace) -> int:
+    """One party of a run file with a [parties] table: train its part of every step (see `secsplit launch`)."""
+    import json
+
+    from secsplit.evaluation.commands.launch import print_party_summary, read_party_file, run_party
+
+    description, parties = read_party_file(args.config)
+    tls = tls_options(args)
+    if args.insecure:
+        logging.getLogger("secsplit.serve").warning("running PLAINTEXT without authentication (--insecure)")
+    summary = run_party(description, parties, args.role, listen=args.listen, timeout_s=args.timeout,
+                        max_message_bytes=int(args.max_message_mb * 2**20), **tls)
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print_party_summary(summary)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from secsplit.channel.grpc_link import Listener
     from secsplit.errors import ConfigError
 
+    if args.role != "inference" and args.config:
+        from secsplit.evaluation.commands.launch import has_parties
+
+        if has_parties(args.config):
+            logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                                stream=sys.stderr)
+            return run_as_party(args)
+    if args.role not in ("server", "inference"):
+        raise ConfigError(f"--role {args.role!r} needs --config RUN.toml with a [parties] table naming it "
+                          f"(without one, --role is server or inference)")
+    args.listen = args.listen or "127.0.0.1:50051"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     tls = tls_options(args)
     allowed, workers = args.allow or ["client"], args.workers

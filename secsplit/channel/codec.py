@@ -16,6 +16,7 @@ no generated code has to match the installed protobuf runtime)::
       bytes  data   = 10;  // the tensor's bytes, little-endian, C order
       string meta   = 11;  // control messages only: a JSON object (parsed, never evaluated)
       string error  = 12;  // a refusal: why the receiver rejected the request
+      int64  seq    = 13;  // position in the sender's stream to this receiver (party-to-party messages)
     }
 
 Decoding checks everything before touching the bytes: total size against the limit, known kind
@@ -64,7 +65,8 @@ def _envelope_class():
     message = proto.message_type.add(name="Envelope")
     fields = [("run_id", F.TYPE_STRING), ("step", F.TYPE_INT64), ("kind", F.TYPE_STRING), ("src", F.TYPE_STRING),
               ("dst", F.TYPE_STRING), ("phase", F.TYPE_STRING), ("tag", F.TYPE_STRING), ("dtype", F.TYPE_STRING),
-              ("shape", F.TYPE_INT64), ("data", F.TYPE_BYTES), ("meta", F.TYPE_STRING), ("error", F.TYPE_STRING)]
+              ("shape", F.TYPE_INT64), ("data", F.TYPE_BYTES), ("meta", F.TYPE_STRING), ("error", F.TYPE_STRING),
+              ("seq", F.TYPE_INT64)]
     for number, (name, kind) in enumerate(fields, 1):
         label = F.LABEL_REPEATED if name == "shape" else F.LABEL_OPTIONAL
         message.field.add(name=name, number=number, type=kind, label=label)
@@ -90,6 +92,7 @@ class WireMessage:
     tensor: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
     error: str = ""
+    seq: int = 0
 
     @property
     def payload_bytes(self) -> int:
@@ -101,7 +104,7 @@ def encode(message: WireMessage, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
     if message.kind not in WIRE_KINDS:
         raise CodecError(f"unknown message kind {message.kind!r}; valid kinds: {', '.join(WIRE_KINDS)}")
     envelope = Envelope(run_id=message.run_id, step=message.step, kind=message.kind, src=message.src, dst=message.dst,
-                        phase=message.phase, tag=message.tag, error=message.error)
+                        phase=message.phase, tag=message.tag, error=message.error, seq=message.seq)
     if message.meta:
         envelope.meta = json.dumps(message.meta, sort_keys=True)
     if message.tensor is not None:
@@ -150,7 +153,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> WireMe
     tensor = _decode_tensor(envelope) if envelope.dtype or envelope.shape or envelope.data else None
     return WireMessage(run_id=envelope.run_id, step=envelope.step, kind=envelope.kind, src=envelope.src,
                        dst=envelope.dst, phase=envelope.phase, tag=envelope.tag, tensor=tensor, meta=meta,
-                       error=envelope.error)
+                       error=envelope.error, seq=envelope.seq)
 
 
 def _decode_meta(text: str) -> dict:

@@ -152,6 +152,7 @@ class Link:
                 raise self._explain(error, message) from None
             return self._finish(message, data, reply_bytes)
 
+        result.future = future  # type: ignore[attr-defined]  (lets a caller poll without waiting)
         return result
 
     def _finish(self, message: WireMessage, data: bytes, reply_bytes: bytes) -> WireMessage:

@@ -55,19 +55,41 @@ class Channel:
         self._taps.setdefault(party, []).append(tap)
         return lambda: self._taps[party].remove(tap)
 
-    def send(self, src: str, dst: str, kind: str, tensor: torch.Tensor, *, step: int, tag: str = "") -> torch.Tensor:
-        """Deliver ``tensor`` from ``src`` to ``dst`` and return it as the receiver holds it."""
+    def hosts(self, party: str) -> bool:
+        """Whether ``party``'s code runs in this process. In process every party does; a network
+        channel (:class:`secsplit.channel.network.NetworkChannel`) hosts only its own party (or parties).
+
+        A topology's step is written once, for every party, in protocol order; each statement that
+        is one party's work is guarded by ``hosts(party)``, so the same step trains in one process
+        or across many, with messages the only thing that crosses between parties.
+        """
+        return True
+
+    def send(self, src: str, dst: str, kind: str, tensor: torch.Tensor | None, *, step: int,
+             tag: str = "") -> torch.Tensor | None:
+        """Deliver ``tensor`` from ``src`` to ``dst`` and return it as the receiver holds it.
+
+        Across processes both sides call this with the same arguments: the sender's process passes
+        the tensor (and gets None back unless it also hosts ``dst``); the receiver's process may
+        pass None and gets the tensor as it arrived. A process hosting neither gets None.
+        """
         if kind not in KINDS:
             raise ChannelError(f"unknown message kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-        if not isinstance(tensor, torch.Tensor):
+        here, there = self.hosts(src), self.hosts(dst)
+        if not (here or there):
+            return None
+        if here and not isinstance(tensor, torch.Tensor):
             raise ChannelError(f"{kind} message from {src} to {dst} must carry a tensor, got {type(tensor).__name__}")
-        message = Message(src, dst, kind, step, self.phase, self._deliver(tensor), tag)
+        message = Message(src, dst, kind, step, self.phase, self._deliver(src, dst, kind, tensor, step=step, tag=tag), tag)
         self.traffic.record(message)
         for party in (src, dst, EAVESDROPPER):
             for tap in self._taps.get(party, ()):
                 tap(message)
-        return message.tensor
+        return message.tensor if there else None
 
-    def _deliver(self, tensor: torch.Tensor) -> torch.Tensor:
-        """How a tensor reaches the receiver; network channels override this (encode, send, decode)."""
+    def _deliver(self, src: str, dst: str, kind: str, tensor: torch.Tensor | None, *, step: int,
+                 tag: str = "") -> torch.Tensor:
+        """How a tensor reaches the receiver: here, detached from the sender's graph. A network channel
+        transmits it when it hosts ``src`` and waits for it when it hosts ``dst``; either way the
+        result is the tensor as it travelled."""
         return tensor.detach()

@@ -42,6 +42,12 @@ class StepResult:
     count: int
 
 
+def unknown_outcome(y: torch.Tensor) -> StepResult:
+    """The step result of a process that does not compute the loss (across processes, every party but
+    the label owner): NaN loss and no correct predictions; the Trainer reports them as unknown."""
+    return StepResult(loss=float("nan"), correct=0, count=int(y.shape[0]))
+
+
 @dataclass(frozen=True)
 class Route:
     """One way a message travels in a configuration: ``src`` sends ``dst`` tensors of ``kind``."""
@@ -208,8 +214,15 @@ class Topology(ABC):
 
     def return_gradient(self, received: torch.Tensor, *, src: str, dst: str, step: int) -> torch.Tensor:
         """``src`` sends back the gradient at the tensor it received from ``dst``, through its gradient plug-ins."""
-        grad = self.callbacks.transform_gradient(gradient_at(received), party=src, step=step)
+        grad = None
+        if self.channel.hosts(src):
+            grad = self.callbacks.transform_gradient(gradient_at(received), party=src, step=step)
         return self.channel.send(src, dst, "gradient", grad, step=step)
+
+    def hosted(self) -> dict[str, Party]:
+        """The parties whose code runs in this process (every party in process; across processes,
+        those the channel hosts): the ones whose optimizers step and whose state is saved here."""
+        return {name: party for name, party in self.parties.items() if self.channel.hosts(name)}
 
     def close(self) -> None:
         """Release transport resources (a link to a remote party); nothing to do in process."""
@@ -231,13 +244,13 @@ class Topology(ABC):
         """Write every local party's weights and optimizer state for ``step``."""
         from secsplit.party_state import save_party_state
 
-        for name, party in self.parties.items():
+        for name, party in self.hosted().items():
             save_party_state(directory, f"{name}-step{step:09d}", party, info={"step": step, "party": name})
 
     def load_training_state(self, directory, step: int) -> None:
         from secsplit.party_state import load_party_state
 
-        for name, party in self.parties.items():
+        for name, party in self.hosted().items():
             load_party_state(directory, f"{name}-step{step:09d}", party)
 
     def prune_training_states(self, directory, *, keep_steps) -> None:

@@ -23,7 +23,7 @@ from secsplit.errors import ConfigError
 from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
 from secsplit.split import split
-from secsplit.topologies.base import LABEL_SOURCES, Route, StepResult, Topology, check_label_source
+from secsplit.topologies.base import LABEL_SOURCES, Route, StepResult, Topology, check_label_source, unknown_outcome
 
 __all__ = ["ChainTopology", "LABEL_SOURCES", "chain_routes"]
 
@@ -98,10 +98,14 @@ class ChainTopology(Topology):
         return chain_routes(self.owners, label_source=self.label_source)
 
     # -- forward ---------------------------------------------------------------------------------
+    # The step is written once for every party, in protocol order: a statement that is one party's
+    # work runs where the channel hosts that party (everywhere in process), and a value a party
+    # holds is None elsewhere. Only messages cross between parties.
     def _forward(self, x: torch.Tensor, *, step: int, phase: str):
         """Run the chain; returns logits, the crossings ``(sender's output, receiver's leaf, i)`` and
         the data owner's release before any defense transformed it."""
-        h = x
+        hosts = self.channel.hosts
+        h = x if hosts(self.owners[0]) else None
         crossings = []
         first_release = None
         for i, segment in enumerate(self.segments):
@@ -109,35 +113,41 @@ class ChainTopology(Topology):
             if i > 0:  # consecutive owners always differ, so every cut is a crossing
                 sender = self.owners[i - 1]
                 out = h
-                if i == 1:  # the data owner's release: what input-protection defenses act on
+                if i == 1 and hosts(sender):  # the data owner's release: what input-protection defenses act on
                     first_release = h
                     with self.flops.party(sender):
                         out = self.callbacks.transform_activation(h, party=sender, step=step, phase=phase)
                 received = self.channel.send(sender, owner, "activation", out, step=step)
-                if phase == "train":
+                if phase == "train" and received is not None:
                     received = received.requires_grad_(True)
                 crossings.append((out, received, i))
                 h = received
-            with self.flops.party(owner):
-                h = segment(h)
+            if hosts(owner):
+                with self.flops.party(owner):
+                    h = segment(h)
         return h, crossings, first_release
 
     def train_step(self, x, y, *, step):
-        for party in self.parties.values():
+        hosts, label_owner = self.channel.hosts, self.label_owner
+        for party in self.hosted().values():
             party.zero_grad()
+        loss = correct = None
         with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             logits, crossings, first_release = self._forward(x, step=step, phase="train")
             labels = y
-            if self.label_owner != self.data_owner and self.label_source == "data_owner":
-                labels = self.channel.send(self.data_owner, self.label_owner, "labels", y, step=step)
-            labels = self.callbacks.transform_labels(labels, party=self.label_owner, step=step)
-            with self.flops.party(self.label_owner):
-                loss = F.cross_entropy(logits, labels)
+            if label_owner != self.data_owner and self.label_source == "data_owner":
+                labels = self.channel.send(self.data_owner, label_owner, "labels", y, step=step)
+            if hosts(label_owner):
+                truth = labels  # accuracy is against the true labels, whatever defenses did
+                labels = self.callbacks.transform_labels(labels, party=label_owner, step=step)
+                with self.flops.party(label_owner):
+                    loss = F.cross_entropy(logits, labels)
+                correct = int((logits.detach().argmax(1) == truth).sum())
             self._backward(loss, crossings, x, first_release, step=step)
-        for party in self.parties.values():
+        for party in self.hosted().values():
             party.step()
-        correct = int((logits.detach().argmax(1) == y).sum())  # against the true labels, whatever defenses did
-        return StepResult(loss=float(loss.detach()), correct=correct, count=int(y.shape[0]))
+        return unknown_outcome(y) if loss is None else StepResult(loss=float(loss.detach()), correct=correct,
+                                                                  count=int(y.shape[0]))
 
     # -- backward --------------------------------------------------------------------------------
     def _backward(self, loss, crossings, x, first_release, *, step):
@@ -146,25 +156,31 @@ class ChainTopology(Topology):
         The data owner's extra loss (e.g. NoPeek) joins its last backward, the one through its cut,
         so the client segment sees one combined backward per step.
         """
+        hosts = self.channel.hosts
         roots, grads = [loss], [None]
         for out, received, i in reversed(crossings):
-            with self.flops.party(self.owners[i]):
-                torch.autograd.backward(roots, grads)
+            if hosts(self.owners[i]):
+                with self.flops.party(self.owners[i]):
+                    torch.autograd.backward(roots, grads)
             grad = self.return_gradient(received, src=self.owners[i], dst=self.owners[i - 1], step=step)
             roots, grads = [out], [grad]
-        with self.flops.party(self.data_owner):
-            extra = self.callbacks.extra_loss(x, first_release, party=self.data_owner, step=step)
-            if extra is not None:
-                roots, grads = roots + [extra], grads + [None]
-            torch.autograd.backward(roots, grads)
+        if hosts(self.data_owner):
+            with self.flops.party(self.data_owner):
+                extra = self.callbacks.extra_loss(x, first_release, party=self.data_owner, step=step)
+                if extra is not None:
+                    roots, grads = roots + [extra], grads + [None]
+                torch.autograd.backward(roots, grads)
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x, *, step=0):
+        """The logits as the data owner holds them; across processes, the label owner's process
+        returns the logits it computed and a process hosting neither returns None."""
         with self.channel.phase_scope("eval"):
             with self.flops.step("eval", int(x.shape[0])):
                 logits, _, _ = self._forward(x, step=step, phase="eval")
             if self.label_owner != self.data_owner:
-                logits = self.channel.send(self.label_owner, self.data_owner, "logits", logits, step=step)
+                received = self.channel.send(self.label_owner, self.data_owner, "logits", logits, step=step)
+                if self.channel.hosts(self.data_owner):
+                    logits = received
         return logits
-

@@ -167,6 +167,9 @@ class ManyClientTopology(Topology):
         chain.owners = [client if i in self._client_positions else SERVER for i in range(len(chain.owners))]
         chain.data_owner = client
         chain.label_owner = client if self.ushape else SERVER
+        # the one simulated client segment is the current client's: its optimizer steps where that client runs
+        chain.parties = {client: self._client_party, **{n: p for n, p in chain.parties.items()
+                                                         if p is not self._client_party}}
 
     def _role_flops(self, phase: str) -> tuple[int, int]:
         counter = self._chain.flops.totals.get(phase, Counter())
@@ -245,8 +248,10 @@ class ManyClientTopology(Topology):
         segment keeps training in place after it sends, which must not change what the receiver
         (or a tap on it) got. One transfer's copy at a time, so memory stays O(1) in K.
         """
+        here = self.channel.hosts(src)  # across processes only the sender's values are real
         with self.channel.phase_scope("train"):
-            return {name: self.channel.send(src, dst, "weights", t.detach().clone(), step=self._last_step, tag=name)
+            return {name: self.channel.send(src, dst, "weights", t.detach().clone() if here else None,
+                                            step=self._last_step, tag=name)
                     for name, t in state.items()}
 
     def _load(self, state: dict[str, torch.Tensor]) -> None:
@@ -332,7 +337,8 @@ class RelayTopology(ManyClientTopology):
             state = self._send_state(SERVER, dst, self._send_state(src, SERVER, state))
         else:
             state = self._send_state(src, dst, state)
-        self._load(state)
+        if self.channel.hosts(dst):
+            self._load(state)
         self._become(dst)
 
     def describe(self) -> dict:
@@ -372,6 +378,7 @@ class SplitFedTopology(ManyClientTopology):
         return self._rounds(order, bounds, batch_size)
 
     def _rounds(self, order, bounds, batch_size) -> Iterator[torch.Tensor]:
+        hosts = self.channel.hosts
         cursor = list(bounds[:-1])
         per_round = None if self.local_batches is None else self.local_batches * batch_size
         while any(c < b for c, b in zip(cursor, bounds[1:])):
@@ -382,17 +389,23 @@ class SplitFedTopology(ManyClientTopology):
                 if start == stop:
                     continue
                 stop = stop if per_round is None else min(stop, start + per_round)
-                self._load(global_state)  # the client's own copy of the last broadcast (or the initial weights)
+                if hosts(client):
+                    self._load(global_state)  # the client's own copy of the last broadcast (or the initial weights)
                 self._become(client)
                 yield from order[start:stop].split(batch_size)
                 cursor[k] = stop
-                running.add(self._send_state(client, self.aggregator, self.client_state()), stop - start)
+                sent = self._send_state(client, self.aggregator, self.client_state())
+                if hosts(self.aggregator):
+                    running.add(sent, stop - start)
                 taken.append(client)
-            average = running.result()
+            average = running.result() if hosts(self.aggregator) else None
             del running, global_state
-            self._load(average)
+            if average is not None:
+                self._load(average)
             for client in taken:  # the new global weights down to every client of the round
-                self._send_state(self.aggregator, client, average)
+                received = self._send_state(self.aggregator, client, average or self.client_state())
+                if average is None and hosts(client):
+                    self._load(received)
         self._become(self.data_owner)
 
     def describe(self) -> dict:

@@ -1,0 +1,272 @@
+"""The channel across processes: the same :class:`~secsplit.channel.Channel`, delivering over gRPC with mutual TLS.
+
+Every party runs in its own process with the same topology code (built from the same run file and
+seed). The step is written once for all parties; a :class:`NetworkChannel` *hosts* one party, so
+each process runs only its own party's statements (``channel.hosts(party)``) and every message a
+hosted party sends or receives crosses the network:
+
+- sending (``src`` hosted): the tensor is encoded with the codec (:mod:`secsplit.channel.codec`,
+  never pickled) and sent to ``dst``'s listener without waiting for the acknowledgement, so the
+  sender goes on at once; sends to one receiver carry consecutive sequence numbers.
+- receiving (``dst`` hosted): the listener files each decoded message under its sender, and
+  ``send`` on the receiving side returns the next one in sequence after checking that it is the
+  message the protocol expects there (kind, step, tag, phase): both sides run the same program, so
+  anything else is a peer out of step, refused with a one-line error.
+
+Byte accounting and taps are the in-process channel's: each process counts the messages its party
+sends and receives, payload only, so per party they equal the in-process run's; the envelopes'
+framing is counted apart (:meth:`NetworkChannel.transport`).
+
+Limits: one message at most ``max_message_bytes``; a sender may run at most :data:`WINDOW`
+messages or ``max_buffered_bytes`` ahead of its receiver (further messages wait, then are refused);
+a message waited for more than ``timeout_s`` is an error naming the party, kind and step; a peer
+that fails says goodbye with its reason, so the others stop at once instead of timing out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+
+import torch
+
+from secsplit.channel.codec import DEFAULT_MAX_MESSAGE_BYTES, WireMessage
+from secsplit.channel.grpc_link import Link, LinkStats, Listener
+from secsplit.channel.inprocess import Channel
+from secsplit.errors import ChannelError, ConfigError
+
+log = logging.getLogger("secsplit.network")
+
+#: how many messages a sender may be ahead of what its receiver consumed
+WINDOW = 256
+#: bytes a receiver buffers from one sender before further messages wait (backpressure)
+DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
+MAX_REASON_CHARS = 500
+
+
+class PeerGone(ChannelError):
+    """A peer said goodbye (finished or failed) while this party still expected a message from it."""
+
+
+class NetworkChannel(Channel):
+    """A channel hosting ``party`` in this process; the other parties are reached at ``addresses``.
+
+    Args:
+        party: the party this process runs (its certificate's name).
+        addresses: every party of the run -> "host:port" its process listens on.
+        run_id: identifies the run (a digest of the shared run file): messages of another run are refused.
+        certs: certificate directory (``secsplit certs init``); ignored when ``insecure``.
+        insecure: plaintext without authentication, for local tests only.
+        listen: where this party listens (default: its own entry in ``addresses``).
+        timeout_s: how long a message may be waited for (and a send to be acknowledged).
+        connect_timeout_s: how long the hello retries while a peer's process is not up yet.
+        max_message_bytes: the largest message sent or accepted.
+    """
+
+    def __init__(self, *, party: str, addresses: dict[str, str], run_id: str, certs=None, insecure: bool = False,
+                 listen: str | None = None, timeout_s: float = 60.0, connect_timeout_s: float = 60.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES) -> None:
+        super().__init__()
+        if party not in addresses:
+            raise ConfigError(f"party {party!r} has no address; the run's parties are {sorted(addresses)}")
+        self.party, self.addresses, self.run_id = party, dict(addresses), run_id
+        self.peers = [p for p in addresses if p != party]
+        self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
+        self.max_message_bytes, self.max_buffered_bytes = max_message_bytes, max_buffered_bytes
+        self._tls = {"certs": certs, "insecure": insecure}
+        self._links: dict[str, Link] = {}
+        self._pending: list = []  # (peer, result function) of sends not yet acknowledged
+        self._next_out: dict[str, int] = defaultdict(int)
+        self._cond = threading.Condition()
+        self._inbox: dict[str, dict[int, WireMessage]] = defaultdict(dict)
+        self._next_in: dict[str, int] = defaultdict(int)
+        self._buffered: dict[str, int] = defaultdict(int)
+        self._gone: dict[str, str] = {}  # peer -> why it left ("" for a clean finish)
+        self.received = LinkStats()  # what the listener took in (messages, payload, envelopes)
+        self.listener = Listener(self._handle, listen=listen or addresses[party], party=party,
+                                 allowed_peers=self.peers, max_message_bytes=max_message_bytes,
+                                 max_workers=4 + 2 * len(self.peers), max_queue=64, **self._tls)
+        self.listener.start()
+
+    # -- who runs where -------------------------------------------------------------------------
+    def hosts(self, party: str) -> bool:
+        return party == self.party
+
+    def _link(self, peer: str) -> Link:
+        link = self._links.get(peer)
+        if link is None:
+            if peer not in self.addresses:
+                raise ChannelError(f"no address for party {peer!r}; the run's parties are {sorted(self.addresses)}")
+            link = self._links[peer] = Link(self.addresses[peer], party=self.party, peer=peer,
+                                            timeout_s=self.timeout_s, connect_timeout_s=self.connect_timeout_s,
+                                            max_message_bytes=self.max_message_bytes, **self._tls)
+        return link
+
+    # -- start and end ----------------------------------------------------------------------------
+    def open(self, peers=None, **meta) -> None:
+        """Say hello to every peer (default: all): waits until each is up and runs the same run.
+
+        A peer whose run file differs refuses (and so does this side, seeing theirs): nothing is
+        built or trained from a peer's hello; it is only compared.
+        """
+        for peer in self.peers if peers is None else peers:
+            self._link(peer).exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
+                                                  dst=peer, tag="hello", meta=meta))
+
+    def close(self, error: str | None = None) -> None:
+        """Wait for every send to be acknowledged, say goodbye (with ``error`` when failing), stop listening."""
+        try:
+            if error is None:
+                self.flush()
+        finally:
+            for peer in self.peers:
+                meta = {"error": error[:MAX_REASON_CHARS]} if error else {}
+                try:
+                    link = self._link(peer)
+                    if link._connected:  # a peer never reached needs no goodbye
+                        link.timeout_s = min(link.timeout_s, 5.0)
+                        link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
+                                                  dst=peer, tag="bye", meta=meta))
+                except ChannelError:
+                    pass  # a peer that already finished has stopped listening
+            for link in self._links.values():
+                link.close()
+            self.listener.stop(grace=0.5)
+
+    def flush(self) -> None:
+        """Wait until every message sent so far is acknowledged; raise the first failure."""
+        pending, self._pending = self._pending, []
+        for _, result in pending:
+            result()
+
+    def _reap(self) -> None:
+        """Raise the failure of any send already answered (a refusal surfaces at the next message)."""
+        done = [(peer, result) for peer, result in self._pending if result.done()]
+        if done:
+            self._pending = [p for p in self._pending if not p[1].done()]
+            for _, result in done:
+                result()
+
+    # -- delivery ---------------------------------------------------------------------------------
+    def _deliver(self, src, dst, kind, tensor, *, step, tag=""):
+        if self.hosts(src) and self.hosts(dst):
+            return tensor.detach()
+        if self.hosts(src):
+            tensor = tensor.detach()
+            self._reap()
+            seq = self._next_out[dst]
+            self._next_out[dst] = seq + 1
+            message = WireMessage(run_id=self.run_id, step=step, kind=kind, src=src, dst=dst, phase=self.phase,
+                                  tag=tag, tensor=tensor, seq=seq)
+            self._pending.append((dst, _Later(self._link(dst), message)))
+            return tensor
+        return self._receive(src, kind, step=step, tag=tag)
+
+    def _receive(self, src: str, kind: str, *, step: int, tag: str) -> torch.Tensor:
+        what = f"{kind} of step {step} from {src}"
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            seq = self._next_in[src]
+            while seq not in self._inbox[src]:
+                if src in self._gone:
+                    reason = self._gone[src]
+                    raise PeerGone(f"{src} {'failed' if reason else 'finished'} before sending the {what}"
+                                   + (f": {reason}" if reason else " (do both run the same run file?)"))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ChannelError(f"no {what} within {self.timeout_s:g} s: {src} is gone or stuck "
+                                       f"(--timeout S waits longer)")
+                self._cond.wait(min(left, 0.5))
+            message = self._inbox[src].pop(seq)
+            self._next_in[src] = seq + 1
+            self._buffered[src] -= message.payload_bytes
+            self._cond.notify_all()
+        expected = (kind, step, tag, self.phase)
+        got = (message.kind, message.step, message.tag, message.phase)
+        if got != expected or message.tensor is None:
+            raise ChannelError(f"{src} is out of step: expected its {kind} of step {step} ({self.phase}"
+                               f"{', ' + tag if tag else ''}), got {message.kind} of step {message.step} "
+                               f"({message.phase}{', ' + message.tag if message.tag else ''})")
+        return message.tensor
+
+    # -- the listener's side ------------------------------------------------------------------------
+    def _handle(self, message: WireMessage, peer: str) -> WireMessage:
+        """File one message from ``peer`` (authenticated by its certificate) and acknowledge it."""
+        if message.run_id != self.run_id:
+            raise ChannelError(f"message of run {message.run_id[:80]!r}, but {self.party} runs {self.run_id!r}: "
+                               f"the parties' run files differ")
+        if message.dst != self.party:
+            raise ChannelError(f"message for {message.dst[:80]!r} reached {self.party}")
+        if message.kind == "control":
+            return self._control(message, peer)
+        if message.tensor is None:
+            raise ChannelError(f"{message.kind} message carries no tensor")
+        size = message.payload_bytes
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            inbox = self._inbox[peer]
+            if message.seq < self._next_in[peer] or message.seq in inbox:
+                raise ChannelError(f"message {message.seq} from {peer} arrived twice")
+            # backpressure: wait while the sender is too far ahead of what this party consumed
+            while (message.seq >= self._next_in[peer] + WINDOW
+                   or (inbox and self._buffered[peer] + size > self.max_buffered_bytes)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ChannelError(f"{peer} is more than {WINDOW} messages or {self.max_buffered_bytes} bytes "
+                                       f"ahead of {self.party}")
+                self._cond.wait(min(left, 0.5))
+            inbox[message.seq] = message
+            self._buffered[peer] += size
+            self.received.messages_received += 1
+            self.received.payload_received += size
+            self._cond.notify_all()
+        return WireMessage(run_id=self.run_id, step=message.step, kind="control", src=self.party, dst=peer, tag="ack")
+
+    def _control(self, message: WireMessage, peer: str) -> WireMessage:
+        reply = WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party, dst=peer, tag=message.tag)
+        if message.tag == "hello":
+            with self._cond:
+                self._gone.pop(peer, None)
+            return reply
+        if message.tag == "bye":
+            reason = message.meta.get("error", "")
+            with self._cond:
+                self._gone[peer] = str(reason)[:MAX_REASON_CHARS] if reason else ""
+                self._cond.notify_all()
+            if reason:
+                log.warning("%s failed: %s", peer, reason)
+            return reply
+        raise ChannelError(f"unknown control message {message.tag[:40]!r}; valid: hello, bye")
+
+    # -- reporting ----------------------------------------------------------------------------------
+    def transport(self) -> dict:
+        """Envelope bytes on top of the payload this party sent and received (framing), per run."""
+        sent = LinkStats()
+        for link in self._links.values():
+            for key in ("messages_sent", "payload_sent", "wire_sent"):
+                setattr(sent, key, getattr(sent, key) + getattr(link.stats, key))
+        return {"messages_sent": sent.messages_sent, "payload_sent": sent.payload_sent, "wire_sent": sent.wire_sent,
+                "framing_sent": sent.wire_sent - sent.payload_sent,
+                "messages_received": self.received.messages_received,
+                "payload_received": self.received.payload_received,
+                "peers": {p: link.address for p, link in self._links.items()}}
+
+
+class _Later:
+    """A send in flight: ``done()`` once acknowledged or failed; calling it raises the failure."""
+
+    def __init__(self, link: Link, message: WireMessage) -> None:
+        self._result = link.exchange_later(message)
+        self._future = getattr(self._result, "future", None)
+        self._value = None
+
+    def done(self) -> bool:
+        return self._future is None or self._future.done()
+
+    def __call__(self):
+        if self._value is None:
+            self._value = self._result()
+        return self._value
