@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from secsplit.errors import SecsplitError
 
 #: Subcommand modules, in the order `secsplit --help` lists them.
-COMMANDS = ["audit", "frontier", "attack", "report", "train", "predict", "efficiency", "serve", "certs", "list"]
+COMMANDS = ["audit", "frontier", "attack", "report", "train", "predict", "efficiency", "serve", "launch", "certs", "list"]
 
 #: Exit codes every subcommand uses.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_APPLICABLE = 0, 1, 2, 3
