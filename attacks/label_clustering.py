@@ -81,6 +81,8 @@ class GradientClustering(LabelAttack):
     name = "gradient-clustering"
     threat_model = ThreatModel(attacker="client", behaviour="honest-but-curious", knows=("few-labels",), target="labels")
     binary = False
+    search_space = {"method": list(METHODS)}
+    tuning_trials = 3
 
     def __init__(self, *, known_per_class: int = 5, method: str = "auto", window: int | None = None,
                  normalize: bool = True, dataset=None, seed: int = 0, attacker: str | None = None) -> None:
