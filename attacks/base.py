@@ -174,11 +174,16 @@ def create_attack(name: str, /, **kwargs) -> Attack:
     return ATTACKS.create(name, **kwargs)
 
 
+def canonical_name(name: str) -> str:
+    """The registered name for a short one ("norm" -> "norm-attack"); any other name is returned as is."""
+    if name not in ATTACKS and f"{name}-attack" in ATTACKS:
+        return f"{name}-attack"
+    return name
+
+
 def get(name: str, /, **kwargs) -> Attack:
     """``create_attack`` that also takes the short names ("norm" for "norm-attack", "cosine", "fsha")."""
-    if name not in ATTACKS and f"{name}-attack" in ATTACKS:
-        name = f"{name}-attack"
-    return ATTACKS.create(name, **kwargs)
+    return ATTACKS.create(canonical_name(name), **kwargs)
 
 
 def list_attacks() -> list[tuple[str, str]]:

@@ -41,10 +41,12 @@ def attack_spec(name: str, params: list[tuple[str, object]]) -> str:
     """``name[:k=v,...]`` plus ``--param`` pairs as one spec string; the name and parameters are checked
     against the registry (an unknown name or parameter is a one-line error before anything trains)."""
     from secsplit.attacks import ATTACKS
+    from secsplit.attacks.base import canonical_name
     from secsplit.errors import ConfigError
     from secsplit.specs import parse_spec
 
     base, given = parse_spec(name)
+    base = canonical_name(base)  # the short names Python's attacks.get takes ("norm")
     for key, value in params:
         if key in given:
             raise ConfigError(f"attack parameter {key!r} given twice")
