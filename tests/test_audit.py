@@ -36,7 +36,7 @@ attacks = ["norm-attack", "cosine-attack"]
 
 def _comparable(rows):
     """Rows without timings, which differ between runs."""
-    drop = {"wall_time_s", "train_wall_time_s", "flops", "versions", "trained"}
+    drop = {"wall_time_s", "train_wall_time_s", "attack_wall_time_s", "flops", "versions", "trained"}
     return sorted((json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True) for r in rows))
 
 
