@@ -141,6 +141,9 @@ class FeatureSpaceHijacking(ReconstructionAttack):
     name = "fsha"
     threat_model = ThreatModel(attacker="server", behaviour="active", knows=("auxiliary-data",), target="inputs")
     observes_training = True  # it acts during training: a cached honest model is useless to it
+    #: each trial is a whole hijacked training run: keep it to the settings that mattered when measured
+    search_space = {"lr_discriminator": [1e-3, 1e-2], "gp_weight": [10.0, 500.0], "critic_steps": [1, 2]}
+    tuning_trials = 3
 
     def __init__(self, *, auxiliary: torch.Tensor | None = None, aux_size: int = 1000, pilot_width: int = 16,
                  decoder_width: int = 16, discriminator_width: int = 16, lr_autoencoder: float = 1e-3,

@@ -33,6 +33,8 @@ class UnSplit(ReconstructionAttack):
     name = "unsplit"
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious", knows=("client-architecture",),
                                target="inputs")
+    search_space = {"tv_weight": [0.01, 0.05, 0.2], "rounds": [20, 40], "lr_input": [0.02, 0.05]}
+    tuning_trials = 6
 
     def __init__(self, *, rounds: int = 20, input_steps: int = 50, model_steps: int = 50, lr_input: float = 0.05,
                  lr_model: float = 1e-3, tv_weight: float = 0.05, targets: torch.Tensor | None = None,
