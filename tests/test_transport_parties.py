@@ -69,6 +69,34 @@ def test_chain_across_processes_reproduces_the_in_process_run(tmp_path, topology
         assert apart["hop1"]["test_accuracy"] is None  # a hop never learns the outcome
 
 
+#: the other registered topologies: parties and options (small K, few batches per round, to stay fast)
+OTHERS = {
+    "vertical": (["client0", "client1", "server"], ""),
+    "vertical-ushape": (["client0", "client1", "server"], ""),
+    "multitask": (["client", "server"], ""),
+    "multitask-ushape": (["client", "server"], ""),
+    "multitask-local": (["client0", "client1", "server"], ""),
+    "relay": (["client0", "client1", "server"], "[topology_options]\nclients = 2\n"),
+    "relay-ushape": (["client0", "client1", "server"], '[topology_options]\nclients = 2\nweights_via = "server"\n'),
+    "splitfed": (["client0", "client1", "server", "fed-server"],
+                 "[topology_options]\nclients = 2\nlocal_batches = 3\n"),
+    "splitfed-ushape": (["client0", "client1", "server"],
+                        '[topology_options]\nclients = 2\nlocal_batches = 3\naggregator = "server"\n'),
+}
+
+
+@pytest.mark.parametrize("topology", list(OTHERS))
+def test_every_topology_across_processes_reproduces_the_in_process_run(tmp_path, topology):
+    parties, extra = OTHERS[topology]
+    assert_same_run(write_run(tmp_path / "run.toml", topology, parties, extra=extra), tmp_path)
+
+
+def test_every_registered_topology_is_tried_across_processes():
+    from secsplit.topologies import TOPOLOGIES
+
+    assert set(TOPOLOGIES.names()) == set(CHAINS) | set(OTHERS)
+
+
 def test_launch_prints_each_party_summary(tmp_path, capsys):
     run_file = write_run(tmp_path / "run.toml", "vanilla", ["client", "server"])
     assert main(["launch", run_file, "--json"]) == 0

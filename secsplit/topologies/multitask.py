@@ -65,7 +65,7 @@ from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
 from secsplit.registry import Registry
 from secsplit.seeding import seeded
-from secsplit.topologies.base import Route, StepResult, Topology, check_label_source
+from secsplit.topologies.base import Route, StepResult, Topology, check_label_source, unknown_outcome
 from secsplit.topologies.presets import TOPOLOGIES
 
 CLIENT = "client"
@@ -247,6 +247,8 @@ class _TaskMixin:
         outputs = self.predict_tasks(x, step=step)
         metrics = {}
         for task, logits in outputs.items():
+            if logits is None:  # across processes: an entity this process does not run
+                continue
             target = self._targets(task, y)
             n = max(len(y), 1)
             metrics[f"task_{task}_accuracy"] = int((logits.argmax(1) == target).sum()) / n
@@ -328,18 +330,25 @@ class MultiTaskTopology(_TaskMixin, Topology):
         return tuple(routes)
 
     # -- forward pieces --------------------------------------------------------------------------
+    # Written once for every party: a party's statements run where the channel hosts it (everywhere
+    # in process); values a party holds are None elsewhere. Only messages cross between parties.
     def _client_release(self, x, *, step, phase):
-        with self.flops.party(CLIENT):
-            z = self.client_segment(x)
-            out = self.callbacks.transform_activation(z, party=CLIENT, step=step, phase=phase)
+        z = out = None
+        if self.channel.hosts(CLIENT):
+            with self.flops.party(CLIENT):
+                z = self.client_segment(x)
+                out = self.callbacks.transform_activation(z, party=CLIENT, step=step, phase=phase)
         received = self.channel.send(CLIENT, SERVER, "activation", out, step=step)
-        if phase == "train":
+        if phase == "train" and received is not None:
             received = received.requires_grad_(True)
         return z, out, received
 
     def train_step(self, x, y, *, step):
-        for party in self.parties.values():
+        hosts = self.channel.hosts
+        for party in self.hosted().values():
             party.zero_grad()
+        loss = logits = None
+        primary = self.tasks[0]
         with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             z, out, received = self._client_release(x, step=step, phase="train")
             targets = {t: self._targets(t, y) for t in self.tasks}  # at the data owner, who holds the labels
@@ -347,32 +356,43 @@ class MultiTaskTopology(_TaskMixin, Topology):
                 if self.label_source == "data_owner":
                     targets = {t: self.channel.send(CLIENT, SERVER, "labels", v, step=step, tag=t)
                                for t, v in targets.items()}
-                targets = {t: self._label_defended(t, v, party=SERVER, step=step) for t, v in targets.items()}
-                with self.flops.party(SERVER):
-                    h = self.trunk(received)
-                    logits = {t: self.head_of[t](h) for t in self.tasks}
-                    loss = self._loss(logits, targets)
-                    loss.backward()
+                truth = targets[primary]
+                if hosts(SERVER):
+                    targets = {t: self._label_defended(t, v, party=SERVER, step=step) for t, v in targets.items()}
+                    with self.flops.party(SERVER):
+                        h = self.trunk(received)
+                        logits = {t: self.head_of[t](h) for t in self.tasks}
+                        loss = self._loss(logits, targets)
+                        loss.backward()
             else:
-                targets = {t: self._label_defended(t, v, party=CLIENT, step=step) for t, v in targets.items()}
-                with self.flops.party(SERVER):
-                    h_out = self.trunk(received)
-                h = self.channel.send(SERVER, CLIENT, "activation", h_out, step=step).requires_grad_(True)
-                with self.flops.party(CLIENT):
-                    logits = {t: self.head_of[t](h) for t in self.tasks}
-                    loss = self._loss(logits, targets)
-                    loss.backward()
+                truth = targets[primary]
+                h_out = None
+                if hosts(CLIENT):
+                    targets = {t: self._label_defended(t, v, party=CLIENT, step=step) for t, v in targets.items()}
+                if hosts(SERVER):
+                    with self.flops.party(SERVER):
+                        h_out = self.trunk(received)
+                h = self.channel.send(SERVER, CLIENT, "activation", h_out, step=step)
+                if h is not None:
+                    h = h.requires_grad_(True)
+                    with self.flops.party(CLIENT):
+                        logits = {t: self.head_of[t](h) for t in self.tasks}
+                        loss = self._loss(logits, targets)
+                        loss.backward()
                 grad = self.return_gradient(h, src=CLIENT, dst=SERVER, step=step)
-                with self.flops.party(SERVER):
-                    _trainable([h_out], [grad])
+                if hosts(SERVER):
+                    with self.flops.party(SERVER):
+                        _trainable([h_out], [grad])
             grad = self.return_gradient(received, src=SERVER, dst=CLIENT, step=step)
-            with self.flops.party(CLIENT):
-                extra = self.callbacks.extra_loss(x, z, party=CLIENT, step=step)
-                _trainable([out, extra], [grad, None])
-        for party in self.parties.values():
+            if hosts(CLIENT):
+                with self.flops.party(CLIENT):
+                    extra = self.callbacks.extra_loss(x, z, party=CLIENT, step=step)
+                    _trainable([out, extra], [grad, None])
+        for party in self.hosted().values():
             party.step()
-        primary = self.tasks[0]
-        correct = int((logits[primary].detach().argmax(1) == self._targets(primary, y)).sum())
+        if loss is None:
+            return unknown_outcome(y)
+        correct = int((logits[primary].detach().argmax(1) == truth).sum())
         return StepResult(loss=float(loss.detach()), correct=correct, count=int(y.shape[0]))
 
     def _loss(self, logits, targets):
@@ -383,13 +403,18 @@ class MultiTaskTopology(_TaskMixin, Topology):
         """Split inference: task name -> logits, as the client finally holds them."""
         with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
             _, _, received = self._client_release(x, step=step, phase="eval")
-            with self.flops.party(SERVER):
-                h = self.trunk(received)
-                if self.heads_at == "server":
-                    logits = {t: self.head_of[t](h) for t in self.tasks}
+            h, logits = None, dict.fromkeys(self.tasks)
+            if self.channel.hosts(SERVER):
+                with self.flops.party(SERVER):
+                    h = self.trunk(received)
+                    if self.heads_at == "server":
+                        logits = {t: self.head_of[t](h) for t in self.tasks}
             if self.heads_at == "server":
-                return {t: self.channel.send(SERVER, CLIENT, "logits", v, step=step, tag=t) for t, v in logits.items()}
+                sent = {t: self.channel.send(SERVER, CLIENT, "logits", v, step=step, tag=t) for t, v in logits.items()}
+                return sent if self.channel.hosts(CLIENT) else logits  # the server's own where it runs alone
             h = self.channel.send(SERVER, CLIENT, "activation", h, step=step)
+            if h is None:
+                return dict.fromkeys(self.tasks)
             with self.flops.party(CLIENT):
                 return {t: self.head_of[t](h) for t in self.tasks}
 
@@ -474,39 +499,51 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
         return torch.arange(i, n, len(self.clients), device=device)
 
     def train_step(self, x, y, *, step):
-        for party in self.parties.values():
+        hosts = self.channel.hosts
+        for party in self.hosted().values():
             party.zero_grad()
-        total, primary = 0.0, (0, 0)
+        total, primary, known = 0.0, (0, 0), False
         with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             for i, (client, task, weight) in enumerate(zip(self.clients, self.tasks, self.weights)):
                 rows = self._rows(i, len(x), x.device)
                 xi, yi = (x, y) if rows is None else (x[rows], y[rows])
                 if len(xi) == 0:
                     continue  # a batch smaller than the number of entities: this entity sits the step out
-                with self.flops.party(client):
-                    z = self.client_heads[i](xi)
-                    out = self.callbacks.transform_activation(z, party=client, step=step, phase="train")
-                received = self.channel.send(client, SERVER, "activation", out, step=step).requires_grad_(True)
-                with self.flops.party(SERVER):
-                    h_out = self.trunk(received)
-                h = self.channel.send(SERVER, client, "activation", h_out, step=step).requires_grad_(True)
-                target = self._label_defended(task, self._targets(task, yi), party=client, step=step)
-                with self.flops.party(client):
-                    logits = self.tails[i](h)
-                    loss = F.cross_entropy(logits, target)
-                    (weight * loss).backward()
+                z = out = h_out = None
+                if hosts(client):
+                    with self.flops.party(client):
+                        z = self.client_heads[i](xi)
+                        out = self.callbacks.transform_activation(z, party=client, step=step, phase="train")
+                received = self.channel.send(client, SERVER, "activation", out, step=step)
+                if hosts(SERVER):
+                    received = received.requires_grad_(True)
+                    with self.flops.party(SERVER):
+                        h_out = self.trunk(received)
+                h = self.channel.send(SERVER, client, "activation", h_out, step=step)
+                if hosts(client):
+                    h = h.requires_grad_(True)
+                    target = self._label_defended(task, self._targets(task, yi), party=client, step=step)
+                    with self.flops.party(client):
+                        logits = self.tails[i](h)
+                        loss = F.cross_entropy(logits, target)
+                        (weight * loss).backward()
                 grad = self.return_gradient(h, src=client, dst=SERVER, step=step)
-                with self.flops.party(SERVER):
-                    _trainable([h_out], [grad])  # accumulates into the trunk's .grad over the entities
+                if hosts(SERVER):
+                    with self.flops.party(SERVER):
+                        _trainable([h_out], [grad])  # accumulates into the trunk's .grad over the entities
                 grad = self.return_gradient(received, src=SERVER, dst=client, step=step)
-                with self.flops.party(client):
-                    extra = self.callbacks.extra_loss(xi, z, party=client, step=step)
-                    _trainable([out, extra], [grad, None])
-                total += weight * float(loss.detach())
-                if i == 0:
-                    primary = (int((logits.detach().argmax(1) == self._targets(task, yi)).sum()), len(yi))
-        for party in self.parties.values():
+                if hosts(client):
+                    with self.flops.party(client):
+                        extra = self.callbacks.extra_loss(xi, z, party=client, step=step)
+                        _trainable([out, extra], [grad, None])
+                    total += weight * float(loss.detach())
+                    known = True
+                    if i == 0:
+                        primary = (int((logits.detach().argmax(1) == self._targets(task, yi)).sum()), len(yi))
+        for party in self.hosted().values():
             party.step()
+        if not known or not hosts(self.clients[0]):  # the reported outcome is the whole step's, primary task's
+            return unknown_outcome(y)
         return StepResult(loss=total, correct=primary[0], count=primary[1])
 
     @torch.no_grad()
@@ -515,15 +552,19 @@ class LocalEntitiesTopology(_TaskMixin, Topology):
         outputs = {}
         with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
             for i, (client, task) in enumerate(zip(self.clients, self.tasks)):
-                with self.flops.party(client):
-                    z = self.client_heads[i](x)
-                    z = self.callbacks.transform_activation(z, party=client, step=step, phase="eval")
+                z = h = outputs[task] = None
+                if self.channel.hosts(client):
+                    with self.flops.party(client):
+                        z = self.client_heads[i](x)
+                        z = self.callbacks.transform_activation(z, party=client, step=step, phase="eval")
                 received = self.channel.send(client, SERVER, "activation", z, step=step)
-                with self.flops.party(SERVER):
-                    h = self.trunk(received)
+                if self.channel.hosts(SERVER):
+                    with self.flops.party(SERVER):
+                        h = self.trunk(received)
                 h = self.channel.send(SERVER, client, "activation", h, step=step)
-                with self.flops.party(client):
-                    outputs[task] = self.tails[i](h)
+                if self.channel.hosts(client):
+                    with self.flops.party(client):
+                        outputs[task] = self.tails[i](h)
         return outputs
 
     def describe(self) -> dict:

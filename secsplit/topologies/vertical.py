@@ -57,7 +57,7 @@ from secsplit.optim import OptimizerSpec
 from secsplit.parties import Party
 from secsplit.seeding import seeded
 from secsplit.split import split
-from secsplit.topologies.base import Route, StepResult, Topology, check_label_source
+from secsplit.topologies.base import Route, StepResult, Topology, check_label_source, unknown_outcome
 
 MERGES = ("concat", "sum", "mean")
 SERVER = "server"
@@ -335,16 +335,21 @@ class VerticalTopology(Topology):
         return assemble_vertical(self.views, client_features, perms, input_shape=self.input_shape)
 
     # -- forward ---------------------------------------------------------------------------------
+    # Written once for every party: a party's statements run where the channel hosts it (everywhere
+    # in process); values a party holds are None elsewhere. Only messages cross between parties.
     def _clients_forward(self, x, *, step, phase):
         """Each client runs its head on its own view and releases the activation to the server."""
+        hosts = self.channel.hosts
         outs, releases, received, x_views = [], [], [], []
         for client, view, head in zip(self.clients, self.views, self.heads):
-            x_view = view(x)  # the client's own features: nothing else of x is touched
-            with self.flops.party(client):
-                z = head(x_view)
-                out = self.callbacks.transform_activation(z, party=client, step=step, phase=phase)
+            x_view = z = out = None
+            if hosts(client):
+                x_view = view(x)  # the client's own features: nothing else of x is touched
+                with self.flops.party(client):
+                    z = head(x_view)
+                    out = self.callbacks.transform_activation(z, party=client, step=step, phase=phase)
             r = self.channel.send(client, SERVER, "activation", out, step=step)
-            if phase == "train":
+            if phase == "train" and r is not None:
                 r = r.requires_grad_(True)
             x_views.append(x_view)
             releases.append(z)
@@ -353,47 +358,61 @@ class VerticalTopology(Topology):
         return x_views, releases, outs, received
 
     def _server_forward(self, received):
+        if not self.channel.hosts(SERVER):
+            return None
         with self.flops.party(SERVER):
             return self.body(self.merger(received))
 
     # -- training --------------------------------------------------------------------------------
     def train_step(self, x, y, *, step):
-        for party in self.parties.values():
+        hosts, label_owner = self.channel.hosts, self.label_owner
+        for party in self.hosted().values():
             party.zero_grad()
+        loss = correct = h_out = None
         with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
             x_views, releases, outs, received = self._clients_forward(x, step=step, phase="train")
             h = self._server_forward(received)
             labels = y
             if self.ushape:
                 h_out = h
-                h = self.channel.send(SERVER, self.data_owner, "activation", h_out, step=step).requires_grad_(True)
-                with self.flops.party(self.data_owner):
-                    logits = self.tail(h)
+                h = self.channel.send(SERVER, self.data_owner, "activation", h_out, step=step)
+                if h is not None:
+                    h = h.requires_grad_(True)
+                    with self.flops.party(self.data_owner):
+                        logits = self.tail(h)
             else:
                 logits = h
                 if self.label_source == "data_owner":
                     labels = self.channel.send(self.data_owner, SERVER, "labels", y, step=step)
-            labels = self.callbacks.transform_labels(labels, party=self.label_owner, step=step)
-            with self.flops.party(self.label_owner):
-                loss = F.cross_entropy(logits, labels)
-            self._backward(loss, h, h_out if self.ushape else None, x_views, releases, outs, received, step=step)
-        for party in self.parties.values():
+            if hosts(label_owner):
+                truth = labels  # accuracy is against the true labels, whatever defenses did
+                labels = self.callbacks.transform_labels(labels, party=label_owner, step=step)
+                with self.flops.party(label_owner):
+                    loss = F.cross_entropy(logits, labels)
+                correct = int((logits.detach().argmax(1) == truth).sum())
+            self._backward(loss, h, h_out, x_views, releases, outs, received, step=step)
+        for party in self.hosted().values():
             party.step()
-        correct = int((logits.detach().argmax(1) == y).sum())
-        return StepResult(loss=float(loss.detach()), correct=correct, count=int(y.shape[0]))
+        return unknown_outcome(y) if loss is None else StepResult(loss=float(loss.detach()), correct=correct,
+                                                                  count=int(y.shape[0]))
 
     def _backward(self, loss, h, h_out, x_views, releases, outs, received, *, step):
+        hosts = self.channel.hosts
         if self.ushape:  # client0 back-propagates its tail and returns the server-output gradient
-            with self.flops.party(self.data_owner):
-                loss.backward()
+            if hosts(self.data_owner):
+                with self.flops.party(self.data_owner):
+                    loss.backward()
             grad = self.return_gradient(h, src=self.data_owner, dst=SERVER, step=step)
             roots, grads = [h_out], [grad]
         else:
             roots, grads = [loss], [None]
-        with self.flops.party(SERVER):
-            torch.autograd.backward(roots, grads)
+        if hosts(SERVER):
+            with self.flops.party(SERVER):
+                torch.autograd.backward(roots, grads)
         for client, x_view, z, out, r in zip(self.clients, x_views, releases, outs, received):
             grad = self.return_gradient(r, src=SERVER, dst=client, step=step)
+            if not hosts(client):
+                continue
             with self.flops.party(client):
                 roots, grads = [out], [grad]
                 extra = self.callbacks.extra_loss(x_view, z, party=client, step=step)
@@ -406,15 +425,21 @@ class VerticalTopology(Topology):
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x, *, step=0):
+        """The logits as client0 holds them; across processes, the server's process (vanilla) returns
+        the logits it computed and every other process None."""
         with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
             _, _, _, received = self._clients_forward(x, step=step, phase="eval")
             h = self._server_forward(received)
             if self.ushape:
                 h = self.channel.send(SERVER, self.data_owner, "activation", h, step=step)
-                with self.flops.party(self.data_owner):
-                    logits = self.tail(h)
+                logits = None
+                if h is not None:
+                    with self.flops.party(self.data_owner):
+                        logits = self.tail(h)
             else:
                 logits = self.channel.send(SERVER, self.data_owner, "logits", h, step=step)
+                if not self.channel.hosts(self.data_owner):
+                    logits = h
         return logits
 
     def describe(self) -> dict:
