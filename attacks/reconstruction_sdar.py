@@ -1,0 +1,295 @@
+"""SDAR (Zhu, Luo, Wu, Jiang, Xiao and Ooi, "Passive Inference Attacks on Split Learning via Adversarial
+Regularization", NDSS 2025, arXiv 2310.10483): an honest-but-curious server learns a *decodable
+simulator* of the client's segment from labeled auxiliary data, then decodes what the client releases.
+
+The server follows the protocol; beside each training step it trains, on a batch of its own labeled
+auxiliary images (x_a, y_a):
+
+1. the simulator f~ (the client segment's architecture, freshly initialized: no client weight) so
+   that its own segment g, as it stands, classifies f~(x_a) correctly: CE(g(f~(x_a)), y_a) (in
+   U-shape, where the labels and the last layer stay with the client, through a simulated tail h~
+   too: CE(h~(g(f~(x_a))), y_a)), plus ``simulator_adv_weight`` x the non-saturating GAN loss of a
+   discriminator D_f that tells f(x_priv) (the activations just received) from f~(x_a), both
+   conditioned on a label;
+2. D_f on (f(x_priv), label) as real and (f~(x_a), y_a) as fake;
+3. a label-conditioned decoder f~^-1 on (f~(x_a), y_a) -> x_a: MSE plus ``decoder_adv_weight`` x
+   the GAN loss of a second discriminator D_x on (image, label);
+4. D_x on real auxiliary images against decoded ones.
+
+The label of a private activation is the server's own guess: argmax g(f(x)) in vanilla (the
+server's segment ends in the logits), argmax h~(g(f(x))) in U-shape: which is also SDAR's label
+inference in U-shape (reported as ``label_accuracy`` on the targets). Targets are reconstructed by
+f~^-1(f(x), label) from the activations the client releases in split inference, as for the other
+reconstruction attacks.
+
+Weights as in the authors' code (read through SecretFlow's port of it: simulator GAN weight 0.02,
+decoder GAN weight 1e-5, binary cross-entropy discriminators conditioned on the label). Differences,
+on purpose: small MLP discriminators and the inverse network's decoder (the cuts here are small),
+``final_epochs`` extra decoder passes over the auxiliary set after training (0 = the paper's
+schedule), and the server's own predicted label for the private side (the paper's vanilla server
+holds the training labels; the held-out targets attacked here have none).
+
+Threat model: honest-but-curious server; knows the client segment's architecture (not its
+weights), labeled auxiliary data from the same distribution ("auxiliary-data" for the images,
+"few-labels" for their labels). It reads its own segment and what it receives; never the client's
+weights or the private inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatModel
+from secsplit.attacks.reconstruction_base import ReconstructionAttack, reset_parameters
+from secsplit.attacks.reconstruction_inverse import _Decoder
+from secsplit.errors import ConfigError
+
+
+class _Conditioned(nn.Module):
+    """Appends a label (one-hot: extra constant channels for maps, extra features for vectors) to the input."""
+
+    def __init__(self, inner: nn.Module, k: int, spatial: bool) -> None:
+        super().__init__()
+        self.inner, self.k, self.spatial = inner, k, spatial
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(y, self.k).to(z.dtype)
+        if self.spatial:
+            onehot = onehot[:, :, None, None].expand(-1, -1, *z.shape[2:])
+        else:
+            z = z.flatten(1)
+        return self.inner(torch.cat([z, onehot], 1))
+
+
+def _critic(size: int, width: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(size, width), nn.LeakyReLU(0.2), nn.Linear(width, width),
+                         nn.LeakyReLU(0.2), nn.Linear(width, 1))
+
+
+@ATTACKS.register("sdar")
+class SDAR(ReconstructionAttack):
+    """SDAR (Zhu et al., NDSS'25): simulator + decoder with adversarial regularization, passive server.
+
+    Args:
+        auxiliary, auxiliary_labels: the attacker's own labeled images (N, C, H, W) in [0, 1] and their
+            labels; default: the last ``aux_size`` training images of the audited data set and their labels.
+        aux_size: how many auxiliary images to take by default.
+        lr: Adam learning rate of every attack network.
+        simulator_adv_weight, decoder_adv_weight: weights of the two GAN losses (paper's code: 0.02, 1e-5).
+        critic_width: hidden width of the two discriminators.
+        final_epochs: extra decoder passes over the auxiliary set after training.
+        steps_per_batch: attack updates per received training batch (each on a fresh auxiliary batch).
+        targets, max_targets, seed: see :class:`ReconstructionAttack`.
+    """
+
+    name = "sdar"
+    threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
+                               knows=("client-architecture", "auxiliary-data", "few-labels"), target="inputs")
+    observes_training = True  # it learns beside training, from every received batch
+    #: the attack's own hyperparameters worth tuning (a tuning hook may read this; none wired yet)
+    search_space: dict[str, list] = {"simulator_adv_weight": [0.0, 0.02, 0.1], "final_epochs": [0, 5],
+                                     "steps_per_batch": [1, 4], "lr": [1e-3, 3e-4]}
+
+    def __init__(self, *, auxiliary: torch.Tensor | None = None, auxiliary_labels: torch.Tensor | None = None,
+                 aux_size: int = 1000, lr: float = 1e-3, simulator_adv_weight: float = 0.02,
+                 decoder_adv_weight: float = 1e-5, critic_width: int = 128, final_epochs: int = 5, steps_per_batch: int = 4,
+                 targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
+        super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed)
+        if aux_size < 1 or lr <= 0 or critic_width < 1 or final_epochs < 0 or steps_per_batch < 1:
+            raise ConfigError(f"{self.name} needs aux_size, critic_width, steps_per_batch >= 1, lr > 0 and final_epochs >= 0")
+        if min(simulator_adv_weight, decoder_adv_weight) < 0:
+            raise ConfigError(f"{self.name} needs non-negative adversarial weights")
+        if (auxiliary is None) != (auxiliary_labels is None):
+            raise ConfigError(f"{self.name} needs auxiliary images and their labels together")
+        self.auxiliary, self.auxiliary_labels, self.aux_size = auxiliary, auxiliary_labels, aux_size
+        self.lr, self.critic_width, self.final_epochs = lr, critic_width, final_epochs
+        self.steps_per_batch = steps_per_batch
+        self.simulator_adv_weight, self.decoder_adv_weight = simulator_adv_weight, decoder_adv_weight
+        self.dataset = None
+        self.simulator = self.tail = self.decoder = None
+        self._received: torch.Tensor | None = None
+        self.history: list[dict] = []
+        self.last_labels: torch.Tensor | None = None
+
+    def params(self) -> dict:
+        return {"aux_size": None if self.auxiliary is None else len(self.auxiliary), "lr": self.lr,
+                "simulator_adv_weight": self.simulator_adv_weight, "decoder_adv_weight": self.decoder_adv_weight,
+                "critic_width": self.critic_width, "final_epochs": self.final_epochs, "steps_per_batch": self.steps_per_batch}
+
+    # -- applicability ---------------------------------------------------------------------------
+    def check_applicable(self, topology, dataset) -> None:
+        super().check_applicable(topology, dataset)
+        owners = topology.owners
+        if owners[-1] not in ("server", topology.data_owner) or len(owners) > 3:
+            raise NotApplicable(f"{self.name} simulates the client's segment through the server's own: it needs "
+                                f"vanilla or U-shape, not {getattr(topology, 'name', 'this chain')} ({' -> '.join(owners)})")
+        self.dataset = dataset
+        if self.auxiliary is None:
+            if dataset is None:
+                raise NotApplicable(f"{self.name} needs labeled auxiliary images (auxiliary=, auxiliary_labels=) or a data set")
+            self.auxiliary = dataset.x_train[-self.aux_size:]
+            self.auxiliary_labels = dataset.y_train[-self.aux_size:]
+
+    @property
+    def ushape(self) -> bool:
+        return len(self.topology.owners) == 3
+
+    # -- observation -----------------------------------------------------------------------------
+    def _observe(self, message) -> None:
+        super()._observe(message)
+        if (message.kind == "activation" and message.src == self.topology.data_owner
+                and message.dst == self.attacker and message.phase == "train"):
+            self._received = message.tensor.detach()
+
+    # -- the attack networks ---------------------------------------------------------------------
+    def _build(self, z: torch.Tensor) -> None:
+        if self.auxiliary is None:
+            raise ConfigError(f"{self.name} has no auxiliary data: pass auxiliary= or run check_applicable with a data set")
+        device = z.device
+        k = int(self.auxiliary_labels.max()) + 1 if self.dataset is None else self.dataset.num_classes
+        self.k = k
+        z_shape, x_shape = tuple(z.shape[1:]), tuple(self.auxiliary.shape[1:])
+        spatial = len(z_shape) == 3
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            # the client segment's architecture, every weight re-drawn (what "client-architecture" grants)
+            self.simulator = reset_parameters(copy.deepcopy(self.topology.segments[0]), self.seed).to(device).train()
+            if self.ushape:
+                self.tail = reset_parameters(copy.deepcopy(self.topology.segments[2]), self.seed + 1).to(device).train()
+            decoder_in = (z_shape[0] + k, *z_shape[1:]) if spatial else (math.prod(z_shape) + k,)
+            self.decoder = _Conditioned(_Decoder(decoder_in, x_shape), k, spatial).to(device)
+            self.critic_z = _Conditioned(_critic(math.prod(z_shape) + k, self.critic_width), k, False).to(device)
+            self.critic_x = _Conditioned(_critic(math.prod(x_shape) + k, self.critic_width), k, False).to(device)
+        for p in self.simulator.parameters():
+            p.requires_grad_(True)
+        sim_params = [*self.simulator.parameters(), *(self.tail.parameters() if self.tail is not None else [])]
+        for p in sim_params:
+            p.requires_grad_(True)
+        self._sim_params = sim_params
+        self._opt_sim = torch.optim.Adam(sim_params, lr=self.lr)
+        self._opt_dec = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
+        self._opt_cz = torch.optim.Adam(self.critic_z.parameters(), lr=self.lr)
+        self._opt_cx = torch.optim.Adam(self.critic_x.parameters(), lr=self.lr)
+        self._aux = self.auxiliary.to(device)
+        self._aux_y = self.auxiliary_labels.to(device)
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def _logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The server's own segment on ``z`` (then the simulated tail in U-shape), without touching its gradients."""
+        h = self.topology.segments[1](z)
+        return self.tail(h) if self.tail is not None else h
+
+    @torch.no_grad()
+    def guess_labels(self, z: torch.Tensor) -> torch.Tensor:
+        """The server's label guess for released activations ``z``: its segment's (vanilla) or the simulated tail's argmax."""
+        return self._logits(z).argmax(1)
+
+    def on_step_end(self, *, step, loss) -> None:
+        z_priv = self._received
+        if z_priv is None or self.topology is None:
+            return
+        self._received = None
+        if self.simulator is None:
+            self._build(z_priv)
+        for _ in range(self.steps_per_batch):
+            self.history.append(self._sdar_step(z_priv))
+
+    def _sdar_step(self, z_priv: torch.Tensor) -> dict:
+        index = torch.randint(len(self._aux), (len(z_priv),), generator=self._generator).to(z_priv.device)
+        x_a, y_a = self._aux[index], self._aux_y[index]
+        y_priv = self.guess_labels(z_priv)
+        bce = F.binary_cross_entropy_with_logits
+        with torch.enable_grad():
+            # (1) the simulator: the server's segment must classify its outputs, and D_f must take them for real ones
+            z_a = self.simulator(x_a)
+            task = F.cross_entropy(self._logits(z_a), y_a)
+            fake = self.critic_z(z_a, y_a)
+            sim_loss = task + self.simulator_adv_weight * bce(fake, torch.ones_like(fake))
+            grads = torch.autograd.grad(sim_loss, self._sim_params, allow_unused=True)
+            self._opt_sim.zero_grad(set_to_none=True)
+            for p, g in zip(self._sim_params, grads):
+                p.grad = g
+            self._opt_sim.step()
+            # (2) D_f: received activations are real, simulated ones fake
+            self._opt_cz.zero_grad(set_to_none=True)
+            real, fake = self.critic_z(z_priv, y_priv), self.critic_z(z_a.detach(), y_a)
+            critic_loss = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
+            critic_loss.backward()
+            self._opt_cz.step()
+            # (3) the decoder on the (updated) simulator's outputs, (4) D_x
+            with torch.no_grad():
+                z_a = self.simulator(x_a)
+            x_hat = self.decoder(z_a, y_a)
+            fake_x = self.critic_x(x_hat, y_a)
+            dec_loss = F.mse_loss(x_hat, x_a) + self.decoder_adv_weight * bce(fake_x, torch.ones_like(fake_x))
+            self._opt_dec.zero_grad(set_to_none=True)
+            dec_loss.backward()
+            self._opt_dec.step()
+            self._opt_cx.zero_grad(set_to_none=True)
+            real_x, fake_x = self.critic_x(x_a, y_a), self.critic_x(x_hat.detach(), y_a)
+            (bce(real_x, torch.ones_like(real_x)) + bce(fake_x, torch.zeros_like(fake_x))).backward()
+            self._opt_cx.step()
+        return {"task_loss": float(task.detach()), "critic_loss": float(critic_loss.detach()),
+                "decoder_mse": float(F.mse_loss(x_hat.detach(), x_a))}
+
+    def _final_decoder_passes(self) -> None:
+        if not self.final_epochs:
+            return
+        with torch.no_grad():
+            self.simulator.eval()
+            z_aux = torch.cat([self.simulator(self._aux[i:i + 256]) for i in range(0, len(self._aux), 256)])
+            self.simulator.train()
+        with torch.enable_grad():
+            for _ in range(self.final_epochs):
+                for idx in torch.randperm(len(self._aux), generator=self._generator).split(64):
+                    self._opt_dec.zero_grad(set_to_none=True)
+                    F.mse_loss(self.decoder(z_aux[idx], self._aux_y[idx]), self._aux[idx]).backward()
+                    self._opt_dec.step()
+        self.final_epochs_done = True
+
+    # -- result ----------------------------------------------------------------------------------
+    def reconstruct(self, z):
+        if self.decoder is None:
+            raise ConfigError(f"{self.name} never saw a training step: it must watch training (pass it to a Trainer)")
+        if not getattr(self, "final_epochs_done", False):
+            self._final_decoder_passes()
+        labels = self.guess_labels(z)
+        self.last_labels = labels.cpu()
+        with torch.no_grad():
+            self.decoder.eval()
+            rec = self.decoder(z, labels)
+            self.decoder.train()
+        last = self.history[-1] if self.history else {}
+        return rec, {"sdar_steps": len(self.history), "final_task_loss": last.get("task_loss"),
+                     "final_decoder_mse": last.get("decoder_mse"), "ushape": self.ushape}
+
+    def result(self) -> AttackResult:
+        """Reconstructions of the targets; in U-shape also the inferred labels of the targets (``label_accuracy``)."""
+        out = super().result()
+        if self.ushape and self.targets is not None and self.last_labels is not None:
+            truth = self._target_labels()
+            if truth is not None:
+                out.label_scores = F.one_hot(self.last_labels, self.k).float()
+                out.true_labels = truth
+        return out
+
+    def _target_labels(self) -> torch.Tensor | None:
+        """The targets' true labels, for scoring only: looked up in the data set (None when they are not in it)."""
+        if self.dataset is None:
+            return None
+        for x, y in ((self.dataset.x_test, self.dataset.y_test), (self.dataset.x_train, self.dataset.y_train)):
+            flat = x.flatten(1)
+            found = []
+            for t in self.targets.flatten(1).to(flat.device):
+                rows = torch.nonzero((flat == t).all(1)).flatten()
+                if not len(rows):
+                    break
+                found.append(int(y[rows[0]]))
+            if len(found) == len(self.targets):
+                return torch.as_tensor(found, dtype=torch.int64)
+        return None
