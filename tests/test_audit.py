@@ -73,7 +73,7 @@ def test_report_regenerates_from_results(tmp_path, tiny_config):
     run_audit(load_audit_config(tiny_config), out / "results.jsonl", quiet=True)
     assert main(["report", str(out / "results.jsonl")]) == 0
     text = (out / "results.md").read_text()
-    assert "nopeek:alpha=1" in text and "### Attack: norm-attack" in text and "ushape" in text
+    assert "nopeek:alpha=1" in text and "### norm-attack from the client seat" in text and "ushape" in text
 
 
 def test_interrupted_append_leaves_no_half_row_and_resume_completes(tmp_path, tiny_config):

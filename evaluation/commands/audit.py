@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
-from secsplit.evaluation.commands.common import positive_int
+from secsplit.evaluation.commands.common import fraction, positive_int
 
 
 def add_parser(sub) -> None:
@@ -29,8 +32,14 @@ def add_parser(sub) -> None:
     audit.add_argument("--print-config", nargs="?", const=True, default=None, metavar="FILE",
                        help="print the expanded grid (one run description per run) of FILE, --config or the preset, "
                             "and exit without training")
-    audit.add_argument("--json", action="store_true", help="print the audit's summary as one JSON object")
+    audit.add_argument("--json", action="store_true",
+                       help="print only a machine-readable summary on stdout: paths, row counts and the findings "
+                            "(progress and anything else go to stderr)")
+    audit.add_argument("--print-tables", action="store_true", help="also print the results tables (results.md)")
+    audit.add_argument("--utility-budget", type=fraction, default=None, metavar="FRACTION",
+                       help="utility a defense may cost in the findings, as a fraction (default 0.05 = 5 points)")
     audit.set_defaults(run=run)
+
 
 
 AUDIT_FILE_HELP = """\
@@ -83,20 +92,49 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "audit-config.json").write_text(json.dumps(config.source, indent=2))
     results = args.out / "results.jsonl"
     start = time.perf_counter()
-    counts = run_audit(config, results, jobs=args.jobs, executor=args.executor, quiet=args.quiet,
-                       artifacts_dir=args.out / "artifacts")
-    elapsed = time.perf_counter() - start
-    written = write_report(results, args.out, config_source=config.source, artifacts_dir=args.out / "artifacts")
+    with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+        counts = run_audit(config, results, jobs=args.jobs, executor=args.executor, quiet=args.quiet,
+                           artifacts_dir=args.out / "artifacts")
+        elapsed = time.perf_counter() - start
+        written = write_report(results, args.out, config_source=config.source, artifacts_dir=args.out / "artifacts",
+                               utility_budget=args.utility_budget)
     if args.json:
-        print(json.dumps({"audit": config.name, **counts, "wall_time_s": round(elapsed, 1), "results": str(results),
-                          **{key: str(path) for key, path in written.items()}}, indent=2))
-        return 0
+        print(json.dumps(summary(config.name, counts, elapsed, results, written), indent=2))
+        return 1 if counts["failed"] else 0
     print(f"audit {config.name}: {counts['runs']} training runs ({counts['skipped']} already done), "
           f"{counts['rows']} new rows, {counts['failed']} failed, {elapsed:.0f} s")
     print(f"results: {results}")
     print(f"report:  {written['html']}")
     print(f"tables:  {written['markdown']}, {written['csv']}, {written['latex']}")
-    if not args.quiet:
+    if written["findings"]:
+        worst = written["findings"][0]
+        print(f"worst:   {worst['title']}: {worst['sentences'][0]}")
+    if args.print_tables:
         print()
         print(written["markdown"].read_text())
-    return 0
+    return 1 if counts["failed"] else 0
+
+
+def summary(name: str, counts: dict, elapsed: float, results: Path, written: dict) -> dict:
+    """What ``--json`` prints: this invocation's counts, the results file's rows by status, paths, findings."""
+    paths = {key: str(value) for key, value in written.items() if isinstance(value, Path)}
+    return {"audit": name, "wall_time_s": round(elapsed, 1), "training_runs": counts["runs"],
+            "skipped_runs": counts["skipped"], "new_rows": counts["rows"], "failed_rows": counts["failed"],
+            "rows_by_status": written["counts"], "paths": {"results": str(results), **paths},
+            "findings": written["findings"]}
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to stdout (this process's and its workers') to stderr meanwhile, so that
+    ``--json`` output is the only thing on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

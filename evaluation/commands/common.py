@@ -25,6 +25,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value}")
+    return value
+
+
 def keyword_option(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` for a topology keyword; the value is read as int, float, true/false or text."""
     key, sep, raw = text.partition("=")
