@@ -10,6 +10,7 @@ from secsplit.attacks.base import (
     get,
     list_attacks,
 )
+from secsplit.attacks.feature_grn import GenerativeRegressionNetwork
 from secsplit.attacks.label_clustering import GradientClustering
 from secsplit.attacks.label_completion import ModelCompletion
 from secsplit.attacks.label_direct import DirectLabelScoring
@@ -21,4 +22,4 @@ from secsplit.attacks.reconstruction_sdar import SDAR
 from secsplit.attacks.reconstruction_unsplit import UnSplit
 from secsplit.attacks.reconstruction_whitebox import WhiteBoxInversion
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "CosineAttack", "DirectLabelScoring", "ExPLoit", "FeatureSpaceHijacking", "GradientClustering", "InverseNetwork", "ModelCompletion", "NormAttack", "NotApplicable", "SDAR", "ThreatModel", "UnSplit", "WhiteBoxInversion", "create_attack", "get", "list_attacks"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "CosineAttack", "DirectLabelScoring", "ExPLoit", "FeatureSpaceHijacking", "GenerativeRegressionNetwork", "GradientClustering", "InverseNetwork", "ModelCompletion", "NormAttack", "NotApplicable", "SDAR", "ThreatModel", "UnSplit", "WhiteBoxInversion", "create_attack", "get", "list_attacks"]
