@@ -14,13 +14,17 @@ A frontier file is a run description (the configuration and the attacks watching
     budget = 0.01                 # utility points the defense may cost (0.01 = 1 accuracy point)
     trials = 6                    # settings tried per defense family (after the strongest one)
     seeds = [0]                   # each point is the mean over these seeds
+    confirm_seeds = [1, 2]        # optional: rerun the undefended run and each family's best point on these too
     families = ["nopeek", "noise", "mid", "attacker-aware"]   # default: every family for the attacks' target
     # family options: [frontier.family.noise] low = 0.01, high = 10, clip = 8
 
 Search. A family has one strength knob, monotone by construction (NoPeek's alpha, MID's lam, a noise
 scale, ...), searched in log space by bisection: first its strongest setting (the whole range is
 feasible if that one is), then ``trials`` bisection steps between the strongest feasible and the
-weakest infeasible setting found so far. Every trained point is kept; all attacks watch the same
+weakest infeasible setting found so far. With ``confirm_seeds``, the search runs on ``seeds`` (cheap)
+and the undefended run and each family's best point are then rerun on ``seeds + confirm_seeds``: the
+table reports those means and standard deviations and judges the budget on them (a point feasible on
+the search seeds can fall out of budget on more). Every trained point is kept; all attacks watch the same
 trained run, so a family costs ``trials + 1`` trainings per seed, whatever the number of attacks.
 The best point for an attack is the feasible one (utility loss <= budget) with the least leakage.
 
@@ -62,6 +66,8 @@ class Family:
     high: float
     target: str
     stronger: int = 1
+    fixed: bool = False  # no knob: one point (max-norm)
+    binary_only: bool = False  # left out of the default families on multi-class tasks (marvell)
 
     def setting(self, value: float, **options) -> str:
         return self.spec.format(v=_fmt(value), **options)
@@ -74,6 +80,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("mid", "mid:lam={v}", 1e-6, 1.0, "inputs"),
     Family("attacker-aware", "attacker-aware:lam={v}", 0.01, 100.0, "inputs"),
     Family("gradient-noise", "gradient-noise:scale={v}", 0.01, 10.0, "labels"),
+    Family("gradient-sparsification", "gradient-sparsification:keep={v}", 0.01, 1.0, "labels", stronger=-1),
+    Family("marvell", "marvell:scale={v}", 0.01, 10.0, "labels", binary_only=True),
+    Family("max-norm", "max-norm", 1.0, 1.0, "labels", fixed=True),
     Family("label-dp", "label-dp:epsilon={v}", 0.05, 10.0, "labels", stronger=-1),
     Family("cae", "cae:lambda2={v}", 0.1, 20.0, "labels"),
     Family("dcae", "dcae:lambda2={v}", 0.1, 20.0, "labels"),
@@ -95,6 +104,7 @@ class FrontierConfig:
     budget: float = 0.01
     trials: int = 6
     seeds: tuple[int, ...] = (0,)
+    confirm_seeds: tuple[int, ...] = ()
     families: tuple[str, ...] = ()
     family_options: dict = field(default_factory=dict)
 
@@ -109,7 +119,7 @@ class FrontierConfig:
         return FAMILIES[name].setting(value, **options)
 
 
-FRONTIER_KEYS = ("name", "budget", "trials", "seeds", "families", "family")
+FRONTIER_KEYS = ("name", "budget", "trials", "seeds", "confirm_seeds", "families", "family")
 
 
 def load_frontier_config(path) -> FrontierConfig:
@@ -142,11 +152,20 @@ def build_frontier_config(raw: dict, *, origin: str = "frontier", budget: float 
     seeds = table.get("seeds", [base.seed])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{origin}: [frontier].seeds must be a non-empty list of integers, got {seeds!r}")
+    confirm = table.get("confirm_seeds", [])
+    if not isinstance(confirm, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in confirm):
+        raise ConfigError(f"{origin}: [frontier].confirm_seeds must be a list of integers, got {confirm!r}")
+    confirm = [s for s in confirm if s not in seeds]
     options = table.get("family", {}) or {}
     families = table.get("families")
     targets = {attack_target(a) for a in base.attacks if a != "none"}
     if families is None:
         families = [n for n, f in FAMILIES.items() if f.target in targets]
+        if any(FAMILIES[n].binary_only for n in families):
+            from secsplit.evaluation.build import load_run_data
+
+            if load_run_data(base).num_classes != 2:
+                families = [n for n in families if not FAMILIES[n].binary_only]
     if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
         raise ConfigError(f"{origin}: [frontier].families must be a list of names, got {families!r}")
     bad = [f for f in families if f not in FAMILIES]
@@ -156,10 +175,10 @@ def build_frontier_config(raw: dict, *, origin: str = "frontier", budget: float 
         if name not in FAMILIES or not isinstance(values, dict):
             raise ConfigError(f"{origin}: [frontier.family.{name}] must name a family and be a table")
     config = FrontierConfig(name=str(table.get("name", Path(origin).stem)), base=base, budget=budget, trials=trials,
-                            seeds=tuple(seeds), families=tuple(families), family_options=options)
+                            seeds=tuple(seeds), confirm_seeds=tuple(confirm), families=tuple(families), family_options=options)
     for name in families:
         family = config.family(name)
-        if not 0 < family.low < family.high:
+        if not (0 < family.low < family.high or (family.fixed and 0 < family.low)):
             raise ConfigError(f"{origin}: family {name}: need 0 < low < high, got {family.low}, {family.high}")
         check_components(replace(base, defenses=(config.spec_for(name, family.high),)), where=origin)
     return config
@@ -230,10 +249,11 @@ def normalized(leak: float, chance: float, undefended: float) -> float | None:
 class PointRunner:
     """Trains (or reloads from ``runs.jsonl``) one setting over the config's seeds; means its rows."""
 
-    def __init__(self, config: FrontierConfig, out: Path, *, quiet: bool = True) -> None:
+    def __init__(self, config: FrontierConfig, out: Path, *, quiet: bool = True, seeds=None) -> None:
         from secsplit.evaluation.results import latest_rows, load_rows
 
         self.config, self.out, self.quiet = config, out, quiet
+        self.seeds = tuple(config.seeds if seeds is None else seeds)
         self.runs_path = out / "runs.jsonl"
         self.done = {}
         if self.runs_path.exists():
@@ -251,7 +271,7 @@ class PointRunner:
         from secsplit.evaluation.runner import execute_run
 
         rows = []
-        for seed in self.config.seeds:
+        for seed in self.seeds:
             spec = RunSpec(self.description(defense, seed))
             keys = spec.row_keys()
             if all(k in self.done for k in keys.values()):
@@ -274,7 +294,11 @@ class PointRunner:
 
 
 def summarize_point(defense: str | None, rows: list[dict]) -> dict:
-    utilities = [r.get("utility") for r in rows if isinstance(r.get("utility"), (int, float))]
+    per_seed = {}  # every attack's row of a seed carries the same training run's utility: one per seed
+    for r in rows:
+        if isinstance(r.get("utility"), (int, float)):
+            per_seed.setdefault(r["seed"], float(r["utility"]))
+    utilities = list(per_seed.values())
     by_attack: dict[str, list] = {}
     for r in rows:
         found = leakage_of(r)
@@ -306,7 +330,7 @@ def search_family(runner: PointRunner, family: Family, spec_for, *, baseline_uti
         return point["feasible"]
 
     strong, weak = (family.high, family.low) if family.stronger > 0 else (family.low, family.high)
-    if evaluate(strong):
+    if evaluate(strong) or family.fixed:
         return points
     infeasible, feasible = math.log(strong), math.log(weak)  # the weakest end is assumed feasible (not trained)
     found = False
@@ -327,7 +351,7 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False) -> dict:
     """Search every family, write the frontier table, points and plots under ``out``; returns the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     runner = PointRunner(config, out, quiet=quiet)
     baseline = runner.point(None)
     if baseline["utility"] is None:
@@ -356,13 +380,52 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False) -> dict:
         all_points.extend(points)
         trials_per_family[name] = {"points": len(points), "trainings": runner.trainings - before}
     table = frontier_table(config, attacks, targets, baseline, all_points, chance)
+    if config.confirm_seeds:
+        seeds = tuple(config.seeds) + tuple(config.confirm_seeds)
+        if not quiet:
+            print(f"confirming the best points on seeds {list(seeds)}", flush=True)
+        confirmer = PointRunner(config, out, quiet=quiet, seeds=seeds)
+        confirmer.done = runner.done  # the search seeds' rows are reused, not retrained
+        confirm_rows(config, table, confirmer)
+        runner.trainings += confirmer.trainings
+        runner.reused += confirmer.reused
     elapsed = time.perf_counter() - start
-    summary = {"name": config.name, "budget": config.budget, "seeds": list(config.seeds), "trials": config.trials,
-               "wall_time_s": round(elapsed, 1), "trainings": runner.trainings, "reused": runner.reused,
+    summary = {"name": config.name, "budget": config.budget, "seeds": list(config.seeds),
+               "confirm_seeds": list(config.confirm_seeds), "trials": config.trials,
+               "wall_time_s": round(elapsed, 1), "cpu_time_s": round(time.process_time() - cpu_start, 1),
+               "trainings": runner.trainings, "reused": runner.reused,
                "points_per_family": trials_per_family, "baseline_utility": baseline["utility"],
                "configuration": configuration_label(config.base), "rows": table}
     write_outputs(out, summary, all_points)
     return summary
+
+
+def confirm_rows(config: FrontierConfig, table: list[dict], runner) -> None:
+    """Rerun the undefended run and every within-budget best point on the runner's seeds (``seeds +
+    confirm_seeds``) and rewrite those rows with the means: utility loss, leakage, budget and chance verdicts."""
+    seeds = list(runner.seeds)
+    baseline = runner.point(None)
+    for row in table:
+        row["seeds"] = list(config.seeds)
+        if not row["within_budget"] or row["setting"] is None:
+            continue
+        undefended = baseline["leakage"].get(row["attack"])
+        point = runner.point(row["setting"])
+        leak = point["leakage"].get(row["attack"])
+        if undefended is None or leak is None or point["utility"] is None:
+            continue
+        loss = baseline["utility"] - point["utility"]
+        c = row["chance"]
+        within = loss <= config.budget + 1e-12
+        row.update({
+            "seeds": seeds, "utility": point["utility"], "utility_sd": point["utility_sd"],
+            "utility_loss": loss, "baseline_utility": baseline["utility"], "baseline_utility_sd": baseline["utility_sd"],
+            "leakage": leak["mean"], "leakage_sd": leak["sd"], "undefended_leakage": undefended["mean"],
+            "undefended_leakage_sd": undefended["sd"],
+            "normalized_leakage": None if c is None else normalized(leak["mean"], c, undefended["mean"]),
+            "within_budget": within, "confirmed": True,
+            "reaches_chance": bool(within and c is not None and leak["mean"] - c <= 0.05),
+        })
 
 
 def configuration_label(d: RunDescription) -> str:
@@ -413,8 +476,8 @@ def write_outputs(out: Path, summary: dict, points: list[dict]) -> None:
     pareto_plots(out, summary, slim)
 
 
-COLUMNS = ("configuration", "attack", "defense", "setting", "utility_loss", "leakage", "chance", "normalized_leakage",
-           "within_budget", "reaches_chance", "points_tried")
+COLUMNS = ("configuration", "attack", "defense", "setting", "utility_loss", "leakage", "undefended_leakage", "chance",
+           "normalized_leakage", "within_budget", "reaches_chance", "points_tried", "seeds")
 
 
 def _cell(value) -> str:
@@ -429,12 +492,16 @@ def markdown_table(summary: dict) -> str:
     lines = [f"# Frontier {summary['name']}: least leakage within {summary['budget'] * 100:g} accuracy point(s)", "",
              f"{summary['configuration']}; undefended utility {summary['baseline_utility']:.3f}; seeds "
              f"{summary['seeds']}; {summary['trainings']} trainings ({summary['reused']} reused) in "
-             f"{summary['wall_time_s']:.0f} s.", "",
+             f"{summary['wall_time_s']:.0f} s wall, {summary.get('cpu_time_s', 0):.0f} s CPU.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in summary["rows"]:
         cells = []
         for c in COLUMNS:
             value = row.get(c)
+            if c == "leakage" and value is not None and row.get("leakage_sd"):
+                value = f"{value:.3f} ± {row['leakage_sd']:.3f}"
+            if c == "seeds":
+                value = ",".join(map(str, row.get("seeds") or summary["seeds"]))
             if c == "setting" and value and not row["within_budget"]:
                 value = f"none within budget; closest: {value}"
             cells.append(_cell(value))

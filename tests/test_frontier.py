@@ -84,3 +84,52 @@ def test_cli_writes_the_table_and_resumes(tmp_path, capsys):
     assert main(["frontier", "--config", str(config), "--out", str(out), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["trainings"] == 0 and again["rows"][0]["leakage"] == row["leakage"]
+
+
+def test_a_point_watched_by_several_attacks_has_one_utility_per_seed():
+    from secsplit.evaluation.frontier import summarize_point
+
+    rows = [{"seed": s, "attack": a, "utility": 0.9 + s / 100, "leakage": {"leak_auc": 0.6 + s / 10}}
+            for s in (0, 1) for a in ("norm-attack", "cosine-attack")]
+    point = summarize_point("x", rows)
+    assert point["utility"] == pytest.approx(0.905)
+    assert point["leakage"]["norm-attack"]["mean"] == pytest.approx(0.65)
+
+
+def test_a_family_without_a_knob_is_one_point():
+    runner = FakeRunner()
+    points = search_family(runner, FAMILIES["max-norm"], lambda v: "max-norm:x=1", baseline_utility=0.9,
+                           budget=0.0, trials=5)
+    assert len(points) == 1 and len(runner.tried) == 1
+
+
+def test_marvell_is_a_default_family_only_for_binary_labels():
+    binary = build_frontier_config(dict(BASE))
+    assert "marvell" in binary.families and "max-norm" in binary.families
+    digits = build_frontier_config({**BASE, "data": "digits", "attacks": ["gradient-clustering"]})
+    assert "marvell" not in digits.families and "cae" in digits.families
+
+
+class SeedRunner:
+    """Per-seed utilities: the setting 'bad' costs 0.5 points on seed 0 and 3 points on the other seeds."""
+
+    seeds = (0, 1, 2)
+
+    def point(self, spec):
+        loss = {None: [0, 0, 0], "bad": [0.005, 0.03, 0.03]}[spec]
+        utilities = [0.9 - x for x in loss]
+        return {"defense": spec or "none", "utility": sum(utilities) / 3, "utility_sd": 0.0, "rows": [],
+                "leakage": {"a": {"metric": "ssim", "mean": 0.9 if spec is None else 0.4, "sd": 0.01}}}
+
+
+def test_confirm_seeds_rejudge_the_budget_on_more_seeds():
+    from secsplit.evaluation.frontier import confirm_rows
+
+    config = build_frontier_config({**BASE, "frontier": {"seeds": [0], "confirm_seeds": [0, 1, 2]}})
+    assert config.confirm_seeds == (1, 2)  # the search seeds are not repeated
+    row = {"attack": "a", "setting": "bad", "within_budget": True, "chance": 0.3, "leakage": 0.35}
+    confirm_rows(config, [row], SeedRunner())
+    assert row["seeds"] == [0, 1, 2] and row["confirmed"]
+    assert row["utility_loss"] == pytest.approx(0.065 / 3)
+    assert not row["within_budget"] and not row["reaches_chance"]
+    assert row["normalized_leakage"] == pytest.approx((0.4 - 0.3) / (0.9 - 0.3))
