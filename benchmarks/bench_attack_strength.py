@@ -8,7 +8,10 @@ Adam lr 1e-3, batch 32), per-epoch pooled leak AUC over ``--seeds`` seeds; ``clu
 Reconstruction (``whitebox``, ``inverse``): MNIST LeNet trained to >= 0.95 test accuracy, per cut,
 32 held-out test images, SSIM mean +- sd over seeds (each seed its own trained model).
 
-Run: ``python benchmarks/bench_attack_strength.py label|clustering|completion|whitebox|inverse [--seeds N]``.
+``fsha``: the feature-space hijack on MNIST LeNet relu1 within ``--minutes`` CPU-minutes, with the
+decoder's error on the pilot's features of the same targets (what a perfect hijack would give).
+
+Run: ``python benchmarks/bench_attack_strength.py label|clustering|completion|whitebox|inverse|fsha [--seeds N]``.
 One torch thread; every number in benchmarks/README.md's "Attack strength" section comes from it.
 """
 
@@ -137,7 +140,7 @@ def reconstruction(args, attack_name: str) -> None:
     params = json.loads(args.params) if args.params else {}
     for cut in args.cuts:
         scores, seconds, accuracies, extra = [], [], [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             model, accuracy = trained_lenet(data, seed)
             topology = build_topology("vanilla", model, cuts=[cut])
             attack = create_attack(attack_name, targets=targets, seed=seed, **params)
@@ -153,17 +156,71 @@ def reconstruction(args, attack_name: str) -> None:
         print(f"| {attack_name} | {cut} | {ms(accuracies)} | {ms(scores)} | {np.mean(seconds):.0f} s | {params} |", flush=True)
 
 
+def fsha(args) -> None:
+    """FSHA on MNIST LeNet relu1 within a CPU-time budget, and what bounds its error: the decoder applied to
+    the pilot's features of the same targets (a perfect hijack) against the client's features (the attack)."""
+    from secsplit.callbacks import Callback
+    from secsplit.errors import TrainingStopped
+    from secsplit.evaluation.metrics import mse, ssim
+
+    data = load_dataset("mnist", seed=0)
+    targets = data.x_test[-args.targets:]
+    params = json.loads(args.params) if args.params else {}
+
+    class Budget(Callback):
+        def __init__(self):
+            self.start = time.process_time()
+
+        def on_step_end(self, *, step, loss):
+            if time.process_time() - self.start > 60 * args.minutes:
+                raise TrainingStopped("CPU budget spent")
+
+    def measure(attack, label):
+        attack._observed_targets = None  # the client runs inference on the targets with its current weights
+        result = attack.result()
+        with torch.no_grad():
+            attack.decoder.eval()
+            pilot = attack.decoder(attack._pilot_features(targets))
+            aux = attack.auxiliary[:256]
+            aux_rec = attack.decoder(attack._pilot_features(aux))
+            attack.decoder.train()
+        print(f"| {label} | {len(attack.history)} | {mse(result.reconstructions, targets):.4f} | "
+              f"{ssim(result.reconstructions, targets, data_range=1.0):.3f} | {mse(pilot, targets):.4f} | "
+              f"{mse(aux_rec, aux):.4f} | {attack.history[-1]['critic_distance']:.3f} |", flush=True)
+
+    for seed in range(args.seeds):
+        model = create_model("lenet", input_shape=(1, 28, 28), num_classes=10, seed=seed)
+        topology = build_topology("vanilla", model, cuts=["relu1"])
+        attack = create_attack("fsha", targets=targets, seed=seed, **params)
+        attack.check_applicable(topology, data)
+        print(f"seed {seed}, {params}\n| when | hijacked steps | MSE (attack) | SSIM | MSE decoder(pilot(targets)) | "
+              f"MSE decoder on aux | critic distance |\n|---|---|---|---|---|---|---|")
+        budget = Budget()
+
+        class Every(Callback):
+            def on_epoch_end(self, *, epoch, metrics):
+                if epoch % 5 == 0:
+                    measure(attack, f"epoch {epoch}, {(time.process_time() - budget.start) / 60:.1f} CPU-min")
+
+        Trainer(topology, epochs=args.epochs, batch_size=64, seed=seed, callbacks=[attack, budget, Every()],
+                progress=False).fit(data)
+        measure(attack, f"end, {(time.process_time() - budget.start) / 60:.1f} CPU-min")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("part", choices=["label", "clustering", "completion", "whitebox", "inverse"])
+    parser.add_argument("part", choices=["label", "clustering", "completion", "whitebox", "inverse", "fsha"])
+    parser.add_argument("--minutes", type=float, default=20.0, help="CPU-minute budget (fsha)")
     parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--cuts", nargs="+", default=None)
     parser.add_argument("--targets", type=int, default=32)
     parser.add_argument("--params", default="", help="JSON of attack parameters (reconstruction parts)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    defaults = {"label": (5, 10), "clustering": (3, 5), "completion": (3, 5), "whitebox": (3, 0), "inverse": (3, 0)}
+    defaults = {"label": (5, 10), "clustering": (3, 5), "completion": (3, 5), "whitebox": (3, 0), "inverse": (3, 0),
+                "fsha": (1, 100)}
     args.seeds = args.seeds or defaults[args.part][0]
     args.epochs = args.epochs or defaults[args.part][1]
     if args.part == "whitebox":
@@ -173,7 +230,7 @@ def main() -> None:
         args.cuts = args.cuts or ["relu1", "pool1", "pool2", "relu3"]
         reconstruction(args, "inverse-network")
     else:
-        {"label": label, "clustering": clustering, "completion": completion}[args.part](args)
+        {"label": label, "clustering": clustering, "completion": completion, "fsha": fsha}[args.part](args)
 
 
 if __name__ == "__main__":
