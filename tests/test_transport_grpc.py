@@ -1,10 +1,12 @@
-"""Split training and inference across a real gRPC connection on loopback, with mutual TLS.
+"""Messages between parties over a real gRPC connection on loopback, with mutual TLS.
 
-What must hold: a remote run reproduces the in-process run exactly (weights, accuracy, bytes);
-every identity problem (wrong CA, expired certificate, wrong party name, impersonated server,
-plaintext against TLS) is refused; every protocol problem (wrong step, unknown run, shape, dtype,
-label range, size) is refused with a reason and leaves the session usable; a dead or stuck peer
-fails within the timeout; a crashed run resumes to the uninterrupted result.
+Two :class:`NetworkChannel` objects, each hosting one party (the same channel every topology trains
+through across processes; tests/test_transport_parties.py runs whole topologies in real processes).
+What must hold: tensors cross bit-exact and are counted as in process; every identity problem
+(wrong CA, expired certificate, wrong party name, impersonated server, plaintext against TLS) is
+refused; a message of another run, out of step or over the size limit is refused with a reason; a
+dead, stuck or failing peer fails the other side within its timeout (at once when it says why);
+served inference answers like local split inference.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import torch
 from secsplit.channel.certs import CertificateError, PartyCredentials, init_pki, issue, load_credentials
 from secsplit.channel.codec import WireMessage
 from secsplit.channel.grpc_link import Link, Listener, PeerRefused
+from secsplit.channel.network import NetworkChannel, PeerGone
 from secsplit.data import load_dataset
-from secsplit.callbacks import Callback
 from secsplit.errors import ChannelError, ConfigError
+from secsplit.evaluation.commands.launch import free_port
 from secsplit.optim import OptimizerSpec
-from secsplit.remote import RemoteChainTopology, SessionSpec
-from secsplit.remote.server import TrainingServer
-from secsplit.training import Checkpointing, Trainer
+from secsplit.remote import SessionSpec
+from secsplit.training import Trainer
+
+TLS_REFUSED = "TLS handshake|refused our certificate"
 
 
 @pytest.fixture(scope="module")
@@ -44,73 +48,87 @@ def digits():
     return load_dataset("digits", seed=0)
 
 
-def _spec(digits, topology="vanilla") -> SessionSpec:
-    return SessionSpec(model="mlp", input_shape=digits.input_shape, num_classes=digits.num_classes, topology=topology,
-                       seed=0, optimizer=OptimizerSpec("adam", lr=1e-3).to_dict())
+def _addresses(*parties) -> dict[str, str]:
+    return {p: f"127.0.0.1:{free_port()}" for p in parties}
+
+
+def _channel(party, addresses, *, tls=None, run_id="run-test", **options) -> NetworkChannel:
+    options.setdefault("timeout_s", 10.0)
+    options.setdefault("connect_timeout_s", 3.0)
+    tls = tls if tls is not None else {"insecure": True}
+    return NetworkChannel(party=party, addresses=addresses, run_id=run_id, **tls, **options)
 
 
 @contextlib.contextmanager
-def _serving(handler, **options):
-    listener = Listener(handler, listen="127.0.0.1:0", **options).start()
+def _pair(client_tls=None, server_tls=None, **options):
+    """A client and a server channel on loopback; both stop listening at the end."""
+    addresses = _addresses("client", "server")
+    own = {party: options.pop(party, {}) for party in ("client", "server")}
+    server = _channel("server", addresses, tls=server_tls, **own["server"], **options)
+    client = None
     try:
-        yield listener
+        client = _channel("client", addresses, tls=client_tls, **own["client"], **options)
+        yield client, server
     finally:
-        listener.stop(grace=0)
+        for channel in (client, server):
+            if channel is not None:
+                for link in channel._links.values():
+                    link.close()
+                channel.listener.stop(grace=0)
 
 
-def _link(listener, **options) -> Link:
-    options.setdefault("party", "client")
-    options.setdefault("timeout_s", 10.0)
-    options.setdefault("connect_timeout_s", 5.0)
-    return Link(f"127.0.0.1:{listener.port}", **options)
+def _both(*calls):
+    """Run each call in its own thread (one per party); return their results, raising the first error."""
+    results, errors = [None] * len(calls), [None] * len(calls)
+
+    def run(i):
+        try:
+            results[i] = calls[i]()
+        except BaseException as error:  # surfaced below
+            errors[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
-def _client_weights(topology) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in topology.parties["client"].segments.parameters()]
+# -- delivery -----------------------------------------------------------------------------------
+def test_tensors_cross_bit_exact_over_mtls_and_are_counted_as_in_process(pki):
+    tensors = [torch.randn(8, 16), torch.arange(8), torch.randn(3, 2, 2).double()]
+    with _pair({"certs": pki / "ours"}, {"certs": pki / "ours"}) as (client, server):
+        _both(client.open, server.open)
 
+        def send():
+            for step, t in enumerate(tensors):
+                assert client.send("client", "server", "activation", t, step=step) is None
+            client.flush()
 
-# -- exactness ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("topology_name", ["vanilla", "ushape"])
-def test_remote_training_over_mtls_reproduces_in_process(pki, digits, topology_name):
-    spec = _spec(digits, topology_name)
-    local = spec.build()
-    local_report = Trainer(local, batch_size=64, epochs=1, seed=0, progress=False).fit(digits)
+        def receive():
+            return [server.send("client", "server", "activation", None, step=step) for step in range(len(tensors))]
 
-    server = TrainingServer()
-    with _serving(server.handle, certs=pki / "ours") as listener:
-        link = _link(listener, certs=pki / "ours")
-        remote = RemoteChainTopology(spec, link)
-        remote_report = Trainer(remote, batch_size=64, epochs=1, seed=0, progress=False).fit(digits)
-        server_weights = [p.detach().clone() for p in server.party.segments.parameters()]
-        remote.close()
-        link.close()
-
-    assert remote_report.summary["test_accuracy"] == pytest.approx(local_report.summary["test_accuracy"], abs=1e-9)
-    for a, b in zip(_client_weights(local), _client_weights(remote), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    # the server's half trained to the same weights as the in-process server party
-    for a, b in zip(local.parties["server"].segments.parameters(), server_weights, strict=True):
-        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
-    for key in ("client_bytes_sent", "client_bytes_received"):
-        assert remote_report.summary[key] == local_report.summary[key] > 0
-    transport = remote_report.summary["transport"]
-    assert transport["payload_sent"] >= remote_report.summary["client_bytes_sent"]
-    assert 0 < transport["framing_sent"] < 0.1 * transport["wire_sent"]  # framing is reported apart, and small
+        _, received = _both(send, receive)
+        for a, b in zip(tensors, received, strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+        payload = sum(t.numel() * t.element_size() for t in tensors)
+        assert client.traffic.sent("client") == server.traffic.received("server") == payload
+        transport = client.transport()
+        assert transport["payload_sent"] == payload and 0 < transport["framing_sent"] < payload
 
 
 # -- identities ---------------------------------------------------------------------------------
-def _open(link, digits):
-    """A hello: the first message that needs an authenticated connection."""
-    return RemoteChainTopology(_spec(digits), link)
+def test_a_peer_certificate_from_another_ca_is_refused(pki):
+    with _pair({"certs": pki / "other"}, {"certs": pki / "ours"}) as (client, _):
+        with pytest.raises(ChannelError, match=TLS_REFUSED):
+            client.open()
 
 
-def test_client_certificate_from_another_ca_is_refused(pki, digits):
-    with _serving(TrainingServer().handle, certs=pki / "ours") as listener:
-        with pytest.raises(ChannelError, match="TLS handshake|refused our certificate"):
-            _open(_link(listener, certs=pki / "other"), digits)
-
-
-def test_expired_certificate_is_refused_when_loaded_and_by_the_peer(pki, digits, tmp_path):
+def test_expired_certificate_is_refused_when_loaded_and_by_the_peer(pki, tmp_path):
     expired = tmp_path / "expired"
     expired.mkdir()
     for name in ("ca.pem", "ca.key"):
@@ -118,181 +136,165 @@ def test_expired_certificate_is_refused_when_loaded_and_by_the_peer(pki, digits,
     issue(expired, "client", not_before=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10), days=1)
     with pytest.raises(CertificateError, match="expired"):
         load_credentials(expired, "client")
-    # bypass the local check: the server must refuse it too
+    # bypass the local check: the peer must refuse it too
     credentials = PartyCredentials("client", (expired / "client.key").read_bytes(), (expired / "client.pem").read_bytes(),
                                    (expired / "ca.pem").read_bytes())
-    with _serving(TrainingServer().handle, certs=pki / "ours") as listener:
-        with pytest.raises(ChannelError, match="TLS handshake|refused our certificate"):
-            _open(_link(listener, certs=credentials), digits)
+    with _pair({"certs": credentials}, {"certs": pki / "ours"}) as (client, _):
+        with pytest.raises(ChannelError, match=TLS_REFUSED):
+            client.open()
 
 
-def test_wrong_party_name_is_refused_and_logged(pki, digits):
-    server = TrainingServer()
-    with _serving(server.handle, certs=pki / "ours", allowed_peers=["client"]) as listener:
+def test_a_certificate_naming_another_party_is_refused_and_logged(pki):
+    with _pair({"certs": pki / "ours"}, {"certs": pki / "ours"}) as (_, server):
+        link = Link(server.addresses["server"], party="mallory", peer="server", certs=pki / "ours", timeout_s=5)
+        hello = WireMessage(run_id="run-test", step=0, kind="control", src="mallory", dst="server", tag="hello")
         with pytest.raises(PeerRefused, match="mallory"):
-            _open(_link(listener, party="mallory", certs=pki / "ours"), digits)
-        assert any("mallory" in reason for reason in listener.refusals)
-    assert not server.session_open
+            link.exchange(hello)
+        link.close()
+        assert any("mallory" in reason for reason in server.listener.refusals)
 
 
-def test_client_refuses_a_server_that_is_not_named_server(pki, digits):
-    """A stolen client certificate cannot impersonate the server."""
-    with _serving(TrainingServer().handle, party="client", certs=pki / "ours") as listener:
-        with pytest.raises(ChannelError, match="TLS handshake|refused our certificate"):
-            _open(_link(listener, certs=pki / "ours"), digits)
+def test_a_stolen_client_certificate_cannot_impersonate_the_server(pki):
+    addresses = _addresses("client", "server")
+    impostor = Listener(lambda m, p: m, listen=addresses["server"], party="client", allowed_peers=["client"],
+                        certs=pki / "ours").start()
+    client = _channel("client", addresses, tls={"certs": pki / "ours"})
+    try:
+        with pytest.raises(ChannelError, match="TLS handshake"):
+            client.open()
+    finally:
+        client.listener.stop(grace=0)
+        impostor.stop(grace=0)
 
 
-def test_plaintext_and_tls_do_not_talk(pki, digits):
-    with _serving(TrainingServer().handle, certs=pki / "ours") as listener:
+def test_plaintext_and_tls_do_not_talk(pki):
+    with _pair({"insecure": True}, {"certs": pki / "ours"}, connect_timeout_s=1.0) as (client, _):
         with pytest.raises(ChannelError):
-            _open(_link(listener, insecure=True, connect_timeout_s=1.0), digits)
-    with _serving(TrainingServer().handle, insecure=True) as listener:
+            client.open()
+    with _pair({"certs": pki / "ours"}, {"insecure": True}, connect_timeout_s=1.0) as (client, _):
         with pytest.raises(ChannelError):
-            _open(_link(listener, certs=pki / "ours", connect_timeout_s=1.0), digits)
+            client.open()
 
 
 def test_tls_needs_certificates_or_an_explicit_insecure_flag():
     with pytest.raises(ConfigError, match="--insecure"):
         Link("127.0.0.1:1", party="client")
+    with pytest.raises(ConfigError, match="--insecure"):
+        NetworkChannel(party="client", addresses=_addresses("client", "server"), run_id="r")
 
 
-# -- protocol refusals --------------------------------------------------------------------------
-def _message(remote, kind, tensor, step, phase="train", **fields):
-    return WireMessage(run_id=fields.pop("run_id", remote.run_id), step=step, kind=kind, src="client", dst="server",
-                       phase=phase, tensor=tensor, **fields)
+# -- refusals -----------------------------------------------------------------------------------
+def test_a_party_of_another_run_file_is_refused_before_anything_trains():
+    addresses = _addresses("client", "server")
+    server = _channel("server", addresses, run_id="run-a")
+    client = _channel("client", addresses, run_id="run-b")
+    try:
+        with pytest.raises(PeerRefused, match="run files differ"):
+            client.open()
+    finally:
+        client.listener.stop(grace=0)
+        server.listener.stop(grace=0)
 
 
-def test_bad_messages_are_refused_with_a_reason_and_the_session_goes_on(digits):
-    server = TrainingServer(wait_s=0.3)
-    with _serving(server.handle, insecure=True) as listener:
-        link = _link(listener, insecure=True)
-        remote = RemoteChainTopology(_spec(digits), link)
-        x, y = digits.x_train[:8], digits.y_train[:8]
-        z = remote.head(x).detach()
-        refusals = {
-            "before its activation": _message(remote, "labels", y, step=0),  # waits wait_s for it first
-            "out of order": _message(remote, "activation", z, step=3),
-            "unknown run": _message(remote, "activation", z, step=0, run_id="run-somebody-else"),
-            "shape": _message(remote, "activation", z[:, :5], step=0),
-            "dtype": _message(remote, "activation", z.double(), step=0),
-            "its activation was refused": _message(remote, "labels", y, step=0),
-        }
-        for reason, message in refusals.items():
-            with pytest.raises(PeerRefused, match=reason):
-                link.exchange(message)
-        link.exchange(_message(remote, "activation", z, step=0))
-        with pytest.raises(PeerRefused, match="labels must lie in"):
-            link.exchange(_message(remote, "labels", torch.full((8,), 99), step=0))
-        with pytest.raises(PeerRefused, match="labels"):
-            link.exchange(_message(remote, "labels", y[:3], step=0))
-        # after all that, the step still completes and training goes on
-        reply = link.exchange(_message(remote, "labels", y, step=0))
-        assert reply.kind == "gradient" and tuple(reply.tensor.shape) == tuple(z.shape)
-        assert server.next_step == 1 and len(listener.refusals) == 8
-        with pytest.raises(PeerRefused, match="busy"):
-            RemoteChainTopology(_spec(digits), _link(listener, insecure=True))
-        remote.close()
+def test_a_message_out_of_step_is_refused_with_what_was_expected():
+    with _pair() as (client, server):
+        _both(client.open, server.open)
+        client.send("client", "server", "activation", torch.ones(2, 3), step=4)
+        client.flush()
+        with pytest.raises(ChannelError, match=r"client is out of step: expected its activation of step 0 .*got "
+                                               r"activation of step 4"):
+            server.send("client", "server", "activation", None, step=0)
 
 
-def test_oversize_messages_are_refused_on_both_sides(digits):
-    server = TrainingServer()
-    with _serving(server.handle, insecure=True, max_message_bytes=4096) as listener:
-        big = torch.zeros(64, 64)  # 16 KiB of payload
-        link = _link(listener, insecure=True, max_message_bytes=1 << 20)
-        remote = RemoteChainTopology(_spec(digits), link)
+def test_oversize_messages_are_refused_on_both_sides():
+    big = torch.zeros(64, 64)  # 16 KiB of payload
+    with _pair(server={"max_message_bytes": 4096}, client={"max_message_bytes": 1 << 20}) as (client, server):
+        _both(client.open, server.open)
+        client.send("client", "server", "activation", big, step=0)
         with pytest.raises(PeerRefused, match="exceeds|too large|limit"):
-            link.exchange(_message(remote, "activation", big, step=0))
-        small_link = _link(listener, insecure=True, max_message_bytes=1024)
-        with pytest.raises(ChannelError, match="exceeds|too large|limit"):
-            small_link.exchange(_message(remote, "activation", big, step=0))
-
-
-def test_server_spec_pins_are_enforced(digits):
-    with _serving(TrainingServer(pinned={"model": "lenet"}).handle, insecure=True) as listener:
-        with pytest.raises(PeerRefused, match="model='mlp'.*model='lenet'"):
-            RemoteChainTopology(_spec(digits), _link(listener, insecure=True))
+            client.flush()
+        assert any("exceeds" in reason for reason in server.listener.refusals)
+    with _pair(client={"max_message_bytes": 1024}) as (client, server):
+        _both(client.open, server.open)
+        with pytest.raises(ChannelError, match="exceeds"):
+            client.send("client", "server", "activation", big, step=0)
+            client.flush()
 
 
 # -- faults -------------------------------------------------------------------------------------
-def test_a_killed_server_fails_the_client_within_its_timeout(digits):
-    server = TrainingServer()
-    listener = Listener(server.handle, listen="127.0.0.1:0", insecure=True).start()
-    link = _link(listener, insecure=True, timeout_s=2.0)
-    remote = RemoteChainTopology(_spec(digits), link)
-    remote.train_step(digits.x_train[:16], digits.y_train[:16], step=0)
-    listener.stop(grace=0)
-    start = time.monotonic()
-    with pytest.raises(ChannelError, match="cannot reach|no reply"):
-        remote.train_step(digits.x_train[16:32], digits.y_train[16:32], step=1)
-    assert time.monotonic() - start < 5.0
+def test_a_killed_peer_fails_the_other_side_within_its_timeout():
+    with _pair(timeout_s=2.0) as (client, server):
+        _both(client.open, server.open)
+        server.listener.stop(grace=0)  # killed: no goodbye, nothing listens any more
+        start = time.monotonic()
+        with pytest.raises(ChannelError, match="cannot reach|no reply"):
+            client.send("client", "server", "activation", torch.ones(2, 2), step=0)
+            client.flush()
+        assert time.monotonic() - start < 2.0 + 1.0
+        start = time.monotonic()
+        with pytest.raises(ChannelError, match=r"no gradient of step 0 from server within 2 s"):
+            client.send("server", "client", "gradient", None, step=0)
+        assert time.monotonic() - start < 2.0 + 1.0
 
 
-def test_a_stuck_server_fails_the_client_at_the_deadline(digits):
+def test_a_hung_peer_is_detected_within_the_timeout_plus_one_second():
+    """Alive and connected, but it never sends (or never answers): the waiting side fails at --timeout."""
+    with _pair(timeout_s=1.5) as (client, server):
+        _both(client.open, server.open)
+        start = time.monotonic()
+        with pytest.raises(ChannelError, match="within 1.5 s: server is gone or stuck"):
+            client.send("server", "client", "gradient", None, step=0)
+        assert 1.5 <= time.monotonic() - start < 1.5 + 1.0
+        release = threading.Event()
+        server._handle = lambda message, peer: (release.wait(10), None)[1]  # stuck inside its listener
+        server.listener.handler = server._handle
+        start = time.monotonic()
+        with pytest.raises(ChannelError, match="no reply .* within 1.5 s"):
+            client.send("client", "server", "activation", torch.ones(2, 2), step=0)
+            client.flush()
+        assert time.monotonic() - start < 1.5 + 1.0
+        release.set()
+
+
+def test_a_failing_peer_says_why_and_the_other_stops_at_once():
+    with _pair(timeout_s=30.0) as (client, server):
+        _both(client.open, server.open)
+        server.close(error="ValueError: the server's disk is full")
+        start = time.monotonic()
+        with pytest.raises(PeerGone, match="server failed before sending the gradient of step 0: ValueError: the "
+                                           "server's disk is full"):
+            client.send("server", "client", "gradient", None, step=0)
+        assert time.monotonic() - start < 1.0  # not the 30 s timeout
+
+
+def test_a_stuck_listener_fails_the_caller_at_the_deadline():
     release = threading.Event()
 
     def stuck(message, peer):
         release.wait(10)
         raise ChannelError("too late")
 
-    with _serving(stuck, insecure=True) as listener:
-        link = _link(listener, insecure=True, timeout_s=1.0, connect_timeout_s=1.0)
+    listener = Listener(stuck, listen="127.0.0.1:0", insecure=True).start()
+    try:
+        link = Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=1.0, connect_timeout_s=1.0)
         start = time.monotonic()
         with pytest.raises(ChannelError, match="no reply .* within 1 s"):
             link.exchange(WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="hello"))
         assert time.monotonic() - start < 3.0
         release.set()
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, *, step, loss):
-        if step == self.step:
-            raise _Crash(f"killed after step {step}")
-
-
-def test_a_crashed_remote_run_resumes_to_the_uninterrupted_result(digits, tmp_path):
-    spec = _spec(digits, "ushape")
-
-    def run(server_dir, client_dir, *, crash_at=None, resume=False):
-        server = TrainingServer(checkpoint_dir=server_dir)
-        with _serving(server.handle, insecure=True) as listener:
-            state = Checkpointing(str(client_dir), every=5, resume=resume)
-            run_id, start = None, 0
-            if resume:
-                from secsplit.training import read_trainer_state
-
-                saved = read_trainer_state(client_dir)
-                run_id, start = saved["topology"], saved["global_step"]
-            remote = RemoteChainTopology(spec, _link(listener, insecure=True), run_id=run_id, resume_step=start)
-            callbacks = [] if crash_at is None else [_CrashAt(crash_at)]
-            trainer = Trainer(remote, batch_size=64, epochs=2, seed=0, progress=False, checkpointing=state,
-                              callbacks=callbacks)
-            try:
-                report = trainer.fit(digits)
-            finally:
-                remote.close()
-        return report, _client_weights(remote)
-
-    whole, whole_weights = run(tmp_path / "s0", tmp_path / "c0")
-    with pytest.raises(_Crash):
-        run(tmp_path / "s1", tmp_path / "c1", crash_at=27)  # mid-epoch 2 (23 steps per epoch)
-    resumed, resumed_weights = run(tmp_path / "s1", tmp_path / "c1", resume=True)
-    assert resumed.summary["test_accuracy"] == whole.summary["test_accuracy"]
-    assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in whole.history]
-    for a, b in zip(whole_weights, resumed_weights, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    finally:
+        listener.stop(grace=0)
 
 
 # -- served inference ---------------------------------------------------------------------------
+def _spec(digits, topology="vanilla") -> SessionSpec:
+    return SessionSpec(model="mlp", input_shape=digits.input_shape, num_classes=digits.num_classes, topology=topology,
+                       seed=0, optimizer=OptimizerSpec("adam", lr=1e-3).to_dict())
+
+
 def test_inference_server_answers_concurrent_clients_like_local_split_inference(pki, digits, tmp_path):
     from secsplit.checkpoint import load_split_model, save_split_model
-    from secsplit.remote.serving import InferenceServer, spec_from_manifest
+    from secsplit.remote import InferenceClient, InferenceServer
 
     for topology_name in ("vanilla", "ushape"):
         topology = _spec(digits, topology_name).build()
@@ -303,14 +305,14 @@ def test_inference_server_answers_concurrent_clients_like_local_split_inference(
         with torch.no_grad():
             expected = topology.predict(digits.x_test)
         serving = InferenceServer(directory)
-        with _serving(serving.handle, certs=pki / "ours", max_workers=4) as listener:
+        listener = Listener(serving.handle, listen="127.0.0.1:0", certs=pki / "ours", max_workers=4).start()
+        try:
             answers, errors = {}, []
 
             def client(i):
                 try:
-                    local = load_split_model(directory, parties="client")
-                    spec = spec_from_manifest(local.checkpoint.manifest)
-                    remote = RemoteChainTopology(spec, _link(listener, certs=pki / "ours"), local=local)
+                    link = Link(f"127.0.0.1:{listener.port}", party="client", certs=pki / "ours", timeout_s=10)
+                    remote = InferenceClient(load_split_model(directory, parties="client"), link)
                     rows = slice(i * 40, (i + 1) * 40)
                     answers[i] = (rows, remote.predict(digits.x_test[rows]))
                     remote.close()
@@ -322,10 +324,29 @@ def test_inference_server_answers_concurrent_clients_like_local_split_inference(
                 thread.start()
             for thread in threads:
                 thread.join(30)
+        finally:
+            listener.stop(grace=0)
         assert not errors, errors
         assert len(answers) == 8 and serving.requests == 8
         for rows, logits in answers.values():
             torch.testing.assert_close(logits, expected[rows], rtol=1e-5, atol=1e-6)
+
+
+def test_an_inference_client_cannot_train_against_an_inference_server(digits, tmp_path):
+    from secsplit.checkpoint import load_split_model, save_split_model
+    from secsplit.remote import InferenceClient, InferenceServer
+
+    directory = save_split_model(_spec(digits).build(), tmp_path / "m", model_name="mlp", input_shape=digits.input_shape,
+                                 num_classes=digits.num_classes, dataset_name="digits", model_seed=0)
+    listener = Listener(InferenceServer(directory).handle, listen="127.0.0.1:0", insecure=True).start()
+    try:
+        remote = InferenceClient(load_split_model(directory, parties="client"),
+                                 Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=10))
+        with pytest.raises(ConfigError, match="only answers predictions"):
+            remote.train_step(digits.x_train[:4], digits.y_train[:4], step=0)
+        remote.close()
+    finally:
+        listener.stop(grace=0)
 
 
 def test_requests_beyond_workers_and_queue_are_refused_not_queued_forever():
@@ -337,46 +358,18 @@ def test_requests_beyond_workers_and_queue_are_refused_not_queued_forever():
         return WireMessage(run_id=message.run_id, step=message.step, kind="control", src="server", dst=message.src)
 
     hello = WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="hello")
-    with _serving(slow, insecure=True, max_workers=1, max_queue=0) as listener:
-        first = threading.Thread(target=lambda: _link(listener, insecure=True).exchange(hello))
+    listener = Listener(slow, listen="127.0.0.1:0", insecure=True, max_workers=1, max_queue=0).start()
+
+    def link():
+        return Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=10, connect_timeout_s=5)
+
+    try:
+        first = threading.Thread(target=lambda: link().exchange(hello))
         first.start()
         assert entered.wait(10)
         with pytest.raises(PeerRefused, match="RESOURCE_EXHAUSTED|Concurrent RPC limit|refused"):
-            _link(listener, insecure=True).exchange(hello)
+            link().exchange(hello)
         release.set()
         first.join(10)
-
-
-def test_labels_overtaking_their_activation_wait_for_it_and_a_refused_activation_fails_them_at_once(digits):
-    server = TrainingServer(wait_s=5.0)
-    with _serving(server.handle, insecure=True, max_workers=4) as listener:
-        link = _link(listener, insecure=True)
-        remote = RemoteChainTopology(_spec(digits), link)
-        x, y = digits.x_train[:8], digits.y_train[:8]
-        z = remote.head(x).detach()
-        replies = {}
-        labels_first = threading.Thread(target=lambda: replies.setdefault("labels", link.exchange(
-            _message(remote, "labels", y, step=0))))
-        labels_first.start()
-        time.sleep(0.3)  # the labels now wait at the server
-        link.exchange(_message(remote, "activation", z, step=0))
-        labels_first.join(5)
-        assert replies["labels"].kind == "gradient" and server.next_step == 1
-        # step 1: a refused activation fails the waiting labels at once, not after wait_s
-        errors = []
-        waiting = threading.Thread(target=lambda: errors.append(_refusal(link, _message(remote, "labels", y, step=1))))
-        start = time.monotonic()
-        waiting.start()
-        time.sleep(0.3)
-        with pytest.raises(PeerRefused, match="shape"):
-            link.exchange(_message(remote, "activation", z[:, :3], step=1))
-        waiting.join(5)
-        assert "its activation was refused" in errors[0] and time.monotonic() - start < 3.0
-
-
-def _refusal(link, message) -> str:
-    try:
-        link.exchange(message)
-    except PeerRefused as error:
-        return str(error)
-    return "accepted"
+    finally:
+        listener.stop(grace=0)

@@ -126,13 +126,9 @@ def _data_source(args, manifest: dict):
 def _connect(args):
     """The checkpoint's client segments here, its server segments behind ``args.connect``."""
     from secsplit.checkpoint import load_split_model
-    from secsplit.remote import RemoteChainTopology
-    from secsplit.remote.serving import spec_from_manifest
+    from secsplit.remote.serving import InferenceClient
 
-    local = load_split_model(args.checkpoint, parties="client")
-    topology = RemoteChainTopology(spec_from_manifest(local.checkpoint.manifest), connect_link(args), local=local)
-    topology.checkpoint = local.checkpoint
-    return topology
+    return InferenceClient(load_split_model(args.checkpoint, parties="client"), connect_link(args))
 
 
 def _write_csv(path: str, ids, predicted) -> None:

@@ -7,7 +7,7 @@ import json
 
 from secsplit.evaluation.commands.common import positive_int
 from secsplit.evaluation.commands.run_args import add_run_arguments, description_from_args, print_description
-from secsplit.evaluation.commands.serve import add_connect_arguments, connect_link
+from secsplit.evaluation.commands.serve import add_connect_arguments
 
 
 def add_parser(sub) -> None:
@@ -22,10 +22,9 @@ def add_parser(sub) -> None:
                         help="save weights, optimizer and trainer state here every --checkpoint-every steps")
     resume.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="STEPS", help="default 50")
     resume.add_argument("--resume", action="store_true",
-                        help="continue from the last state in --checkpoint-dir (same settings; across machines the "
-                             "server must run with its own --checkpoint-dir)")
-    add_connect_arguments(train, what="train against a server party at this address (vanilla, ushape or vertical) "
-                                      "instead of in process")
+                        help="continue from the last state in --checkpoint-dir (same settings; in process only)")
+    add_connect_arguments(train, what="retired: across processes every party runs `secsplit serve --role PARTY "
+                                      "--config run.toml` (docs/transport.md)")
     train.set_defaults(run=run)
 
 
@@ -37,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print_description(description)
         return 0
+    if getattr(args, "connect", None):
+        from secsplit.errors import ConfigError
+
+        raise ConfigError(CONNECT_RETIRED)
     checkpointing = _checkpointing(args)
     remote = None
-    if getattr(args, "connect", None):
-        remote = lambda d, dataset, model_name, optimizer: _connect(args, d, dataset, model_name, optimizer,  # noqa: E731
-                                                                     checkpointing)
     built = build_run(description, progress=False if (args.quiet or args.json) else None,
                       checkpointing=checkpointing, remote=remote)
     topology = built.topology
@@ -99,28 +99,9 @@ def _checkpointing(args):
     return Checkpointing(directory, every=args.checkpoint_every, resume=args.resume)
 
 
-def _connect(args, description, dataset, model_name: str, optimizer, checkpointing=None):
-    """The client side of a session with a remote server party (vanilla, U-shape or vertical)."""
-    from secsplit.errors import ConfigError
-    from secsplit.remote import SessionSpec, connect_client
-
-    if description.label_source != "data_owner":
-        raise ConfigError("across machines the client holds and sends the labels (label_source data_owner)")
-    spec = SessionSpec(model=model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                       topology=description.topology.name, cuts=tuple(description.cuts or ()), seed=description.seed,
-                       optimizer=optimizer.to_dict(), model_options=dict(description.model.options),
-                       topology_options=description.topology_options)
-    link = connect_link(args)
-    run_id, resume_step = None, 0
-    if checkpointing is not None and checkpointing.resume:
-        from secsplit.training import read_trainer_state
-
-        state = read_trainer_state(checkpointing.directory)  # present: _checkpointing checked it
-        run_id, resume_step = state.get("topology"), state["global_step"]
-        if not isinstance(run_id, str):
-            raise ConfigError(f"--resume: {checkpointing.directory} holds an in-process run, not one across machines")
-    return connect_client(spec, link, party=args.name, sample_ids=dataset.ids_train, run_id=run_id,
-                          resume_step=resume_step)
+CONNECT_RETIRED = ("train --connect is retired: across processes every party runs from one run file with a [parties] "
+                   "table, `secsplit serve --role client --config run.toml --certs DIR` on the client's host and "
+                   "`--role server` on the server's (`secsplit launch run.toml` on one machine; docs/transport.md)")
 
 
 def _print_summary(s: dict) -> None:

@@ -173,7 +173,7 @@ class NetworkChannel(Channel):
             while seq not in self._inbox[src]:
                 if src in self._gone:
                     reason = self._gone[src]
-                    raise PeerGone(f"{src} {'failed' if reason else 'finished'} before sending the {what}"
+                    raise PeerGone(f"{src} {'failed' if reason else 'finished'} before sending the {kind} of step {step}"
                                    + (f": {reason}" if reason else " (do both run the same run file?)"))
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -1,5 +1,7 @@
 """Served split inference: the server's segments of a saved split model answer clients' activations.
 
+Server: :class:`InferenceServer`; client: :class:`InferenceClient` (what ``secsplit predict --connect`` runs).
+
 ``secsplit serve --role inference --checkpoint DIR`` loads only ``server.safetensors`` from a
 checkpoint written by ``secsplit train --save``. A client opens a session with a hello carrying the
 session spec (it must describe the checkpoint's model, shapes and cuts), then sends eval-phase
@@ -12,14 +14,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
+from secsplit.channel import Channel
 from secsplit.channel.codec import WireMessage, check_tensor
 from secsplit.errors import ChannelError, ConfigError
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
+from secsplit.topologies.base import Topology
+from secsplit.topologies.chain import chain_routes
 
 log = logging.getLogger("secsplit.inference_server")
 PARTY = "server"
@@ -41,6 +47,18 @@ def _same_model(a: SessionSpec, b: SessionSpec) -> str | None:
     return None
 
 
+def cut_shape(topology, index: int) -> tuple[int, ...]:
+    """Per-sample shape of what enters segment ``index`` (one zero sample through the segments before it)."""
+    with torch.no_grad():
+        h = torch.zeros(1, *topology.model.input_shape)
+        for segment in topology.segments[:index]:
+            was_training = segment.training
+            segment.eval()
+            h = segment(h)
+            segment.train(was_training)
+    return tuple(h.shape[1:])
+
+
 class InferenceServer:
     """Answers split-inference requests with the server segments of a checkpoint.
 
@@ -60,9 +78,7 @@ class InferenceServer:
         if not self.indices:
             raise ConfigError(f"checkpoint {checkpoint} has no server segments to serve")
         self.is_last = self.indices[-1] == len(topology.owners) - 1
-        from secsplit.remote.server import TrainingServer
-
-        self.input_shape = TrainingServer._cut_shape(topology, self.indices[0])
+        self.input_shape = cut_shape(topology, self.indices[0])
         self.max_batch, self.max_sessions = max_batch, max_sessions
         self.sessions: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
@@ -113,3 +129,78 @@ class InferenceServer:
         return WireMessage(run_id=message.run_id, step=message.step, kind="control", src=PARTY, dst=message.src,
                            tag=message.tag, meta={"segments": [f"segment{i}" for i in self.indices],
                                                   "parameters": self.topology.parties[PARTY].num_parameters()})
+
+
+CLIENT = "client"
+
+
+class InferenceClient(Topology):
+    """A saved split model whose server segments answer behind ``link`` (``secsplit serve --role inference``).
+
+    Only :meth:`predict` crosses the link; the client's own segments (and, in U-shape, its tail)
+    run here. Every tensor also passes through a local :class:`~secsplit.channel.Channel`, so byte
+    accounting and taps are those of local split inference; envelope bytes are in ``link.stats``.
+
+    Args:
+        local: the client's part of the checkpoint (``load_split_model(DIR, parties="client")``).
+        link: a :class:`~secsplit.channel.grpc_link.Link` to the inference server.
+    """
+
+    def __init__(self, local, link) -> None:
+        self.spec = spec_from_manifest(local.checkpoint.manifest)
+        self.link, self.local, self.checkpoint = link, local, local.checkpoint
+        self.name = local.name
+        self.model, self.cuts, self.owners = local.model, list(local.cuts), list(local.owners)
+        self.run_id = f"run-{uuid.uuid4().hex[:12]}"
+        self.head = local.segments[0]
+        self.tail = local.segments[-1] if self.owners[-1] == CLIENT else None
+        self.segments = local.segments
+        super().__init__(parties={CLIENT: local.parties[CLIENT]}, channel=Channel(), data_owner=CLIENT,
+                         label_owner=self.owners[-1])
+        self.server_info = self._control("hello", spec=self.spec.to_dict(), protocol=PROTOCOL_VERSION).meta
+
+    @property
+    def party_names(self) -> tuple[str, ...]:
+        return (CLIENT, PARTY)
+
+    def routes(self):
+        return chain_routes(self.owners, label_source=self.label_source)
+
+    def _control(self, tag: str, **meta) -> WireMessage:
+        return self.link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=CLIENT, dst=PARTY,
+                                              tag=tag, meta=meta))
+
+    def train_step(self, x, y, *, step):
+        raise ConfigError("an inference server only answers predictions; train across processes with "
+                          "`secsplit serve --role PARTY --config run.toml` (docs/transport.md)")
+
+    @torch.no_grad()
+    def predict(self, x, *, step=0):
+        with self.channel.phase_scope("eval"), self.flops.step("eval", int(x.shape[0])):
+            with self.flops.party(CLIENT):
+                z = self.callbacks.transform_activation(self.head(x), party=CLIENT, step=step, phase="eval")
+            self.channel.send(CLIENT, PARTY, "activation", z, step=step)
+            reply = self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="activation", src=CLIENT,
+                                                   dst=PARTY, phase="eval", tensor=z))
+            kind = "logits" if self.tail is None else "activation"
+            shape = (x.shape[0], self.spec.num_classes) if self.tail is None else None
+            tensor = check_tensor(reply, kind=kind, shape=shape, dtype=torch.float32, what=f"server's {kind}")
+            h = self.channel.send(PARTY, CLIENT, kind, tensor, step=step)
+            if self.tail is None:
+                return h
+            with self.flops.party(CLIENT):
+                return self.tail(h)
+
+    def close(self) -> None:
+        """Tell the server the session is over (a server already gone is no error here)."""
+        try:
+            self._control("bye")
+        except ChannelError:
+            pass
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info["parties"][PARTY] = {"segments": self.server_info.get("segments", []),
+                                  "parameters": self.server_info.get("parameters"), "remote": self.link.address}
+        info["transport"] = self.link.stats.as_dict()
+        return info

@@ -1,12 +1,8 @@
-"""What a client and a server agree on before training across machines: the session spec.
+"""What a client and an inference server agree on before served split inference: the session spec.
 
-Both sides rebuild the same model from the same registered name, shapes and seed, cut it at the
-same points, and then each keeps only the segments it owns. The client proposes the spec in its
-hello message (plain JSON, parsed, never evaluated); the server accepts it only if it matches the
-settings its operator pinned (``secsplit serve --model ... --topology ...``), naming any mismatch.
-
-Note that a shared seed means the server knows the client segment's *initial* weights; it never
-receives the trained ones.
+Both sides describe the same saved split model (registered name, shapes, cuts); the client proposes
+the spec in its hello message (plain JSON, parsed, never evaluated) and the server accepts it only
+if it describes the checkpoint it serves, naming any mismatch.
 """
 
 from __future__ import annotations
@@ -17,12 +13,9 @@ from dataclasses import asdict, dataclass, field
 from secsplit.errors import ConfigError
 from secsplit.optim import OptimizerSpec
 
-#: Chain topologies that run across machines: the client owns the first (and, in U-shape, the
-#: last) segment; the server owns everything between.
-REMOTE_TOPOLOGIES = ("vanilla", "ushape", "vertical")
-#: Topology options a spec may carry, per topology (vertical: number of clients and merge).
-TOPOLOGY_OPTIONS = {"vertical": ("k", "merge", "layout")}
-MAX_VERTICAL_CLIENTS = 16
+#: Chain topologies whose checkpoints can be served: the client owns the first (and, in U-shape,
+#: the last) segment; the server owns everything between.
+SERVED_TOPOLOGIES = ("vanilla", "ushape")
 PROTOCOL_VERSION = 1
 #: Bounds on what a proposed spec may make the other side allocate.
 MAX_INPUT_ELEMENTS = 1 << 22
@@ -44,9 +37,9 @@ class SessionSpec:
     topology_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.topology not in REMOTE_TOPOLOGIES:
-            raise ConfigError(f"topology {self.topology!r} does not run across machines yet; "
-                              f"valid: {', '.join(REMOTE_TOPOLOGIES)}")
+        if self.topology not in SERVED_TOPOLOGIES:
+            raise ConfigError(f"served split inference takes topology {', '.join(SERVED_TOPOLOGIES)}, "
+                              f"not {str(self.topology)[:40]!r}")
         try:
             object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
             object.__setattr__(self, "cuts", tuple(str(c) for c in self.cuts))
@@ -56,18 +49,12 @@ class SessionSpec:
             raise ConfigError(f"input_shape {self.input_shape} must be positive with at most {MAX_INPUT_ELEMENTS} elements")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or not 2 <= self.num_classes <= MAX_CLASSES:
             raise ConfigError(f"num_classes must be an integer in 2..{MAX_CLASSES}, got {self.num_classes!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in 0..2**63-1, got {str(self.seed)[:40]}")
         if not all(isinstance(d, dict) for d in (self.optimizer, self.model_options, self.topology_options)):
             raise ConfigError("optimizer, model_options and topology_options must be JSON objects")
-        valid = TOPOLOGY_OPTIONS.get(self.topology, ())
-        unknown = sorted(set(self.topology_options) - set(valid))
-        if unknown:
-            raise ConfigError(f"topology {self.topology!r} takes no option(s) {unknown} across machines; "
-                              f"valid: {list(valid) or 'none'}")
-        k = self.topology_options.get("k", 2)
-        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_VERTICAL_CLIENTS:
-            raise ConfigError(f"vertical across machines needs k in 2..{MAX_VERTICAL_CLIENTS} clients, got {k!r}")
+        if self.topology_options:
+            raise ConfigError(f"served split inference takes no topology options, got {sorted(self.topology_options)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -90,18 +77,6 @@ class SessionSpec:
         except TypeError as error:
             raise ConfigError(f"bad session spec: {error}") from None
 
-    def check_pinned(self, pinned: dict) -> None:
-        """Refuse when a setting the server's operator fixed differs from the client's proposal."""
-        mine = self.to_dict()
-        for key, value in pinned.items():
-            if value is None:
-                continue
-            if key not in mine:
-                raise ConfigError(f"unknown pinned setting {key!r}")
-            theirs = list(value) if isinstance(value, tuple) else value
-            if mine[key] != theirs:
-                raise ConfigError(f"client proposes {key}={mine[key]!r} but this server runs {key}={theirs!r}")
-
     def build(self):
         """The full chain topology on this side (each side then uses only its own party's segments)."""
         from secsplit.models import create_model
@@ -117,10 +92,3 @@ class SessionSpec:
         return build_topology(self.topology, model, cuts=list(self.cuts) or None, optimizer=optimizer,
                               model_name=self.model, seed=self.seed, model_options=self.model_options or None,
                               **self.topology_options)
-
-    @property
-    def clients(self) -> list[str]:
-        """The client parties' names: "client", or client0 .. client{k-1} for vertical."""
-        if self.topology == "vertical":
-            return [f"client{i}" for i in range(self.topology_options.get("k", 2))]
-        return ["client"]
