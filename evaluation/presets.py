@@ -55,6 +55,26 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: ``standard``: the worst-case audit an auditor should sign: models trained until validation accuracy
+#: stops improving (capped epochs), three seeds, tuned attacks from every seat.
+PRESETS["standard"] = {
+    "audit": {"name": "standard", "seeds": [0, 1, 2], "epochs": 15, "batch_size": 64, "probe_samples": 256,
+              "early_stopping": {"patience": 2}, "tune": True},
+    "experiment": [
+        {"data": "mnist", "model": "lenet", "topology": ["vanilla", "ushape", "multihop"],
+         "cuts": {"vanilla": ["relu1"], "multihop": ["pool1", "pool2"]},
+         "defenses": ["none", "noise:mech=gaussian,clip=30,scale=0.5", "nopeek:alpha=1"],
+         "attacks": ["whitebox-inversion:max_targets=16", "inverse-network:max_targets=16"]},
+        {"data": "breast-cancer-imbalanced", "model": "mlp",
+         "topology": [{"name": "vanilla", "label_source": "label_owner"}, "ushape"], "batch_size": 32, "epochs": 30,
+         "defenses": ["none", "max-norm", "marvell:scale=1"], "attacks": ["norm-attack", "cosine-attack"]},
+        {"data": "digits", "model": "mlp", "topology": [{"name": "vanilla", "label_source": "label_owner"}, "ushape"],
+         "batch_size": 32, "epochs": 30, "defenses": ["none", "gradient-noise:scale=1"],
+         "attacks": ["gradient-clustering", "model-completion"]},
+    ],
+}
+
+
 def preset(name: str) -> dict:
     if name not in PRESETS:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")

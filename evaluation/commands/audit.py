@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
         epilog=AUDIT_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = audit.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, help="audit file (TOML or JSON; format below and in docs/run-files.md)")
-    source.add_argument("--preset", default=None, help="built-in audit: quick (default) or full")
+    source.add_argument("--preset", default=None, help="built-in audit: quick (default), standard (trained models, 3 seeds, tuned attacks) or full")
     audit.add_argument("--out", type=Path, default=Path("audit-results"), help="output folder (results.jsonl, tables, plots, report.html)")
     audit.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (local process pool)")
     audit.add_argument("--executor", choices=["process", "ray"], default="process", help="process pool (default) or a Ray cluster")

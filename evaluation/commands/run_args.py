@@ -60,7 +60,7 @@ def description_from_args(args: argparse.Namespace, *, attacks: list[str] | None
     """The RunDescription the run file and flags give together (flags win)."""
     from secsplit.description import RunDescription, normalize, read_table_file
 
-    where = str(args.config) if args.config else "command line"
+    where = str(args.config) if args.config else "run"
     raw = normalize(read_table_file(args.config), where=where) if args.config else {}
     for key, value in getattr(args, "run_defaults", {}).items():
         raw.setdefault(key, value)
