@@ -38,6 +38,8 @@ from pathlib import Path
 from secsplit.evaluation.commands.common import positive_float
 
 PARTIES_KEY = "parties"
+#: the largest seed every seeded component takes (the data split's random_state)
+MAX_SEED = 2**32 - 1
 
 
 def add_parser(sub) -> None:
@@ -67,7 +69,11 @@ def read_party_file(path) -> tuple[object, dict[str, str]]:
         host, sep, port = str(address).rpartition(":") if isinstance(address, str) else ("", "", "")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError(f"{path}: [{PARTIES_KEY}].{name} must be \"host:port\", got {address!r}")
-    return RunDescription.from_dict(raw, where=str(path)), dict(parties)
+    description = RunDescription.from_dict(raw, where=str(path))
+    if isinstance(description.seed, bool) or not isinstance(description.seed, int) or not 0 <= description.seed <= MAX_SEED:
+        raise ConfigError(f"{path}: seed must be an integer in 0..{MAX_SEED} (it seeds the data split), "
+                          f"got {str(description.seed)[:40]}")
+    return description, dict(parties)
 
 
 def has_parties(path) -> bool:

@@ -43,6 +43,9 @@ from secsplit.errors import ChannelError
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_RANK = 8
 MAX_META_CHARS = 64 * 1024
+#: the longest run id, party name or tag accepted (a peer's strings are bounded before anything stores them)
+MAX_NAME_CHARS = 256
+MAX_ERROR_CHARS = 2000
 #: Kinds on the wire: the tensor kinds parties exchange, plus "control" (hello, resume, bye).
 WIRE_KINDS = (*KINDS, "control")
 PHASES = ("train", "eval")
@@ -149,11 +152,14 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> WireMe
         raise CodecError(f"unknown message kind {envelope.kind[:40]!r}; valid kinds: {', '.join(WIRE_KINDS)}")
     if envelope.phase not in PHASES:
         raise CodecError(f"unknown phase {envelope.phase[:40]!r}; valid phases: {', '.join(PHASES)}")
+    for name in ("run_id", "src", "dst", "tag"):
+        if len(getattr(envelope, name)) > MAX_NAME_CHARS:
+            raise CodecError(f"{name} of {len(getattr(envelope, name))} characters exceeds the limit of {MAX_NAME_CHARS}")
     meta = _decode_meta(envelope.meta)
-    tensor = _decode_tensor(envelope) if envelope.dtype or envelope.shape or envelope.data else None
+    tensor = _decode_tensor(envelope, max_bytes) if envelope.dtype or envelope.shape or envelope.data else None
     return WireMessage(run_id=envelope.run_id, step=envelope.step, kind=envelope.kind, src=envelope.src,
                        dst=envelope.dst, phase=envelope.phase, tag=envelope.tag, tensor=tensor, meta=meta,
-                       error=envelope.error, seq=envelope.seq)
+                       error=envelope.error[:MAX_ERROR_CHARS], seq=envelope.seq)
 
 
 def _decode_meta(text: str) -> dict:
@@ -170,7 +176,7 @@ def _decode_meta(text: str) -> dict:
     return meta
 
 
-def _decode_tensor(envelope) -> torch.Tensor:
+def _decode_tensor(envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> torch.Tensor:
     dtype = DTYPES.get(envelope.dtype)
     if dtype is None:
         raise CodecError(f"unsupported tensor dtype {envelope.dtype[:40]!r}; supported: {', '.join(DTYPES)}")
@@ -180,6 +186,9 @@ def _decode_tensor(envelope) -> torch.Tensor:
     if any(d < 0 for d in shape):
         raise CodecError(f"tensor shape {shape} has a negative dimension")
     itemsize = torch.empty((), dtype=dtype).element_size()
+    # an empty tensor's other dimensions still size its strides: bound them as if it held data
+    if math.prod(max(d, 1) for d in shape) * itemsize > max_bytes:
+        raise CodecError(f"tensor shape {shape} is larger than the message size limit of {max_bytes} bytes allows")
     expected = math.prod(shape) * itemsize
     if expected != len(envelope.data):
         raise CodecError(f"tensor data holds {len(envelope.data)} bytes but dtype {envelope.dtype} and shape {shape} "

@@ -44,6 +44,8 @@ WINDOW = 256
 #: bytes a receiver buffers from one sender before further messages wait (backpressure)
 DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 MAX_REASON_CHARS = 500
+#: no honest sender is further ahead than the window plus the requests a listener holds at once
+MAX_IN_FLIGHT = 1024
 
 
 class PeerGone(ChannelError):
@@ -210,6 +212,9 @@ class NetworkChannel(Channel):
             inbox = self._inbox[peer]
             if message.seq < self._next_in[peer] or message.seq in inbox:
                 raise ChannelError(f"message {message.seq} from {peer} arrived twice")
+            if message.seq >= self._next_in[peer] + WINDOW + MAX_IN_FLIGHT:
+                raise ChannelError(f"message {message.seq} from {peer} is far ahead of message {self._next_in[peer]}, "
+                                   f"which it has not sent yet")
             # backpressure: wait while the sender is too far ahead of what this party consumed
             while (message.seq >= self._next_in[peer] + WINDOW
                    or (inbox and self._buffered[peer] + size > self.max_buffered_bytes)):

@@ -65,10 +65,11 @@ class InferenceServer:
     Args:
         checkpoint: directory written by ``secsplit train --save`` / :func:`save_split_model`.
         max_batch: the largest batch accepted per request.
-        max_sessions: open sessions remembered (least recently used forgotten first).
+        max_sessions: open sessions remembered per client (certificate name); a client's hello
+            beyond that forgets its own least recently used session, never another client's.
     """
 
-    def __init__(self, checkpoint: str | Path, *, max_batch: int = 4096, max_sessions: int = 1024) -> None:
+    def __init__(self, checkpoint: str | Path, *, max_batch: int = 4096, max_sessions: int = 64) -> None:
         from secsplit.checkpoint import load_split_model
 
         topology = load_split_model(checkpoint, parties=PARTY)
@@ -80,7 +81,7 @@ class InferenceServer:
         self.is_last = self.indices[-1] == len(topology.owners) - 1
         self.input_shape = cut_shape(topology, self.indices[0])
         self.max_batch, self.max_sessions = max_batch, max_sessions
-        self.sessions: OrderedDict[str, str] = OrderedDict()
+        self.sessions: dict[str, OrderedDict[str, None]] = {}  # client -> its open run ids, least recent first
         self._lock = threading.Lock()
         self.requests = 0
         topology.eval()
@@ -89,9 +90,10 @@ class InferenceServer:
         if message.kind == "control":
             return self._control(message, peer)
         with self._lock:
-            if message.run_id not in self.sessions:
-                raise ChannelError(f"unknown run {message.run_id!r}: send hello first")
-            self.sessions.move_to_end(message.run_id)
+            mine = self.sessions.get(peer, {})
+            if message.run_id not in mine:
+                raise ChannelError(f"unknown run {message.run_id[:80]!r}: send hello first")
+            mine.move_to_end(message.run_id)
         if message.phase != "eval" or message.kind != "activation":
             raise ChannelError(f"an inference server answers eval activations only, got {message.phase} {message.kind}")
         tensor = message.tensor
@@ -110,22 +112,25 @@ class InferenceServer:
     def _control(self, message: WireMessage, peer: str) -> WireMessage:
         if message.tag == "hello":
             if message.meta.get("protocol") != PROTOCOL_VERSION:
-                raise ChannelError(f"client speaks protocol {message.meta.get('protocol')!r}, this server {PROTOCOL_VERSION}")
+                raise ChannelError(f"client speaks protocol {str(message.meta.get('protocol'))[:40]!r}, "
+                                   f"this server {PROTOCOL_VERSION}")
             if not message.run_id:
                 raise ChannelError("hello without a run id")
             mismatch = _same_model(SessionSpec.from_dict(message.meta.get("spec")), self.spec)
             if mismatch:
                 raise ChannelError(mismatch)
             with self._lock:
-                self.sessions[message.run_id] = peer
-                while len(self.sessions) > self.max_sessions:
-                    self.sessions.popitem(last=False)
+                mine = self.sessions.setdefault(peer, OrderedDict())
+                mine[message.run_id] = None
+                mine.move_to_end(message.run_id)
+                while len(mine) > self.max_sessions:
+                    mine.popitem(last=False)
             log.info("inference session %s opened by %s", message.run_id, peer)
         elif message.tag == "bye":
             with self._lock:
-                self.sessions.pop(message.run_id, None)
+                self.sessions.get(peer, {}).pop(message.run_id, None)
         else:
-            raise ChannelError(f"an inference server accepts hello and bye control messages, got {message.tag!r}")
+            raise ChannelError(f"an inference server accepts hello and bye control messages, got {message.tag[:40]!r}")
         return WireMessage(run_id=message.run_id, step=message.step, kind="control", src=PARTY, dst=message.src,
                            tag=message.tag, meta={"segments": [f"segment{i}" for i in self.indices],
                                                   "parameters": self.topology.parties[PARTY].num_parameters()})

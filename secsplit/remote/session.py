@@ -44,11 +44,12 @@ class SessionSpec:
             object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
             object.__setattr__(self, "cuts", tuple(str(c) for c in self.cuts))
         except (TypeError, ValueError):
-            raise ConfigError(f"bad input_shape {self.input_shape!r} or cuts {self.cuts!r}") from None
+            raise ConfigError(f"bad input_shape {str(self.input_shape)[:80]} or cuts {str(self.cuts)[:80]}") from None
         if not self.input_shape or any(d < 1 for d in self.input_shape) or math.prod(self.input_shape) > MAX_INPUT_ELEMENTS:
-            raise ConfigError(f"input_shape {self.input_shape} must be positive with at most {MAX_INPUT_ELEMENTS} elements")
+            raise ConfigError(f"input_shape {str(self.input_shape)[:80]} must be positive with at most "
+                              f"{MAX_INPUT_ELEMENTS} elements")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or not 2 <= self.num_classes <= MAX_CLASSES:
-            raise ConfigError(f"num_classes must be an integer in 2..{MAX_CLASSES}, got {self.num_classes!r}")
+            raise ConfigError(f"num_classes must be an integer in 2..{MAX_CLASSES}, got {str(self.num_classes)[:40]}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be an integer in 0..2**63-1, got {str(self.seed)[:40]}")
         if not all(isinstance(d, dict) for d in (self.optimizer, self.model_options, self.topology_options)):
