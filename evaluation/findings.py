@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from secsplit.evaluation.leaks import METRIC_NAMES
+from secsplit.evaluation.metrics import normalized_leak
 from secsplit.evaluation.tables import CONFIG_FIELDS, fmt
 
 #: the default utility budget: a defense may cost at most this much utility (absolute, e.g. 0.05 = 5 points)
@@ -75,11 +76,49 @@ def defense_points(records_by_group: dict) -> dict[tuple, dict[str, DefensePoint
     return points
 
 
-def findings(records_by_group: dict, *, utility_budget: float = UTILITY_BUDGET) -> list[Finding]:
-    """One finding per configuration measured undefended, worst leak first."""
-    out = [_finding(config, points, utility_budget) for config, points in defense_points(records_by_group).items()
-           if "none" in points]
+def findings(records_by_group: dict, *, utility_budget: float = UTILITY_BUDGET, frontier: dict | None = None
+             ) -> list[Finding]:
+    """One finding per configuration measured undefended, worst leak first.
+
+    ``frontier``: a ``secsplit frontier`` summary (its frontier.json); the defense settings it searched
+    join the audit's own candidates for the configuration it ran on.
+    """
+    points = defense_points(records_by_group)
+    if frontier:
+        for config in points:
+            if _frontier_matches(frontier.get("configuration", ""), config):
+                points[config].update({p.defense: p for p in frontier_points(frontier, points[config].get("none"))})
+    out = [_finding(config, by_defense, utility_budget) for config, by_defense in points.items() if "none" in by_defense]
     return sorted(out, key=lambda f: -f.leak)
+
+
+def frontier_points(summary: dict, undefended: DefensePoint | None) -> list[DefensePoint]:
+    """Each defense setting a frontier search trained, judged like the audit's: its worst normalized leak
+    over the frontier's attacks (each against that attack's chance level)."""
+    chance = {row["attack"]: row.get("chance") for row in summary.get("rows", [])}
+    base = dict(undefended.record) if undefended else {}
+    out = []
+    for point in summary.get("points", []):
+        leaks = [(attack, normalized_leak(v["mean"], chance=chance[attack]))
+                 for attack, v in (point.get("leakage") or {}).items() if chance.get(attack) is not None]
+        if point.get("family") == "none" or point.get("utility") is None or not leaks:
+            continue
+        attack, leak = max(leaks, key=lambda item: item[1])
+        record = {**{k: base.get(k) for k in ("utility_chance", "test_size")}, "utility": point["utility"],
+                  "source": "frontier"}
+        out.append(DefensePoint(point["defense"], leak, (attack, None), record))
+    return out
+
+
+def _frontier_matches(label: str, config: tuple) -> bool:
+    """Whether a frontier's configuration label ("mnist lenet vanilla pool1", "default ..." for unset
+    parts) names this configuration."""
+    parts = label.replace("default model", "*").replace("default cut", "*").split()
+    if len(parts) != 4:
+        return False
+    dataset, model, topology, cuts = config
+    wanted = (dataset, model, topology.partition(":")[0], ",".join(cuts.split()))
+    return all(p in ("*", w) for p, w in zip(parts, wanted))
 
 
 def _finding(config: tuple, points: dict[str, DefensePoint], budget: float) -> Finding:
@@ -133,8 +172,9 @@ def _best_defense(defended: list[DefensePoint], worst: DefensePoint, budget: flo
     if worst.leak - best.leak < MEANINGFUL_DROP:
         return (f"No defense tried within {words} lowers the worst leak meaningfully: the best, {best.defense}, "
                 f"takes it from {change}.", best, True)
-    return (f"Best defense within {words}: {best.defense}, which takes the worst leak over every attack and seat "
-            f"from {change}.", best, True)
+    searched = " (found by the frontier search)" if best.record.get("source") == "frontier" else ""
+    return (f"Best defense within {words}: {best.defense}{searched}, which takes the worst leak over every attack "
+            f"and seat from {change}.", best, True)
 
 
 def _cost_sentence(record: dict, undefended: dict) -> str:
@@ -144,7 +184,9 @@ def _cost_sentence(record: dict, undefended: dict) -> str:
         drop = (reference - record["utility"]) * 100
         verb = f"costs {drop:.1f} points of utility" if drop > 0.05 else "costs no utility"
         parts.append(f"{verb} ({fmt(record['utility'])} vs {fmt(reference)} undefended; chance {fmt(chance)})")
-    if record.get("epsilon") is not None:
+    if record.get("source") == "frontier":
+        parts.append("the frontier search records no epsilon, traffic or time for it")
+    elif record.get("epsilon") is not None:
         parts.append(f"states epsilon {fmt(record['epsilon'])} over training")
     else:
         parts.append("gives no formal (epsilon) guarantee")

@@ -21,21 +21,24 @@ from secsplit.evaluation import plots, report_page, tables
 from secsplit.evaluation.results import latest_rows, load_rows
 
 def write_report(results_path, out_dir, *, config_source: dict | None = None, artifacts_dir=None,
-                 utility_budget: float | None = None) -> dict:
+                 utility_budget: float | None = None, frontier=None) -> dict:
     """Write results.md/.csv/.tex, the plots and report.html into ``out_dir``.
 
     ``utility_budget``: the utility a defense may cost in the findings (default
-    :data:`~secsplit.evaluation.findings.UTILITY_BUDGET`). Returns the written paths by kind, plus
-    ``findings`` (their dicts) and ``counts`` (rows by status), which ``secsplit audit --json`` prints.
+    :data:`~secsplit.evaluation.findings.UTILITY_BUDGET`). ``frontier``: a ``secsplit frontier``
+    frontier.json whose searched settings join the findings (default: frontier.json beside the results,
+    if there is one). Returns the written paths by kind, plus ``findings`` (their dicts) and ``counts``
+    (rows by status), which ``secsplit audit --json`` prints.
     """
     if utility_budget is None:
         utility_budget = findings_module.UTILITY_BUDGET
+    searched = _frontier(Path(frontier) if frontier else None, Path(results_path).parent / "frontier.json")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = latest_rows(load_rows(results_path))
     records = tables.table_records(rows)
     apart = tables.set_apart(rows)
-    found = findings_module.findings(records, utility_budget=utility_budget)
+    found = findings_module.findings(records, utility_budget=utility_budget, frontier=searched)
     written: dict = {"markdown": out / "results.md", "csv": out / "results.csv", "latex": out / "results.tex"}
     written["markdown"].write_text(_markdown_findings(found) + tables.to_markdown(records, apart))
     written["csv"].write_text(tables.to_csv(records))
@@ -64,6 +67,18 @@ def write_report(results_path, out_dir, *, config_source: dict | None = None, ar
     written["findings"] = [f.to_dict() for f in found]
     written["counts"] = _status_counts(rows)
     return written
+
+
+def _frontier(given: Path | None, beside: Path) -> dict | None:
+    from secsplit.errors import DataError
+
+    path = given or beside
+    if given is None and not beside.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"frontier file {path}: {error}") from None
 
 
 def _status_counts(rows: list[dict]) -> dict[str, int]:

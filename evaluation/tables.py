@@ -101,7 +101,9 @@ def columns(group: tuple[str, str | None], records: list[dict]) -> list[Column]:
     if metric and metric != "dcor_unbiased":
         candidates.append(Column(metric, f"{METRIC_NAMES[metric]} (chance)"))
         candidates += [Column("psnr", "PSNR dB (chance)", digits=1), Column("mse", "MSE (chance)")] if metric == "ssim" else []
-    candidates += [Column("leak", "leak 0-1", digits=2), Column("dcor_unbiased", "dCor\u00b2 (chance 0)"),
+    sizes = {int(r["dcor_n"]) for r in records if r.get("dcor_n")}
+    n = f"n={sizes.pop()}, " if len(sizes) == 1 else ""
+    candidates += [Column("leak", "leak 0-1", digits=2), Column("dcor_unbiased", f"dCor\u00b2 ({n}chance 0)"),
                    Column("dcor", "dCor"), Column("epsilon", "\u03b5"), Column("traffic_mb", "traffic MB", digits=1),
                    Column("train_s", "train s", digits=1), Column("score", "DCS"), Column("note", "note", "text")]
     return [c for c in candidates if any(r.get(c.key) not in (None, "") for r in records)]

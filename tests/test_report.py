@@ -129,6 +129,20 @@ def test_a_model_indistinguishable_from_chance_gets_a_caution():
     assert finding.to_dict()["sentences"][-1] == finding.caution
 
 
+def test_settings_a_frontier_searched_join_the_findings(records):
+    frontier = {"configuration": "breast-cancer-imbalanced mlp vanilla relu1", "budget": 0.01,
+                "rows": [{"attack": "norm-attack", "chance": 0.55}, {"attack": "cosine-attack", "chance": 0.55}],
+                "points": [{"defense": "none", "family": "none", "utility": 0.99,
+                            "leakage": {"norm-attack": {"mean": 1.0}, "cosine-attack": {"mean": 0.9}}},
+                           {"defense": "marvell:scale=4", "family": "marvell", "utility": 0.985,
+                            "leakage": {"norm-attack": {"mean": 0.58}, "cosine-attack": {"mean": 0.60}}}]}
+    labels = findings.findings(records, frontier=frontier)[0]
+    assert "marvell:scale=4 (found by the frontier search)" in labels.defense and "from 1.00 to 0.11" in labels.defense
+    assert "the frontier search records no epsilon" in labels.cost
+    other = findings.findings(records, frontier={**frontier, "configuration": "digits mlp vanilla relu1"})[0]
+    assert "frontier" not in other.defense
+
+
 def test_a_configuration_without_defenses_says_so(records):
     ushape = next(f for f in findings.findings(records) if f.configuration["topology"] == "ushape")
     assert ushape.defense == "No defense was tried on this configuration."

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                        help="print only a machine-readable summary on stdout: paths, row counts and the findings "
                             "(progress and anything else go to stderr)")
     audit.add_argument("--print-tables", action="store_true", help="also print the results tables (results.md)")
+    audit.add_argument("--frontier", type=Path, default=None, metavar="FILE",
+                       help="a `secsplit frontier` frontier.json: its searched settings join the findings "
+                            "(default: frontier.json beside results.jsonl, if any)")
     audit.add_argument("--utility-budget", type=fraction, default=None, metavar="FRACTION",
                        help="utility a defense may cost in the findings, as a fraction (default 0.05 = 5 points)")
     audit.set_defaults(run=run)
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                            artifacts_dir=args.out / "artifacts")
         elapsed = time.perf_counter() - start
         written = write_report(results, args.out, config_source=config.source, artifacts_dir=args.out / "artifacts",
-                               utility_budget=args.utility_budget)
+                               utility_budget=args.utility_budget, frontier=args.frontier)
     if args.json:
         print(json.dumps(summary(config.name, counts, elapsed, results, written), indent=2))
         return 1 if counts["failed"] else 0
