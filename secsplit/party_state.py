@@ -63,6 +63,29 @@ def save_party_state(directory: str | Path, name: str, party, *, info: dict) -> 
     return directory / f"{name}.json"
 
 
+def _check_optimizer(path: Path, saved, current: dict) -> None:
+    """Refuse a saved optimizer whose kind or settings differ from this run's (edited, or a changed --lr)."""
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(saved.get("state"), dict) \
+            or not all(isinstance(g, dict) for g in groups):
+        raise StateError(f"{path}: field optimizer is not an optimizer state (param_groups and state)")
+    mine = current["param_groups"]
+    if len(groups) != len(mine):
+        raise StateError(f"{path}: field optimizer.param_groups has {len(groups)} group(s), this run's optimizer "
+                         f"{len(mine)}: the party or its optimizer changed")
+    for i, (theirs, ours) in enumerate(zip(groups, mine)):
+        keys = set(ours) - {"params"}
+        if set(theirs) - {"params"} != keys:
+            raise StateError(f"{path}: field optimizer.param_groups[{i}] holds another kind of optimizer's settings "
+                             f"({', '.join(sorted(set(theirs) ^ set(ours)))[:120]}): resume with the optimizer the "
+                             f"run was trained with")
+        for key in sorted(keys):
+            if theirs[key] != ours[key] and not (isinstance(ours[key], tuple) and list(ours[key]) == theirs[key]):
+                raise StateError(f"{path}: field optimizer.param_groups[{i}].{key} is {str(theirs[key])[:40]}, this run "
+                                 f"has {str(ours[key])[:40]}: resume with the run's own settings (a changed "
+                                 f"--{key.replace('_', '-')} is refused, not ignored) or start a new run")
+
+
 def load_party_state(directory: str | Path, name: str, party) -> dict:
     """Load ``name``'s files into ``party`` (weights and optimizer); returns the saved ``info``."""
     directory = Path(directory)
@@ -82,6 +105,15 @@ def load_party_state(directory: str | Path, name: str, party) -> dict:
     except SafetensorError as error:
         raise StateError(f"{directory / (name + '.safetensors')} is not a safetensors file: {error}") from None
     weights = {k[len("segments."):]: v for k, v in tensors.items() if k.startswith("segments.")}
+    mine = party.segments.state_dict()
+    for key in sorted(set(mine) | set(weights)):
+        if key not in weights or key not in mine or tuple(weights[key].shape) != tuple(mine[key].shape):
+            saved = tuple(weights[key].shape) if key in weights else "nothing"
+            ours = tuple(mine[key].shape) if key in mine else "nothing"
+            raise StateError(f"{directory / (name + '.safetensors')}: field segments.{key[:80]} holds {saved}, party "
+                             f"{party.name!r} of this run has {ours} there: the state of another model or split")
+    if party.optimizer is not None and meta.get("optimizer") is not None:
+        _check_optimizer(directory / f"{name}.json", meta["optimizer"], party.optimizer.state_dict())
     try:
         party.segments.load_state_dict(weights, strict=True)
         if party.optimizer is not None and meta["optimizer"] is not None:

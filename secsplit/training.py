@@ -68,7 +68,33 @@ def read_trainer_state(directory) -> dict | None:
         raise ConfigError(f"cannot resume: {path} is unreadable ({error})") from None
     if not isinstance(state, dict) or "global_step" not in state:
         raise ConfigError(f"cannot resume: {path} is not a secsplit trainer state")
+    _check_trainer_state(path, state)
     return state
+
+
+def _check_trainer_state(path, state: dict) -> None:
+    """Every field a resume reads, of the right type and range: an edited file is one line naming the field."""
+    def integer(value, low, high=2**62):
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    checks = {
+        "global_step": lambda v: integer(v, 0),
+        "epoch": lambda v: integer(v, 1),
+        "batches_done": lambda v: integer(v, 0),
+        "sums": lambda v: isinstance(v, list) and len(v) == 3
+                          and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v),
+        "history": lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v),
+        "rng": lambda v: isinstance(v, list) and len(v) > 0 and all(integer(x, 0, 255) for x in v),
+        "seed": lambda v: integer(v, -(2**63), 2**64 - 1),
+        "batch_size": lambda v: integer(v, 1),
+        "epochs": lambda v: integer(v, 1),
+        "sampling": lambda v: v in SAMPLINGS,
+    }
+    for name, valid in checks.items():
+        if name not in state:
+            raise ConfigError(f"cannot resume: {path}: field {name} is missing")
+        if not valid(state[name]):
+            raise ConfigError(f"cannot resume: {path}: field {name} is invalid ({str(state[name])[:60]})")
 
 
 @dataclass
@@ -272,7 +298,11 @@ class Trainer:
                 raise ConfigError(f"cannot resume: the checkpoint was trained with {key}={state.get(key)!r}, "
                                   f"this run has {key}={getattr(self, key)!r}")
         self.topology.load_training_state(self.checkpointing.directory, state["global_step"])
-        torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
+        try:
+            torch.set_rng_state(torch.tensor(state["rng"], dtype=torch.uint8))
+        except RuntimeError:
+            raise ConfigError(f"cannot resume: {self.checkpointing.directory}/{TRAINER_STATE}: field rng is not "
+                              f"a random generator state") from None
         self.global_step = state["global_step"]
         self._saved_steps = [self.global_step]
         report.history.extend(state["history"])
