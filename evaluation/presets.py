@@ -50,6 +50,20 @@ PRESETS: dict[str, dict] = {
              "attacks": ["norm-attack", "cosine-attack"]},
             {"dataset": "breast-cancer", "model": "mlp", "topologies": ["vanilla"], "label_source": "label_owner",
              "batch_size": 32, "defenses": LABEL_DEFENSES, "attacks": ["norm-attack", "cosine-attack"]},
+            # issue 15: ExPLoit, direct label scoring, SDAR, FORA, GRN (docs/attacks.md)
+            {"dataset": "digits", "model": "lenet", "topologies": ["vanilla", "ushape"], "label_source": "label_owner",
+             "epochs": 10, "defenses": ["none", "gradient-noise:scale=1"],
+             "attacks": ["exploit", "exploit:attacker=server", "direct-label", "direct-label:attacker=server"]},
+            {"dataset": "breast-cancer", "model": "mlp", "topologies": ["vanilla"], "label_source": "label_owner",
+             "epochs": 10, "defenses": LABEL_DEFENSES, "attacks": ["exploit"]},
+            *({"dataset": "mnist", "model": "lenet", "topologies": ["vanilla"], "cuts": {"vanilla": [cut]},
+               "defenses": ["none", "nopeek:alpha=1"], "attacks": ["sdar", "fora", "inverse-network", "unsplit"]}
+              for cut in ("relu2", "pool2", "relu3")),
+            {"dataset": "digits", "model": "lenet", "topologies": ["ushape"], "epochs": 15, "defenses": ["none"],
+             "attacks": ["sdar"]},
+            {"dataset": "breast-cancer", "model": "mlp", "topologies": ["vertical"], "label_source": "label_owner",
+             "epochs": 10, "defenses": ["none", "noise:mech=gaussian,clip=10,scale=1"],
+             "attacks": ["grn", "grn:observe=representation"]},
         ],
     },
 }
