@@ -1,6 +1,7 @@
 """SplitOut beside hijack detection: detection step under FSHA and false alarms under honest training.
 
     python benchmarks/bench_splitout.py [--seeds 6] [--epochs 2] [--out splitout.json]
+    python benchmarks/bench_splitout.py --detectors splitout:sim_epochs=40 --datasets digits synthetic-image
 
 For each data set (digits, mnist, a synthetic image set) and seed, four runs of LeNet cut at its
 default cut (vanilla, labels at the client): {splitout, hijack-detection} x {honest server, FSHA}.
@@ -44,13 +45,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
+    parser.add_argument("--detectors", nargs="*", default=list(DETECTORS),
+                        help="defense specs to compare, e.g. splitout:sim_epochs=40 (default: splitout hijack-detection)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     results = []
     for name in args.datasets:
-        for detector in DETECTORS:
+        for detector in args.detectors:
             for attack in ("none", "fsha"):
                 for seed in range(args.seeds):
                     r = one(DATASETS[name], detector, attack, seed, args.epochs)
@@ -59,7 +62,7 @@ def main() -> None:
     print(f"\n| data set | detector | TPR (FSHA stopped) | detection step | FPR (honest stopped) | false-alarm steps |")
     print("|---|---|---|---|---|---|")
     for name in args.datasets:
-        for detector in DETECTORS:
+        for detector in args.detectors:
             attacked = [r for r in results if r["dataset"] == name and r["detector"] == detector and r["attack"] == "fsha"]
             honest = [r for r in results if r["dataset"] == name and r["detector"] == detector and r["attack"] == "none"]
             steps = [r["step"] for r in attacked if r["detected"]]

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
                           help="utility the defense may cost, as a fraction (0.01 = 1 accuracy point; default: the "
                                "file's [frontier].budget, else 0.01)")
     frontier.add_argument("--out", type=Path, default=Path("frontier-results"), help="output folder")
+    frontier.add_argument("--threads", type=int, default=1,
+                          help="torch threads (default 1: small models gain nothing from more, and idle OpenMP "
+                               "workers spin on a shared machine)")
     frontier.add_argument("--quiet", action="store_true", help="no progress lines")
     frontier.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     frontier.set_defaults(run=run)
@@ -45,8 +48,15 @@ frontier file (TOML):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from secsplit.description import read_table_file
+    from secsplit.errors import ConfigError
     from secsplit.evaluation.frontier import build_frontier_config, run_frontier
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
 
     config = build_frontier_config(read_table_file(args.config), origin=str(args.config), budget=args.budget)
     summary = run_frontier(config, args.out, quiet=args.quiet or args.json)
