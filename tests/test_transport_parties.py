@@ -119,3 +119,62 @@ def test_a_run_file_without_parties_is_a_clear_error(tmp_path, capsys):
     path.write_text('data = "digits"\n')
     assert main(["launch", str(path)]) == 2
     assert "no [parties] table" in capsys.readouterr().err
+
+
+def _connected(dst_port: int) -> bool:
+    """Whether a TCP connection to port ``dst_port`` is established on this machine (Linux)."""
+    from pathlib import Path
+
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):  # gRPC may use IPv4-mapped IPv6 sockets
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == dst_port:
+                return True
+    return False
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/net/tcp").exists(), reason="connections read from /proc")
+def test_a_killed_party_process_fails_the_others_within_the_timeout(tmp_path):
+    """kill -9 of the server mid-run (no goodbye): the client process exits with a one-line error
+    naming the server within --timeout (plus process teardown), instead of hanging."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from secsplit.evaluation.commands.launch import free_port
+
+    parties = {"client": f"127.0.0.1:{free_port()}", "server": f"127.0.0.1:{free_port()}"}
+    table = "\n".join(f'{p} = "{a}"' for p, a in parties.items())
+    run = tmp_path / "run.toml"
+    run.write_text(f'data = "digits"\nepochs = 200\nbatch_size = 8\n[parties]\n{table}\n')  # far longer than the test
+    timeout = 3.0
+    processes = {p: subprocess.Popen([sys.executable, "-m", "secsplit.evaluation", "serve", "--role", p, "--config",
+                                      str(run), "--insecure", "--timeout", f"{timeout:g}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for p in parties}
+    try:
+        deadline = time.monotonic() + 120
+        ports = {p: int(a.rsplit(":", 1)[1]) for p, a in parties.items()}
+        # both hellos went through: a connection into each party's port (the test's probes close at once)
+        while not (_connected(ports["client"]) and _connected(ports["server"])):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes.values())
+            time.sleep(0.2)
+        time.sleep(1.0)  # training under way
+        assert processes["client"].poll() is None
+        processes["server"].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = processes["client"].communicate(timeout=60)
+        elapsed = time.monotonic() - killed
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+    assert processes["client"].returncode != 0
+    lines = [line for line in err.strip().splitlines() if line.startswith("secsplit serve: error:")]
+    assert len(lines) == 1 and "server" in lines[0] and ("gone or stuck" in lines[0] or "cannot reach" in lines[0]), err
+    assert "Traceback" not in err
+    assert elapsed < timeout + 1.0 + 3.0, elapsed  # detection within the timeout + 1 s; the rest is teardown

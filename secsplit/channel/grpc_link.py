@@ -115,8 +115,11 @@ class Link:
         self._call = self._channel.unary_unary(METHOD)
         self._connected = False
 
-    def exchange(self, message: WireMessage) -> WireMessage:
-        """Send ``message``; return the peer's reply, or raise :class:`ChannelError` saying why not."""
+    def exchange(self, message: WireMessage, *, quiet: bool = False) -> WireMessage:
+        """Send ``message``; return the peer's reply, or raise :class:`ChannelError` saying why not.
+
+        ``quiet``: a failure is only raised, not logged (a goodbye to a peer that may have finished).
+        """
         data = encode(message, max_bytes=self.max_message_bytes)
         deadline = time.monotonic() + (self.timeout_s if self._connected else self.connect_timeout_s)
         while True:
@@ -129,7 +132,7 @@ class Link:
                         and "connection refused" in (error.details() or "").lower():
                     time.sleep(0.2)  # the server may still be starting
                     continue
-                raise self._explain(error, message) from None
+                raise self._explain(error, message, quiet=quiet) from None
         self._connected = True
         return self._finish(message, data, reply_bytes)
 
@@ -166,7 +169,7 @@ class Link:
         self.stats.record(sent=message, sent_wire=len(data), received=reply, received_wire=len(reply_bytes))
         return reply
 
-    def _explain(self, error: grpc.RpcError, message: WireMessage) -> ChannelError:
+    def _explain(self, error: grpc.RpcError, message: WireMessage, *, quiet: bool = False) -> ChannelError:
         code, details = error.code(), error.details() or ""
         what = f"{message.kind} message (step {message.step}) to {self.peer} at {self.address}"
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -180,7 +183,8 @@ class Link:
                         "(another CA, expired) or it speaks plaintext")
             else:
                 hint = "is it running, and do both sides agree on TLS (--insecure on both or neither)?"
-            log.warning("cannot deliver %s: %s", what, details)
+            if not quiet:
+                log.warning("cannot deliver %s: %s", what, details)
             return ChannelError(f"cannot reach {self.peer} at {self.address}: {hint} [{details}]")
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
                     grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED):

@@ -87,6 +87,7 @@ class NetworkChannel(Channel):
         self._next_in: dict[str, int] = defaultdict(int)
         self._buffered: dict[str, int] = defaultdict(int)
         self._gone: dict[str, str] = {}  # peer -> why it left ("" for a clean finish)
+        self._greeted: set[str] = set()  # peers that said hello to this party (so they were up)
         self.received = LinkStats()  # what the listener took in (messages, payload, envelopes)
         self.listener = Listener(self._handle, listen=listen or addresses[party], party=party,
                                  allowed_peers=self.peers, max_message_bytes=max_message_bytes,
@@ -115,8 +116,12 @@ class NetworkChannel(Channel):
         built or trained from a peer's hello; it is only compared.
         """
         for peer in self.peers if peers is None else peers:
-            self._link(peer).exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
-                                                  dst=peer, tag="hello", meta=meta))
+            link = self._link(peer)
+            with self._cond:
+                if peer in self._greeted:  # it is up (it said hello to us): no waiting for it to start
+                    link._connected = True
+            link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
+                                      dst=peer, tag="hello", meta=meta))
 
     def close(self, error: str | None = None) -> None:
         """Wait for every send to be acknowledged, say goodbye (with ``error`` when failing), stop listening."""
@@ -131,7 +136,7 @@ class NetworkChannel(Channel):
                     if link._connected:  # a peer never reached needs no goodbye
                         link.timeout_s = min(link.timeout_s, 5.0)
                         link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
-                                                  dst=peer, tag="bye", meta=meta))
+                                                  dst=peer, tag="bye", meta=meta), quiet=True)
                 except ChannelError:
                     pass  # a peer that already finished has stopped listening
             for link in self._links.values():
@@ -235,6 +240,7 @@ class NetworkChannel(Channel):
         if message.tag == "hello":
             with self._cond:
                 self._gone.pop(peer, None)
+                self._greeted.add(peer)
             return reply
         if message.tag == "bye":
             reason = message.meta.get("error", "")
