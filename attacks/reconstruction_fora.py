@@ -15,7 +15,7 @@ changes) it trains:
    discriminator D telling the two apart;
 2. D on f(x_priv) (real) against f^(x_aux) (fake).
 
-After training, an inverse network (the decoder of :mod:`~secsplit.attacks.reconstruction_inverse`)
+After training, an inverse network (:class:`~secsplit.attacks.reconstruction_sdar.Decoder`)
 learns f^(x_aux) -> x_aux for ``decoder_epochs`` passes and decodes the activations the client
 releases for the targets.
 
@@ -40,7 +40,7 @@ from torch import nn
 
 from secsplit.attacks.base import ATTACKS, ThreatModel
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, reset_parameters
-from secsplit.attacks.reconstruction_inverse import _Decoder
+from secsplit.attacks.reconstruction_sdar import Decoder
 from secsplit.errors import ConfigError
 
 
@@ -161,7 +161,7 @@ class FORA(ReconstructionAttack):
             z_aux = torch.cat([self.substitute(self._aux[i:i + 256]) for i in range(0, len(self._aux), 256)])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + 1)
-            self.decoder = _Decoder(tuple(z_shape), tuple(self._aux.shape[1:])).to(z_aux.device)
+            self.decoder = Decoder(tuple(z_shape), tuple(self._aux.shape[1:])).to(z_aux.device)
         optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.decoder_epochs):
