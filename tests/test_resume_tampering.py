@@ -2,7 +2,8 @@
 
 A run is checkpointed once; each case copies its state, edits one thing (or resumes with other
 settings) and resumes. Nothing may end in a traceback or silently train on with settings the
-state does not match: a changed --lr or optimizer is refused, as is another model's party state.
+state does not match: a changed --lr, optimizer, data or an added defense is refused (the run's
+settings are recorded beside its checkpoints, run.json), as is another model's party state.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def _last_party_state(directory, party="client"):
     return sorted(directory.glob(f"{party}-step*.json"))[-1]
 
 
+def _unrecorded(directory) -> None:
+    (directory / "run.json").unlink()
+
+
 CASES = {
     "step is text": (lambda d: _edit(d / "trainer-state.json", lambda s: s.update(global_step="x")), [],
                      r"trainer-state\.json: field global_step is invalid"),
@@ -48,15 +53,22 @@ CASES = {
                        r"trainer-state\.json: field history is invalid"),
     "field removed": (lambda d: _edit(d / "trainer-state.json", lambda s: s.pop("sums")), [],
                       r"trainer-state\.json: field sums is missing"),
-    "optimizer changed": (None, ["--optimizer", "sgd"],
-                          r"client-step\d+\.json: field optimizer\.param_groups\[0\] holds another kind of optimizer"),
-    "lr changed": (None, ["--lr", "0.1"],
-                   r"client-step\d+\.json: field optimizer\.param_groups\[0\]\.lr is 0\.001, this run has 0\.1: .*"
-                   r"a changed --lr is refused"),
+    "optimizer changed": (None, ["--optimizer", "sgd"], r"run\.json: field optimizer is .*adam.*sgd"),
+    "lr changed": (None, ["--lr", "0.1"], r"run\.json: field optimizer is .*0\.001.*0\.1.* refused, not ignored"),
+    "defense added": (None, ["--defense", "noise:scale=0.5"], r"run\.json: field defenses is \[\], this run has"),
+    "data changed": (None, ["--dataset", "breast-cancer"], r"run\.json: field data is"),
+    "run record edited": (lambda d: (d / "run.json").write_text("{not json"), [], r"run\.json is unreadable"),
+    # states saved without a run record: the parties' own states are checked against this run
+    "optimizer changed, no record": (_unrecorded, ["--optimizer", "sgd"],
+                                     r"client-step\d+\.json: field optimizer\.param_groups\[0\] holds another kind"),
+    "lr changed, no record": (_unrecorded, ["--lr", "0.1"],
+                              r"client-step\d+\.json: field optimizer\.param_groups\[0\]\.lr is 0\.001, this run "
+                              r"has 0\.1: .*a changed --lr is refused"),
     "party json edited": (lambda d: _edit(_last_party_state(d), lambda s: s["optimizer"]["param_groups"][0]
                                           .update(lr=5.0)), [], r"field optimizer\.param_groups\[0\]\.lr is 5\.0"),
-    "another model": (None, ["--topology", "ushape"],
-                      r"client-step\d+\.safetensors: field segments\.\S+ holds .* the state of another model or split"),
+    "another model, no record": (_unrecorded, ["--topology", "ushape"],
+                                 r"client-step\d+\.safetensors: field segments\.\S+ holds .* the state of another "
+                                 r"model or split"),
 }
 
 

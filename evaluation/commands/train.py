@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(CONNECT_RETIRED)
     checkpointing = _checkpointing(args)
+    _check_or_record_run(checkpointing, description)
     remote = None
     built = build_run(description, progress=False if (args.quiet or args.json) else None,
                       checkpointing=checkpointing, remote=remote)
@@ -80,6 +81,45 @@ def leakage_probe(topology, dataset, n: int) -> dict | None:
         return None
     return {"dcor": float(distance_correlation(x, released)),
             "dcor_unbiased": float(distance_correlation(x, released, estimator="unbiased")), "n": len(x)}
+
+
+#: what a resumed run must share with the run that saved the state (epochs may grow; the device may change)
+RESUME_FIELDS = ("data", "model", "topology", "cuts", "defenses", "optimizer", "batch_size", "seed")
+RUN_RECORD = "run.json"
+
+
+def _check_or_record_run(checkpointing, description) -> None:
+    """Record the run's settings beside its checkpoints; on --resume, refuse any that changed.
+
+    A defense or learning rate added on resume would otherwise apply to part of the run only while
+    the summary reports it for the whole run (a DP epsilon over releases that were never noised).
+    """
+    from pathlib import Path
+
+    from secsplit.atomic import atomic_write
+    from secsplit.errors import ConfigError
+
+    if checkpointing is None:
+        return
+    path = Path(checkpointing.directory) / RUN_RECORD
+    mine = json.loads(json.dumps({k: v for k, v in description.to_dict().items() if k in RESUME_FIELDS}))
+    if not checkpointing.resume:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(mine, indent=1, sort_keys=True).encode())
+        return
+    if not path.exists():
+        return  # saved before runs were recorded: the parties' states are still checked when loaded
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"cannot resume: {path} is unreadable ({error})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"cannot resume: {path} is not a secsplit run record")
+    for key in RESUME_FIELDS:
+        if saved.get(key) != mine[key]:
+            raise ConfigError(f"cannot resume: {path}: field {key} is {json.dumps(saved.get(key))[:80]}, this run has "
+                              f"{json.dumps(mine[key])[:80]}: resume with the run's own settings (a changed or added "
+                              f"setting is refused, not ignored) or start a new run")
 
 
 def _checkpointing(args):
