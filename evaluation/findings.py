@@ -126,7 +126,7 @@ def _finding(config: tuple, points: dict[str, DefensePoint], budget: float) -> F
     defended = [p for d, p in points.items() if d != "none"]
     reference, chance = worst.record.get("utility"), worst.record.get("utility_chance")
     defense_text, best, within = _best_defense(defended, worst, budget)
-    cost_text = _cost_sentence(best.record, worst.record) if best else "Nothing to cost."
+    cost_text = _cost_sentence(best.record, worst.record) if best else ""
     data = {"worst_leak": _leak_data(worst), "utility_budget": budget, "utility": reference, "utility_chance": chance,
             "best_defense": _defense_data(best, within) if best else None}
     caution = _chance_caution(worst.record)
@@ -170,8 +170,13 @@ def _best_defense(defended: list[DefensePoint], worst: DefensePoint, budget: flo
         return (f"No defense tried stays within {words}; the least leaky, {best.defense}, takes the worst leak "
                 f"from {change}.", best, False)
     if worst.leak - best.leak < MEANINGFUL_DROP:
-        return (f"No defense tried within {words} lowers the worst leak meaningfully: the best, {best.defense}, "
-                f"takes it from {change}.", best, True)
+        outside = min(defended, key=lambda p: (p.leak, -(p.record.get("utility") or 0.0)))
+        beyond = ""
+        if worst.leak - outside.leak >= MEANINGFUL_DROP and None not in (reference, outside.record.get("utility")):
+            beyond = (f"; outside the budget, {outside.defense} takes it to {outside.leak:.2f} at a cost of "
+                      f"{(reference - outside.record['utility']) * 100:.1f} points of utility")
+        return (f"None of the {len(within)} defenses tried within {words} lowers the worst leak meaningfully (the "
+                f"least leaky, {best.defense}, leaves {best.leak:.2f}){beyond}.", best, True)
     searched = " (found by the frontier search)" if best.record.get("source") == "frontier" else ""
     return (f"Best defense within {words}: {best.defense}{searched}, which takes the worst leak over every attack "
             f"and seat from {change}.", best, True)

@@ -136,16 +136,17 @@ def _markdown_findings(found: list) -> str:
 # --- HTML ------------------------------------------------------------------------------------------
 
 def render_html(rows, records, apart, found, figures, grids, config_source, utility_budget) -> str:
-    sections = [_header(rows, records, config_source), _findings_html(found, utility_budget), _reading_html(),
-                _figures_html(figures), _tables_html(records), _grids_html(grids), _apart_html(apart),
-                _config_html(config_source), _environment_html()]
+    body = "".join([_findings_html(found, utility_budget), _reading_html(), _figures_html(figures),
+                    _tables_html(records), _grids_html(grids), _apart_html(apart), _config_html(config_source),
+                    _environment_html()])
+    sections = [_header(rows, records, config_source, body), body]
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>secsplit audit report</title><style>{report_page.CSS}</style></head>"
             f"<body><main>{''.join(s for s in sections if s)}</main><script>{report_page.JS}</script></body></html>")
 
 
-def _header(rows, records, config_source) -> str:
+def _header(rows, records, config_source, body: str) -> str:
     counts = _status_counts(rows)
     name = (config_source or {}).get("audit", {}).get("name", "")
     configs = {tuple(r[f] for f in tables.CONFIG_FIELDS) for recs in records.values() for r in recs}
@@ -153,7 +154,7 @@ def _header(rows, records, config_source) -> str:
     contents = "".join(f"<a href='#{anchor}'>{title}</a>" for anchor, title in (
         ("findings", "Findings"), ("reading", "How to read the numbers"), ("plots", "Plots"),
         ("results", "Results by attack"), ("reconstructions", "Reconstructions"), ("apart", "Rows without a result"),
-        ("configuration", "Audit configuration"), ("environment", "Environment")))
+        ("configuration", "Audit configuration"), ("environment", "Environment")) if f"id='{anchor}'" in body)
     return (f"<header><h1>Split-learning leakage audit{': ' + _e(name) if name else ''}</h1>"
             f"<p class='meta'>{len(configs)} configurations, {len(pairs)} attack and seat combinations, "
             f"{len(rows)} result rows ({', '.join(f'{v} {_e(k)}' for k, v in counts.items())}); generated "
@@ -167,8 +168,9 @@ def _findings_html(found: list, budget: float) -> str:
         items = "".join(
             f"<li class='finding'><h3>{_e(f.title)} <span class='leak' style='--leak:{f.leak:.3f}' "
             f"title='worst normalized leak'>leak {f.leak:.2f}</span></h3>"
-            f"<p class='worst'>{_e(f.worst)}</p><p class='defense'>{_e(f.defense)}</p><p class='cost'>{_e(f.cost)}</p>"
-            + (f"<p class='caution'>{_e(f.caution)}</p>" if f.caution else "") + "</li>"
+            + "".join(f"<p class='{kind}'>{_e(text)}</p>" for kind, text in
+                      (("worst", f.worst), ("defense", f.defense), ("cost", f.cost), ("caution", f.caution)) if text)
+            + "</li>"
             for f in found)
         body = f"<ol class='findings'>{items}</ol>"
     return (f"<section id='findings'><h2>Findings</h2><p class='lead'>One entry per configuration, worst leak first. "
