@@ -23,7 +23,7 @@ import torch
 
 from secsplit.channel.codec import MAX_NAME_CHARS, CodecError, WireMessage, _envelope_class, decode, encode
 from secsplit.channel.network import NetworkChannel
-from secsplit.errors import ChannelError, ConfigError
+from secsplit.errors import ChannelError, ConfigError, SecsplitError
 from secsplit.evaluation.cli import main
 from secsplit.evaluation.commands.launch import free_port, read_party_file, run_party
 
@@ -259,3 +259,19 @@ def test_fuzz_10000_mutated_messages_per_kind_with_bounded_memory(party, caplog)
     growth = _rss_mb() - before
     _check(outcomes, caplog)
     assert growth < 20, f"RSS grew {growth:.1f} MB over {5 * 10_000} mutated messages"
+
+
+def test_a_hostile_hello_to_the_inference_server_allocates_nothing(served):
+    """A LeNet-sized hello with a huge input shape is refused before any model is built: < 0.1 s, < 50 MB."""
+    spec = {**served.spec.to_dict(), "input_shape": [1, 2048, 2048]}
+    hello = WireMessage(run_id="run-h", step=0, kind="control", src="mallory", dst="server", tag="hello",
+                        meta={"spec": spec, "protocol": 1})
+    before, start = _rss_mb(), time.perf_counter()
+    with pytest.raises(SecsplitError, match="input_shape"):  # compared with the checkpoint's, nothing built
+        served.handle(hello, "mallory")
+    assert time.perf_counter() - start < 0.1 and _rss_mb() - before < 50
+    spec = {**served.spec.to_dict(), "input_shape": [2**62, 2**62], "seed": 2**80}
+    with pytest.raises(ConfigError, match="input_shape"):
+        served.handle(WireMessage(run_id="run-h", step=0, kind="control", src="mallory", dst="server", tag="hello",
+                                  meta={"spec": spec, "protocol": 1}), "mallory")
+    assert "mallory" not in served.sessions or "run-h" not in served.sessions["mallory"]
