@@ -22,7 +22,7 @@ import torch
 
 from secsplit.channel.certs import CertificateError, PartyCredentials, init_pki, issue, load_credentials
 from secsplit.channel.codec import WireMessage
-from secsplit.channel.grpc_link import Link, Listener, PeerRefused
+from secsplit.channel.grpc_link import Link, Listener, PeerBusy, PeerRefused
 from secsplit.channel.network import NetworkChannel, PeerGone
 from secsplit.data import load_dataset
 from secsplit.errors import ChannelError, ConfigError
@@ -367,9 +367,42 @@ def test_requests_beyond_workers_and_queue_are_refused_not_queued_forever():
         first = threading.Thread(target=lambda: link().exchange(hello))
         first.start()
         assert entered.wait(10)
-        with pytest.raises(PeerRefused, match="RESOURCE_EXHAUSTED|Concurrent RPC limit|refused"):
+        with pytest.raises(PeerBusy, match="at capacity"):
             link().exchange(hello)
         release.set()
         first.join(10)
     finally:
         listener.stop(grace=0)
+
+
+def test_inference_clients_retry_a_server_at_capacity_with_backoff(digits, tmp_path):
+    """One worker, no queue, 16 concurrent clients: refusals for capacity are retried, so every request completes."""
+    from secsplit.checkpoint import load_split_model, save_split_model
+    from secsplit.remote import InferenceClient, InferenceServer
+
+    directory = save_split_model(_spec(digits).build(), tmp_path / "m", model_name="mlp", input_shape=digits.input_shape,
+                                 num_classes=digits.num_classes, dataset_name="digits", model_seed=0)
+    serving = InferenceServer(directory)
+    listener = Listener(serving.handle, listen="127.0.0.1:0", insecure=True, max_workers=1, max_queue=0).start()
+    errors, done = [], []
+    try:
+        def client():
+            try:
+                remote = InferenceClient(load_split_model(directory, parties="client"),
+                                         Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=30))
+                for _ in range(5):
+                    remote.predict(digits.x_test[:32])
+                remote.close()
+                done.append(1)
+            except Exception as error:  # surfaced below
+                errors.append(error)
+
+        threads = [threading.Thread(target=client) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        listener.stop(grace=0)
+    assert not errors, errors[:3]
+    assert len(done) == 16 and serving.requests == 16 * 5

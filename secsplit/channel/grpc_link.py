@@ -38,6 +38,10 @@ class PeerRefused(ChannelError):
     """The other party refused our message (bad step, shape, run, identity); carries its reason."""
 
 
+class PeerBusy(PeerRefused):
+    """The other party is at capacity (all its workers busy, its queue full): the same request may succeed later."""
+
+
 @dataclass
 class LinkStats:
     """Messages and bytes one side sent and received: tensor payload and the whole encoded envelope."""
@@ -186,6 +190,8 @@ class Link:
             if not quiet:
                 log.warning("cannot deliver %s: %s", what, details)
             return ChannelError(f"cannot reach {self.peer} at {self.address}: {hint} [{details}]")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "concurrent rpc limit" in details.lower():
+            return PeerBusy(f"{self.peer} is at capacity and refused {what}: {details}")
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
                     grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED):
             return PeerRefused(f"{self.peer} refused {what}: {details}")

@@ -139,6 +139,26 @@ class InferenceServer:
 CLIENT = "client"
 
 
+def exchange_retrying(link, message: WireMessage, *, rng=None) -> WireMessage:
+    """``link.exchange(message)``, retrying a server at capacity with jittered exponential backoff
+    (50 ms doubling to 1 s) until the link's timeout; any other refusal is raised at once."""
+    import random
+    import time
+
+    from secsplit.channel.grpc_link import PeerBusy
+
+    rng = rng or random.Random()
+    deadline, wait = time.monotonic() + link.timeout_s, 0.05
+    while True:
+        try:
+            return link.exchange(message)
+        except PeerBusy:
+            if time.monotonic() + wait > deadline:
+                raise
+            time.sleep(wait * (0.5 + rng.random()))
+            wait = min(2 * wait, 1.0)
+
+
 class InferenceClient(Topology):
     """A saved split model whose server segments answer behind ``link`` (``secsplit serve --role inference``).
 
@@ -172,8 +192,8 @@ class InferenceClient(Topology):
         return chain_routes(self.owners, label_source=self.label_source)
 
     def _control(self, tag: str, **meta) -> WireMessage:
-        return self.link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=CLIENT, dst=PARTY,
-                                              tag=tag, meta=meta))
+        return exchange_retrying(self.link, WireMessage(run_id=self.run_id, step=0, kind="control", src=CLIENT,
+                                                        dst=PARTY, tag=tag, meta=meta))
 
     def train_step(self, x, y, *, step):
         raise ConfigError("an inference server only answers predictions; train across processes with "
@@ -185,8 +205,8 @@ class InferenceClient(Topology):
             with self.flops.party(CLIENT):
                 z = self.callbacks.transform_activation(self.head(x), party=CLIENT, step=step, phase="eval")
             self.channel.send(CLIENT, PARTY, "activation", z, step=step)
-            reply = self.link.exchange(WireMessage(run_id=self.run_id, step=step, kind="activation", src=CLIENT,
-                                                   dst=PARTY, phase="eval", tensor=z))
+            reply = exchange_retrying(self.link, WireMessage(run_id=self.run_id, step=step, kind="activation",
+                                                             src=CLIENT, dst=PARTY, phase="eval", tensor=z))
             kind = "logits" if self.tail is None else "activation"
             shape = (x.shape[0], self.spec.num_classes) if self.tail is None else None
             tensor = check_tensor(reply, kind=kind, shape=shape, dtype=torch.float32, what=f"server's {kind}")
