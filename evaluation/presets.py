@@ -79,7 +79,7 @@ PRESETS["standard"] = {
         {"data": "mnist", "model": "lenet", "topology": ["vanilla", "ushape", "multihop"],
          "cuts": {"vanilla": ["relu1"], "multihop": ["pool1", "pool2"]},
          "defenses": ["none", "noise:mech=gaussian,clip=30,scale=0.5", "nopeek:alpha=1"],
-         "attacks": ["whitebox-inversion:max_targets=16", "inverse-network:max_targets=16"]},
+         "attacks": ["whitebox-inversion:max_targets=16", "inverse-network:aux_size=1000,epochs=10,max_targets=16"]},
         {"data": "breast-cancer-imbalanced", "model": "mlp",
          "topology": [{"name": "vanilla", "label_source": "label_owner"}, "ushape"], "batch_size": 32, "epochs": 30,
          "defenses": ["none", "max-norm", "marvell:scale=1"], "attacks": ["norm-attack", "cosine-attack"]},

@@ -6,6 +6,7 @@ is recorded as a row with its error and does not stop the audit.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 import traceback
@@ -217,8 +218,11 @@ def _worker_init() -> None:
 
 
 def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str = "process", quiet: bool = False,
-              artifacts_dir=None, on_row: Callable[[dict], None] | None = None) -> dict:
-    """Run every unfinished run of ``config``, appending rows to ``results_path`` as they finish."""
+              artifacts_dir=None, on_row: Callable[[dict], None] | None = None, ray_address: str | None = None) -> dict:
+    """Run every unfinished run of ``config``, appending rows to ``results_path`` as they finish.
+
+    ``executor="ray"`` runs on a local Ray instance, or joins the cluster at ``ray_address``.
+    """
     artifacts_dir = str(artifacts_dir) if artifacts_dir else None
     if artifacts_dir:
         Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
@@ -243,7 +247,7 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
                             f"{last['training']['defense']}: {','.join(sorted({r['status'] for r in rows}))}")
 
     if executor == "ray":
-        _run_with_ray(todo, jobs, record, artifacts_dir, cache_dir)
+        _run_with_ray(todo, jobs, record, artifacts_dir, cache_dir, address=ray_address)
     elif jobs <= 1:
         _worker_init()
         for spec in todo:
@@ -257,7 +261,12 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
     return counts
 
 
-def _run_with_ray(todo: list[RunSpec], jobs: int, record, artifacts_dir, cache_dir) -> None:
+def _run_with_ray(todo: list[RunSpec], jobs: int, record, artifacts_dir, cache_dir, address: str | None = None) -> None:
+    """Run on Ray: a local one started here with ``jobs`` CPUs, or the cluster at ``address`` (or $RAY_ADDRESS).
+
+    Rows come back to this process, which appends them; image grids and the model cache are written
+    by the worker that ran the row, so on several hosts give them a shared folder (``--out``).
+    """
     try:
         import ray
     except ImportError:
@@ -265,7 +274,10 @@ def _run_with_ray(todo: list[RunSpec], jobs: int, record, artifacts_dir, cache_d
 
         raise ConfigError("--executor ray needs the optional extra: pip install 'secsplit[ray]'") from None
     started = not ray.is_initialized()
-    if started:
+    address = address or os.environ.get("RAY_ADDRESS")
+    if started and address:  # join a running cluster (`ray start --head` / `--address`): it has its own CPUs
+        ray.init(address=address, log_to_driver=False)
+    elif started:
         ray.init(num_cpus=max(jobs, 1), include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=1)(lambda spec: (_worker_init(), execute_run(spec, artifacts_dir, cache_dir))[1])

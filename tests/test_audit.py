@@ -161,6 +161,26 @@ def test_ray_executor_gives_the_same_rows_as_the_process_pool(tmp_path, tiny_con
     assert _comparable(load_rows(tmp_path / "ray.jsonl")) == _comparable(load_rows(tmp_path / "pool.jsonl"))
 
 
+def test_an_audit_joins_a_running_two_node_ray_cluster(tmp_path):
+    """`--ray-address`: the runs spread over a cluster's nodes (two simulated on this machine) and give the pool's rows."""
+    pytest.importorskip("ray", reason="optional extra secsplit[ray] not installed")
+    from ray.cluster_utils import Cluster
+
+    config = build_audit_config({"audit": {"epochs": 1, "probe_samples": 64}, "experiment": [
+        {"data": "breast-cancer-imbalanced", "topology": [{"name": "vanilla", "label_source": "label_owner"}, "ushape"],
+         "batch_size": 32, "attacks": ["norm-attack"]}]})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        assert len(cluster.list_all_nodes()) == 2
+        run_audit(config, tmp_path / "ray.jsonl", executor="ray", ray_address=cluster.address, quiet=True)
+    finally:
+        cluster.shutdown()
+    run_audit(config, tmp_path / "pool.jsonl", jobs=1, quiet=True)
+    assert _comparable(load_rows(tmp_path / "ray.jsonl")) == _comparable(load_rows(tmp_path / "pool.jsonl"))
+
+
 @pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(tmp_path, tiny_config):
     import shutil

@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     audit.add_argument("--out", type=Path, default=Path("audit-results"), help="output folder (results.jsonl, tables, plots, report.html)")
     audit.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (local process pool)")
     audit.add_argument("--executor", choices=["process", "ray"], default="process", help="process pool (default) or a Ray cluster")
+    audit.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                       help="with --executor ray: join this running cluster (`ray start --head`; default $RAY_ADDRESS, "
+                            "else a local Ray with --jobs CPUs)")
     audit.add_argument("--quiet", action="store_true", help="no progress bar")
     audit.add_argument("--tune", action="store_true",
                        help="tune every attack's own hyperparameters per row and report the strongest result "
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with _stdout_to_stderr() if args.json else contextlib.nullcontext():
         counts = run_audit(config, results, jobs=args.jobs, executor=args.executor, quiet=args.quiet,
+                           ray_address=args.ray_address,
                            artifacts_dir=args.out / "artifacts")
         elapsed = time.perf_counter() - start
         written = write_report(results, args.out, config_source=config.source, artifacts_dir=args.out / "artifacts",
