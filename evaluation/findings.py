@@ -170,13 +170,14 @@ def _best_defense(defended: list[DefensePoint], worst: DefensePoint, budget: flo
         return (f"No defense tried stays within {words}; the least leaky, {best.defense}, takes the worst leak "
                 f"from {change}.", best, False)
     if worst.leak - best.leak < MEANINGFUL_DROP:
-        outside = min(defended, key=lambda p: (p.leak, -(p.record.get("utility") or 0.0)))
+        helping = [p for p in defended if worst.leak - p.leak >= MEANINGFUL_DROP and p.record.get("utility") is not None]
         beyond = ""
-        if worst.leak - outside.leak >= MEANINGFUL_DROP and None not in (reference, outside.record.get("utility")):
-            beyond = (f"; outside the budget, {outside.defense} takes it to {outside.leak:.2f} at a cost of "
-                      f"{(reference - outside.record['utility']) * 100:.1f} points of utility")
-        return (f"None of the {len(within)} defenses tried within {words} lowers the worst leak meaningfully (the "
-                f"least leaky, {best.defense}, leaves {best.leak:.2f}){beyond}.", best, True)
+        if helping and reference is not None:  # the cheapest defense that does help, whatever it costs
+            cheapest = max(helping, key=lambda p: (p.record["utility"], -p.leak))
+            beyond = (f"; outside the budget, the cheapest that does, {cheapest.defense}, takes it to "
+                      f"{cheapest.leak:.2f} at a cost of {(reference - cheapest.record['utility']) * 100:.1f} points of utility")
+        return (f"No defense tried within {words} lowers the worst leak meaningfully ({len(within)} tried; the least "
+                f"leaky, {best.defense}, leaves {best.leak:.2f}){beyond}.", best, True)
     searched = " (found by the frontier search)" if best.record.get("source") == "frontier" else ""
     return (f"Best defense within {words}: {best.defense}{searched}, which takes the worst leak over every attack "
             f"and seat from {change}.", best, True)

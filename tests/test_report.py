@@ -122,6 +122,19 @@ def test_best_defense_respects_the_utility_budget_and_states_its_cost(records):
     assert images.data["best_defense"]["within_budget"] is (images.data["best_defense"]["utility"] >= 0.85)
 
 
+def test_when_nothing_within_budget_helps_the_cheapest_defense_that_does_is_named():
+    ssim = lambda value: {"ssim": value, "num_targets": 16}  # noqa: E731
+    rows = [row(WHITEBOX, seat="server", dataset="digits", utility=0.9, leakage=ssim(0.99)),
+            row(WHITEBOX, seat="server", dataset="digits", defense="nopeek:alpha=1", utility=0.9, leakage=ssim(0.99)),
+            row(WHITEBOX, seat="server", dataset="digits", defense="noise:scale=1", utility=0.8, leakage=ssim(0.8)),
+            row(WHITEBOX, seat="server", dataset="digits", defense="noise:scale=9", utility=0.1, leakage=ssim(0.6))]
+    (finding,) = findings.findings(tables.table_records(rows))
+    assert finding.defense.startswith("No defense tried within a utility budget of 5 points (utility at least 0.850) "
+                                      "lowers the worst leak meaningfully (1 tried; the least leaky, nopeek:alpha=1")
+    assert "outside the budget, the cheapest that does, noise:scale=1, takes it to" in finding.defense
+    assert "at a cost of 10.0 points of utility" in finding.defense
+
+
 def test_a_model_indistinguishable_from_chance_gets_a_caution():
     rows = [row(utility=0.93, leakage={"leak_auc": 0.9, "chance_auc": 0.55})]  # 80 test samples, chance 0.90
     (finding,) = findings.findings(tables.table_records(rows))
