@@ -23,6 +23,13 @@ def fmt(value, sd=None, digits=3) -> str:
     return text
 
 
+def searched(row) -> str:
+    """The search attack's leakage beside the confirm attack's, when the frontier confirmed with another."""
+    if row.get("confirm_attack") and row.get("search_leakage") is not None:
+        return f" (search attack: {row['search_leakage']:.3f})"
+    return ""
+
+
 def main(paths: list[str]) -> None:
     print("| configuration | attack (metric) | family | best setting within 1 pt | utility loss (pts) | leakage | "
           "undefended | chance | normalized | within 0.05 of chance | seeds |")
@@ -38,7 +45,7 @@ def main(paths: list[str]) -> None:
             seeds = row.get("seeds") or summary["seeds"]
             print(f"| {row['configuration']} | {row['attack'].split(':')[0]} ({row['metric']}) | {row['defense']} | "
                   f"{setting} | {fmt(None if loss is None else 100 * loss, None, 1)} | "
-                  f"{fmt(row['leakage'], row.get('leakage_sd'))} | {fmt(row['undefended_leakage'])} | "
+                  f"{fmt(row['leakage'], row.get('leakage_sd'))}{searched(row)} | {fmt(row['undefended_leakage'])} | "
                   f"{fmt(row['chance'])} | {fmt(row['normalized_leakage'], None, 2)} | "
                   f"{'yes' if row['reaches_chance'] else 'no'} | {len(seeds)} |")
 

@@ -133,3 +133,36 @@ def test_confirm_seeds_rejudge_the_budget_on_more_seeds():
     assert row["utility_loss"] == pytest.approx(0.065 / 3)
     assert not row["within_budget"] and not row["reaches_chance"]
     assert row["normalized_leakage"] == pytest.approx((0.4 - 0.3) / (0.9 - 0.3))
+
+
+@pytest.mark.parametrize("confirm,match", [
+    (["norm-attack", "cosine-attack"], "one attack per attack"),
+    (["cosine-attack"], "not the same attack"),
+])
+def test_confirm_attacks_must_pair_with_the_attacks(confirm, match):
+    with pytest.raises(ConfigError, match=match):
+        build_frontier_config({**BASE, "frontier": {"confirm_attacks": confirm}})
+
+
+class StrongerAttackRunner:
+    """The confirm attack ('a:full') finds more leakage than the search attack ('a') on the defended point."""
+
+    seeds = (0,)
+    base = None
+
+    def point(self, spec):
+        full = 0.95 if spec is None else 0.8
+        rows = [{"seed": 0, "attack": "a:full", "utility": 0.9, "leakage": {"leak_auc": full, "chance_auc": 0.52}}]
+        return {"defense": spec or "none", "utility": 0.9 if spec is None else 0.895, "utility_sd": 0.0, "rows": rows,
+                "leakage": {"a:full": {"metric": "leak_auc", "mean": full, "sd": 0.0}}}
+
+
+def test_confirm_attacks_judge_the_best_point_with_the_stronger_attack():
+    from secsplit.evaluation.frontier import confirm_rows
+
+    config = build_frontier_config(dict(BASE))
+    row = {"attack": "a", "setting": "x", "within_budget": True, "chance": 0.5, "leakage": 0.53}
+    confirm_rows(config, [row], StrongerAttackRunner(), {"a": "a:full"})
+    assert row["confirm_attack"] == "a:full" and row["search_leakage"] == 0.53
+    assert row["leakage"] == 0.8 and row["chance"] == 0.52 and not row["reaches_chance"]
+    assert row["within_budget"]

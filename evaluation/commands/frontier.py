@@ -38,7 +38,9 @@ frontier file (TOML):
   [frontier]
   budget = 0.01            # 1 accuracy point
   trials = 6               # bisection steps per family (after its strongest setting)
-  seeds = [0, 1, 2]        # each point is a mean over these seeds
+  seeds = [0]              # each point is a mean over these seeds
+  confirm_seeds = [1, 2]   # rerun the undefended run and each family's best point on these too
+  confirm_attacks = ["whitebox-inversion", "inverse-network"]   # ...judged by these (e.g. full strength)
   families = ["nopeek", "noise", "mid", "attacker-aware"]
 
   [frontier.family.noise]  # optional: the knob's range and fixed options
