@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from secsplit.evaluation.leaks import METRIC_NAMES
 from secsplit.evaluation.metrics import normalized_leak
-from secsplit.evaluation.tables import CONFIG_FIELDS, fmt
+from secsplit.evaluation.tables import CONFIG_FIELDS, configuration_title, fmt, record_configuration
 
 #: the default utility budget: a defense may cost at most this much utility (absolute, e.g. 0.05 = 5 points)
 UTILITY_BUDGET = 0.05
@@ -41,8 +41,7 @@ class Finding:
 
     @property
     def title(self) -> str:
-        c = self.configuration
-        return " \u00b7 ".join(v for v in (c["dataset"], c["model"], c["topology"], f"cut {c['cuts']}" if c["cuts"] else "") if v)
+        return configuration_title(record_configuration(self.configuration))
 
     def to_dict(self) -> dict:
         return {"configuration": self.configuration, "title": self.title, "leak": self.leak,
@@ -65,7 +64,7 @@ def defense_points(records_by_group: dict) -> dict[tuple, dict[str, DefensePoint
     for group, records in records_by_group.items():
         for record in records:
             if record.get("leak") is not None:
-                items[tuple(record[f] for f in CONFIG_FIELDS)][record["defense"]].append((group, record))
+                items[record_configuration(record)][record["defense"]].append((group, record))
     points: dict[tuple, dict[str, DefensePoint]] = {}
     for config, by_defense in items.items():
         points[config] = {}

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from secsplit.evaluation.tables import configuration_title, record_configuration  # noqa: E402
 from secsplit.specs import parse_spec  # noqa: E402
 
 #: Okabe & Ito's colour-blind-safe palette (black first, for the undefended model)
@@ -41,11 +42,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
             front.append((leak, utility))
             best_utility = utility
     return front
-
-
-def config_title(config: tuple) -> str:
-    dataset, model, topology, cuts = config
-    return " \u00b7 ".join(v for v in (dataset, model, topology, f"cut {cuts}" if cuts else "") if v)
 
 
 def _grid(n: int, *, columns: int = 3, height: float = 3.6, extra: float = 0.0):
@@ -108,7 +104,7 @@ def privacy_utility_figure(records_by_group: dict):
         ax.set_xlim(-0.05, 1.05)
         top = max(u for _, u in xy)
         ax.set_ylim(min([u for _, u in xy] + ([chance] if chance is not None else [])) - 0.05, min(1.0, top + 0.05) + 0.02)
-        ax.set_title(_wrap(config_title(config)), fontsize=10)
+        ax.set_title(_wrap(configuration_title(config)), fontsize=10)
         ax.set_xlabel("worst " + LEAK_LABEL, fontsize=9)
         ax.set_ylabel("utility (test accuracy)", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -146,7 +142,7 @@ def strength_figure(records_by_group: dict):
             continue
         for r in records:
             if r["defense"] == "none":
-                undefended[(group, _config_of(r))] = r
+                undefended[(group, record_configuration(r))] = r
             elif "+" not in r["defense"] and r.get("leak") is not None:
                 families[parse_spec(r["defense"])[0]].append((group, r))
     panels = []
@@ -156,7 +152,7 @@ def strength_figure(records_by_group: dict):
             panels.append((family, key, items))
     if not panels:
         return None
-    series_names = sorted({(g, _config_of(r)) for _, _, items in panels for g, r in items})
+    series_names = sorted({(g, record_configuration(r)) for _, _, items in panels for g, r in items})
     styles = {s: style(i + 1) for i, s in enumerate(series_names)}
     fig, axes = plt.subplots(2, len(panels), figsize=(WIDTH_IN, 6.2 + 0.3 * len(series_names)), squeeze=False,
                              layout="constrained", height_ratios=[3, 2], sharex="col", sharey="row")
@@ -166,7 +162,7 @@ def strength_figure(records_by_group: dict):
         for group, r in items:
             value = parse_spec(r["defense"])[1].get(key)
             if isinstance(value, (int, float)):
-                by_series[(group, _config_of(r))].append((value, r["leak"], r.get("utility")))
+                by_series[(group, record_configuration(r))].append((value, r["leak"], r.get("utility")))
         for series, values in sorted(by_series.items()):
             values.sort()
             xs = [v[0] for v in values]
@@ -188,7 +184,7 @@ def strength_figure(records_by_group: dict):
         for ax in (leak_ax, utility_ax):
             ax.tick_params(labelsize=8)
     handles = [plt.Line2D([], [], **styles[s]) for s in series_names]
-    labels = [_wrap(f"{_attack_label(g)} | {config_title(c)}", 70) for g, c in series_names]
+    labels = [_wrap(f"{_attack_label(g)} | {configuration_title(c)}", 70) for g, c in series_names]
     handles.append(plt.Line2D([], [], color="grey", linestyle="--"))
     _legend_below(fig, handles, [*labels, "undefended level (same colour)"], columns=2)
     return fig
@@ -302,10 +298,6 @@ def _drawn_texts(fig) -> list:
 
 def _overlap_area(a, b) -> float:
     return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
-
-
-def _config_of(record: dict) -> tuple:
-    return (record["dataset"], record["model"], record["topology"], record["cuts"])
 
 
 def _attack_label(group: tuple) -> str:

@@ -90,11 +90,11 @@ def _status_counts(rows: list[dict]) -> dict[str, int]:
 
 def _cut_order(rows: list[dict]):
     """record -> its model's cut points in forward order (built on the meta device: no weights, no time)."""
-    representative = {(*tables._config(r),): r for r in rows}
+    representative = {tables.configuration(r): r for r in rows}
     cache: dict = {}
 
     def order(record: dict) -> list[str] | None:
-        row = representative.get(tuple(record[f] for f in tables.CONFIG_FIELDS))
+        row = representative.get(tables.record_configuration(record))
         if row is None or not record["model"]:
             return None
         from secsplit.evaluation.leaks import data_facts
@@ -149,7 +149,7 @@ def render_html(rows, records, apart, found, figures, grids, config_source, util
 def _header(rows, records, config_source, body: str) -> str:
     counts = _status_counts(rows)
     name = (config_source or {}).get("audit", {}).get("name", "")
-    configs = {tuple(r[f] for f in tables.CONFIG_FIELDS) for recs in records.values() for r in recs}
+    configs = {tables.record_configuration(r) for recs in records.values() for r in recs}
     pairs = [g for g in records if g[0] != "none"]
     contents = "".join(f"<a href='#{anchor}'>{title}</a>" for anchor, title in (
         ("findings", "Findings"), ("reading", "How to read the numbers"), ("plots", "Plots"),
@@ -250,11 +250,11 @@ def _grids_html(grids: list) -> str:
         ssim = row.get("leakage", {}).get("ssim")
         chance = reconstruction_chance(row).get("ssim")
         level = f", SSIM {ssim:.3f}" + (f" (chance {chance:.3f})" if chance is not None else "") if ssim is not None else ""
-        config = plots.config_title(tables._config(row))
+        config = tables.configuration_title(tables.configuration(row))
         seat = f" @ {row['seat']}" if row.get("seat") else ""
         return f"{row['attack']}{seat} on {config}, defense {row['training']['defense']}{level}"
 
-    grids = sorted(grids, key=lambda g: (tables._config(g[0]), g[0]["attack"], g[0]["training"]["defense"] != "none",
+    grids = sorted(grids, key=lambda g: (tables.configuration(g[0]), g[0]["attack"], g[0]["training"]["defense"] != "none",
                                          g[0]["training"]["defense"]))
     figures = "".join(f"<figure>{_image(path, caption(row))}<figcaption>{_e(caption(row))}</figcaption></figure>"
                       for row, path in grids)

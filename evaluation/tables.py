@@ -53,7 +53,7 @@ def table_records(rows: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
     for row in latest_rows(rows):
         if row["status"] in SET_APART:
             continue
-        grouped[(row["attack"], row.get("seat"), *_config(row), row["training"]["defense"])].append(row)
+        grouped[(row["attack"], row.get("seat"), *configuration(row), row["training"]["defense"])].append(row)
     records: dict[tuple, list[dict]] = defaultdict(list)
     for (attack, seat, *config, defense), group in grouped.items():
         record = dict(zip(CONFIG_FIELDS, config), defense=defense, seat=seat, seeds=len(group))
@@ -65,14 +65,14 @@ def table_records(rows: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
             record.update(metric=metric, leak=record.get(f"{metric}_norm"))
         records[(attack, seat)].append(record)
     for recs in records.values():
-        undefended = {_key(r): r.get("utility") for r in recs if r["defense"] == "none"}
+        undefended = {record_configuration(r): r.get("utility") for r in recs if r["defense"] == "none"}
         for r in recs:
-            reference = undefended.get(_key(r))
+            reference = undefended.get(record_configuration(r))
             if None not in (reference, r.get("utility"), r.get("utility_chance"), r.get("leak")):
                 margin = chance_margin(r["utility_chance"], int(r.get("test_size") or 0))
                 r["score"] = dcs_score(r["utility"], r["leak"], utility_ref=reference, utility_chance=r["utility_chance"],
                                        chance_margin=margin)
-        recs.sort(key=lambda r: (*_key(r), r["defense"] != "none", r["defense"]))
+        recs.sort(key=lambda r: (*record_configuration(r), r["defense"] != "none", r["defense"]))
     return dict(sorted(records.items(), key=lambda item: (item[0][0] == "none", item[0][0], item[0][1] or "")))
 
 
@@ -86,7 +86,7 @@ def set_apart(rows: list[dict]) -> dict[str, list[dict]]:
         entry = out[row["status"]].setdefault(reason, {"reason": reason, "count": 0, "attacks": set(), "configurations": set()})
         entry["count"] += 1
         entry["attacks"].add(row["attack"] + (f" @ {row['seat']}" if row.get("seat") else ""))
-        entry["configurations"].add(" ".join(str(v) for v in _config(row)))
+        entry["configurations"].add(" ".join(str(v) for v in configuration(row)))
     return {status: sorted(({**e, "attacks": sorted(e["attacks"]), "configurations": sorted(e["configurations"])}
                             for e in entries.values()), key=lambda e: -e["count"])
             for status, entries in out.items()}
@@ -188,13 +188,21 @@ LEGEND = ("Each value is followed by its chance level in parentheses (what an at
           "0 when utility is within two standard errors of chance. traffic: bytes sent by all parties during training.")
 
 
-def _config(row: dict) -> tuple:
+def configuration(row: dict) -> tuple:
+    """A row's configuration: (dataset, model, topology with its options, cuts); findings are made per one."""
     t = row["training"]
     return (t["dataset"], t.get("model") or "", topology_label(row), " ".join(row.get("cuts") or t.get("cuts") or []))
 
 
-def _key(record: dict) -> tuple:
+def record_configuration(record: dict) -> tuple:
+    """A table record's configuration, as :func:`configuration` gives a row's."""
     return tuple(record[f] for f in CONFIG_FIELDS)
+
+
+def configuration_title(config: tuple) -> str:
+    """``mnist · lenet · vanilla · cut relu1``."""
+    dataset, model, topology, cuts = config
+    return " \u00b7 ".join(v for v in (dataset, model, topology, f"cut {cuts}" if cuts else "") if v)
 
 
 def _numbers(row: dict) -> dict:
