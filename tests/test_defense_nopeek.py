@@ -51,3 +51,16 @@ def _trained_dcor(alpha):
 def test_training_with_nopeek_lowers_the_dcor_of_released_activations():
     plain, defended = _trained_dcor(0.0), _trained_dcor(3.0)
     assert defended < plain - 0.1, (plain, defended)
+
+
+def test_biased_dcor_of_independent_data_is_far_from_zero_at_batch_sizes():
+    # why NoPeek's biased dCor cannot read the paper's ~0.2 on a batch or the 256-sample probe
+    # (docs/defenses.md, "NoPeek at the paper's level"): independence reads high, and falls with n
+    g = torch.Generator().manual_seed(0)
+    floors = {}
+    for n in (64, 256, 1024):
+        x = torch.rand(n, 784, generator=g, dtype=torch.float64)
+        z = torch.relu(torch.randn(n, 84, generator=g, dtype=torch.float64))
+        floors[n] = float(distance_correlation(x, z))
+        assert abs(float(distance_correlation(x, z, estimator="unbiased"))) < 0.05
+    assert floors[64] > 0.3 and floors[64] > floors[256] > floors[1024]
