@@ -7,7 +7,7 @@ label inference in U-shape.
   network (query access to the trained client segment, same 1,000 auxiliary images) reconstruct
   from the same released activations. Printed: SSIM and MSE in [0, 1] of both, and of the mean
   training image (a data-free control).
-- digits, U-shape (default cuts pool1, relu4), ``--ushape-epochs`` epochs (default 15): SDAR's label inference on 128 held-out
+- digits, U-shape (default cuts pool1, relu4), ``--ushape-epochs`` epochs (default 25): SDAR's label inference on 128 held-out
   test images (argmax of its simulated tail over the server's own segment), beside the majority
   class, and its reconstruction SSIM.
 
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--cuts", nargs="+", default=["pool2", "relu3"])
-    parser.add_argument("--ushape-epochs", type=int, default=15)
+    parser.add_argument("--ushape-epochs", type=int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = [ushape_labels(seed, args.ushape_epochs) for seed in args.seeds]
