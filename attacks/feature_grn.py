@@ -31,12 +31,19 @@ columns (``r2``) with the share of columns the attack beats the baseline on.
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from secsplit.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackResult,
+    NotApplicable,
+    ThreatModel,
+)
 from torch import nn
 
-from secsplit.attacks.base import ATTACKS, Attack, AttackResult, NotApplicable, ThreatModel
 from secsplit.errors import ConfigError
 
 OBSERVATIONS = ("predictions", "representation")
@@ -69,8 +76,8 @@ class GenerativeRegressionNetwork(Attack):
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious", knows=("client-weights",),
                                target="inputs")
     observes_training = False  # it attacks the trained model at inference
-    #: the attack's own hyperparameters worth tuning (a tuning hook may read this; none wired yet)
-    search_space: dict[str, list] = {"prior_weight": [0.0, 0.01, 0.1], "hidden": [64, 256], "steps": [1000, 3000]}
+    #: the attack's own hyperparameters for tuning (see Attack.search_space)
+    search_space: ClassVar[dict] = {"prior_weight": [0.0, 0.01, 0.1], "hidden": [64, 256], "steps": [1000, 3000]}
 
     def __init__(self, *, observe: str = "predictions", steps: int = 2000, lr: float = 1e-3, hidden: int = 128,
                  noise_dim: int = 8, prior_weight: float = 0.01, max_targets: int = 1024, seed: int = 0) -> None:
@@ -156,7 +163,7 @@ class GenerativeRegressionNetwork(Attack):
         truth = torch.cat(truth, 1).cpu()
         info = self.score(guess, truth)
         info.update(passive_clients=len(passive), passive_features=int(truth.shape[1]),
-                    num_targets=int(len(x)), fit_per_200_steps=history, **self.params())
+                    num_targets=len(x), fit_per_200_steps=history, **self.params())
         return AttackResult(attack=self.name, threat_model=self.threat_model.describe(), info=info)
 
     def score(self, guess: torch.Tensor, truth: torch.Tensor) -> dict:

@@ -32,11 +32,13 @@ near 1 where the linear model holds).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
-
 from secsplit.attacks.base import ATTACKS, ThreatModel
 from secsplit.attacks.label_base import LabelAttack
+
 from secsplit.errors import ConfigError
 
 REGIMES = ("auto", "logits", "subspace")
@@ -59,8 +61,8 @@ class DirectLabelScoring(LabelAttack):
     threat_model = ThreatModel(attacker="client", behaviour="honest-but-curious", knows=("few-labels",), target="labels")
     seats = ("client", "server")
     binary = False
-    #: the attack's own hyperparameters worth tuning (a tuning hook may read this; none wired yet)
-    search_space: dict[str, list] = {"known_per_class": [1, 5], "rank": [None, 16]}
+    #: the attack's own hyperparameters for tuning (see Attack.search_space)
+    search_space: ClassVar[dict] = {"known_per_class": [1, 5], "rank": [None, 16]}
 
     def __init__(self, *, known_per_class: int = 5, regime: str = "auto", rank: int | None = None, dataset=None,
                  seed: int = 0, attacker: str | None = None) -> None:

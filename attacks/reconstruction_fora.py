@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from secsplit.attacks.base import ATTACKS, ThreatModel
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, reset_parameters
 from secsplit.attacks.reconstruction_sdar import Decoder
+from torch import nn
+
 from secsplit.errors import ConfigError
 
 
@@ -80,8 +81,8 @@ class FORA(ReconstructionAttack):
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data"), target="inputs")
     observes_training = True  # it learns the release distribution from training traffic
-    #: the attack's own hyperparameters worth tuning (a tuning hook may read this; none wired yet)
-    search_space: dict[str, list] = {"mmd_weight": [1.0, 10.0], "adv_weight": [0.0, 0.1, 1.0], "steps_per_batch": [1, 4]}
+    #: the attack's own hyperparameters for tuning (see Attack.search_space)
+    search_space: ClassVar[dict] = {"mmd_weight": [1.0, 10.0], "adv_weight": [0.0, 0.1, 1.0], "steps_per_batch": [1, 4]}
 
     def __init__(self, *, auxiliary: torch.Tensor | None = None, aux_size: int = 1000, lr: float = 1e-3,
                  mmd_weight: float = 1.0, adv_weight: float = 0.0, steps_per_batch: int = 2, decoder_epochs: int = 10,

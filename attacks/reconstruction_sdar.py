@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatModel
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, reset_parameters
+from torch import nn
+
 from secsplit.errors import ConfigError
 
 
@@ -118,8 +119,8 @@ class SDAR(ReconstructionAttack):
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data", "few-labels"), target="inputs")
     observes_training = True  # it learns beside training, from every received batch
-    #: the attack's own hyperparameters worth tuning (a tuning hook may read this; none wired yet)
-    search_space: dict[str, list] = {"simulator_adv_weight": [0.0, 0.02, 0.1], "final_epochs": [0, 5],
+    #: the attack's own hyperparameters for tuning (see Attack.search_space)
+    search_space: ClassVar[dict] = {"simulator_adv_weight": [0.0, 0.02, 0.1], "final_epochs": [0, 5],
                                      "steps_per_batch": [1, 4], "lr": [1e-3, 3e-4]}
 
     def __init__(self, *, auxiliary: torch.Tensor | None = None, auxiliary_labels: torch.Tensor | None = None,

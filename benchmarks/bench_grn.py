@@ -16,8 +16,8 @@ import argparse
 
 import numpy as np
 import torch
-
 from secsplit.attacks import create_attack
+
 from secsplit.data import load_dataset
 from secsplit.models import create_model
 from secsplit.optim import OptimizerSpec

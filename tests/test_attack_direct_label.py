@@ -4,8 +4,8 @@ cut before the classifier, U-shape server seat), at chance on label-free gradien
 import numpy as np
 import pytest
 import torch
-
 from secsplit.attacks import NotApplicable, create_attack
+
 from secsplit.data import load_dataset
 from secsplit.errors import ConfigError
 from secsplit.models import create_model

@@ -3,12 +3,12 @@ queries) reconstructs held-out digits far better than the mean image; the substi
 
 import pytest
 import torch
-
 from secsplit.attacks import NotApplicable, create_attack
 from secsplit.attacks.reconstruction_fora import mmd2
+from secsplit.evaluation.metrics import mse, ssim
+
 from secsplit.data import load_dataset
 from secsplit.errors import ConfigError
-from secsplit.evaluation.metrics import mse, ssim
 from secsplit.models import create_model
 from secsplit.topologies import build_topology
 from secsplit.training import Trainer

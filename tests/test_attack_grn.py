@@ -3,8 +3,8 @@ activations far beyond the mean-feature baseline; from binary predictions alone 
 reported); not applicable outside vertical tabular settings."""
 
 import pytest
-
 from secsplit.attacks import NotApplicable, create_attack
+
 from secsplit.data import load_dataset
 from secsplit.errors import ConfigError
 from secsplit.models import create_model

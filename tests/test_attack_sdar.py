@@ -3,11 +3,11 @@ mean image, infers U-shape labels, never touches the client's weights, and says 
 
 import pytest
 import torch
-
 from secsplit.attacks import NotApplicable, create_attack
+from secsplit.evaluation.metrics import mse, ssim
+
 from secsplit.data import load_dataset
 from secsplit.errors import ConfigError
-from secsplit.evaluation.metrics import mse, ssim
 from secsplit.models import create_model
 from secsplit.optim import OptimizerSpec
 from secsplit.topologies import build_topology
