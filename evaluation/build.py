@@ -55,6 +55,10 @@ def check_components(description: RunDescription, *, where: str = "run") -> None
                                  ("attacks", ATTACKS, [a for a in description.attacks if a != "none"])):
         for spec in specs:
             name, params = parse_spec(spec)
+            if key == "attacks":
+                from secsplit.attacks.base import canonical_name
+
+                name = canonical_name(name)  # short names ("norm") as Python's attacks.get takes them
             if name not in registry:
                 raise ConfigError(f"{where}.{key}: unknown {registry.kind} {name!r}; valid names: "
                                   f"{', '.join(registry.names())}")
@@ -80,8 +84,10 @@ def create_defenses(description: RunDescription) -> list:
 def create_attack_from_spec(spec: str, *, seed: int = 0, **overrides):
     """An attack from ``name:key=value,...``, seeded by the run's seed unless its spec sets one."""
     from secsplit.attacks import ATTACKS, create_attack
+    from secsplit.attacks.base import canonical_name
 
     name, params = parse_spec(spec)
+    name = canonical_name(name)
     params.update(overrides)
     if "seed" in ATTACKS.parameters(name):
         params.setdefault("seed", seed)

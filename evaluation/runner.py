@@ -45,6 +45,27 @@ def _released_probe(topology, x):
     return seen[0] if seen else None
 
 
+def leakage_probe(topology, x, *, seed: int = 0, permutations: int = 5) -> dict:
+    """dCor(X, Z) between inputs ``x`` and what the client releases for them, both estimators, with n, and
+    ``dcor_chance``: the biased dCor of the same inputs against the releases of other inputs (rows
+    permuted), the level an independent release reaches at this n (the bias-corrected one is 0 there).
+    Empty when nothing is released (a defense stopped the client) or n < 4."""
+    import torch
+
+    from secsplit.stats import distance_correlation
+
+    with torch.no_grad():
+        released = _released_probe(topology, x)
+    if released is None or len(x) < 4:
+        return {}
+    generator = torch.Generator().manual_seed(seed)
+    chance = [float(distance_correlation(x, released[torch.randperm(len(x), generator=generator)]))
+              for _ in range(permutations)]
+    return {"dcor": float(distance_correlation(x, released)),
+            "dcor_unbiased": float(distance_correlation(x, released, estimator="unbiased")),
+            "dcor_n": len(x), "dcor_chance": sum(chance) / len(chance)}
+
+
 def score_result(result) -> dict:
     """Leakage metrics of an attack's guesses (scored against the truth it carries)."""
     return result.scores()
@@ -81,10 +102,8 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
     With ``cache_dir``, trained weights are cached per training configuration, and a run whose
     attacks do not observe training loads them instead of training.
     """
-    import torch
 
     from secsplit.evaluation.build import build_run
-    from secsplit.stats import distance_correlation
 
     description = spec.description
     keys = spec.row_keys()
@@ -108,14 +127,7 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
                 cache.save(spec.training_key(), topology, {"summary": summary, "defense": defense_info})
         else:
             summary, defense_info = cached["summary"], cached["defense"]
-        probe_x = dataset.x_test[: description.probe_samples]
-        with torch.no_grad():
-            released = _released_probe(topology, probe_x)
-        leakage = {}
-        if released is not None and len(probe_x) >= 4:
-            leakage = {"dcor": float(distance_correlation(probe_x, released)),
-                       "dcor_unbiased": float(distance_correlation(probe_x, released, estimator="unbiased")),
-                       "dcor_n": len(probe_x)}
+        leakage = leakage_probe(topology, dataset.x_test[: description.probe_samples], seed=description.seed)
         common = {
             "topology": topology.name, "cuts": topology.cuts, "utility": summary["test_accuracy"],
             "utility_metric": "test_accuracy", "stopped": summary.get("stopped"),

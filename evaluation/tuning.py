@@ -91,7 +91,10 @@ def tune_attack(spec: str, *, seat_params: dict, topology, dataset, seed: int, t
     from secsplit.attacks import ATTACKS
     from secsplit.attacks.reconstruction_base import ReconstructionAttack
 
+    from secsplit.attacks.base import canonical_name
+
     name, fixed = parse_spec(spec)
+    name = canonical_name(name)
     cls = ATTACKS.lookup(name)
     space = {k: v for k, v in cls.search_space.items() if k not in fixed}
     if not space:
