@@ -25,7 +25,6 @@ import dataclasses
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from secsplit.attacks.base import Attack, AttackResult, NotApplicable, is_intermediate_party
 from secsplit.errors import ConfigError
@@ -40,6 +39,7 @@ def auc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     positive = np.atleast_2d(np.asarray(positive, dtype=bool))
+    from scipy.stats import rankdata  # scipy imported where used: it is slow to import
     ranks = rankdata(scores, axis=1)
     n_pos = positive.sum(1)
     n_neg = positive.shape[1] - n_pos

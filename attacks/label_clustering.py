@@ -19,7 +19,6 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from secsplit.attacks.base import ATTACKS, ThreatModel
 from secsplit.attacks.label_base import LabelAttack
@@ -58,6 +57,7 @@ def cluster(x: np.ndarray, k: int, *, method: str, seed: int, n_neighbors: int =
 def oracle_matching_accuracy(ids: np.ndarray, labels: np.ndarray, k: int) -> float:
     counts = np.zeros((k, k), dtype=np.int64)
     np.add.at(counts, (ids, labels), 1)
+    from scipy.optimize import linear_sum_assignment  # scipy imported where used: it is slow to import
     rows, cols = linear_sum_assignment(counts, maximize=True)
     return float(counts[rows, cols].sum() / max(len(labels), 1))
 
@@ -176,6 +176,7 @@ class GradientClustering(LabelAttack):
         cosines = np.zeros((k, k))
         for c, ref in self.references.items():
             cosines[:, c] = centroids @ (ref / max(np.linalg.norm(ref), 1e-12))
+        from scipy.optimize import linear_sum_assignment  # scipy imported where used: it is slow to import
         rows, cols = linear_sum_assignment(counts + 0.25 * cosines, maximize=True)
         mapping = np.zeros(k, dtype=np.int64)
         mapping[rows] = cols

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.optimize import brentq
-from scipy.stats import norm
 
 from secsplit.errors import ConfigError
 
@@ -29,6 +27,7 @@ def laplace_scale(*, clip: float, epsilon: float) -> float:
 def gaussian_delta(*, epsilon: float, mu: float) -> float:
     """delta(epsilon) of a Gaussian mechanism with sensitivity/sigma = mu (Balle & Wang 2018, Thm. 8)."""
     # the second term in log space: e^epsilon overflows long before the product does
+    from scipy.stats import norm  # scipy imported where used: it is slow to import
     return float(norm.cdf(-epsilon / mu + mu / 2) - math.exp(epsilon + norm.logcdf(-epsilon / mu - mu / 2)))
 
 
@@ -48,6 +47,7 @@ def gaussian_epsilon(*, clip: float, sigma: float, delta: float, releases: int =
     hi = 1.0
     while gaussian_delta(epsilon=hi, mu=mu) > delta:
         hi *= 2.0
+    from scipy.optimize import brentq  # scipy imported where used: it is slow to import
     return float(brentq(lambda e: gaussian_delta(epsilon=e, mu=mu) - delta, 0.0, hi, xtol=1e-12))
 
 
@@ -60,6 +60,7 @@ def gaussian_sigma(*, clip: float, epsilon: float, delta: float) -> float:
         hi *= 2.0
     while gaussian_epsilon(clip=clip, sigma=lo, delta=delta) < epsilon:
         lo /= 2.0
+    from scipy.optimize import brentq  # scipy imported where used: it is slow to import
     return float(brentq(lambda s: gaussian_epsilon(clip=clip, sigma=s, delta=delta) - epsilon, lo, hi, xtol=1e-12 * clip))
 
 

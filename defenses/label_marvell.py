@@ -40,7 +40,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from scipy.optimize import minimize_scalar
 
 from secsplit.defenses.base import DEFENSES
 from secsplit.defenses.label_gradient import LabelGradientDefense, _check_number
@@ -112,6 +111,7 @@ def solve_marvell(*, u: float, v: float, d: int, g: float, p: float, power: floa
         k = min(range(len(grid)), key=values.__getitem__)
         lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, GRID_POINTS)]
         best_t = grid[k]
+        from scipy.optimize import minimize_scalar  # scipy imported where used: it is slow to import
         refined = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10 * t_max + 1e-300})
         if refined.success and refined.fun < values[k]:
             best_t = float(refined.x)

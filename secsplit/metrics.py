@@ -15,8 +15,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
-from scipy.stats import rankdata
 
 from secsplit.errors import ConfigError
 from secsplit.stats import distance_correlation
@@ -181,6 +179,7 @@ def chance_auc(labels, *, n_permutations: int = 200, seed: int = 0, batch_size: 
 
 def _auc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """AUC of each row of ``scores`` (rows, n) against boolean ``positive``; NaN for one class."""
+    from scipy.stats import rankdata  # scipy imported where used: it is slow to import
     ranks = rankdata(scores, axis=1)  # average ranks: ties count one half
     n_pos = positive.sum(1)
     n_neg = positive.shape[1] - n_pos
@@ -234,6 +233,7 @@ def label_accuracy_with_matching(cluster_ids, labels) -> float:
     _, classes = np.unique(labels, return_inverse=True)
     counts = np.zeros((clusters.max() + 1, classes.max() + 1), dtype=np.int64)
     np.add.at(counts, (clusters, classes), 1)
+    from scipy.optimize import linear_sum_assignment  # scipy imported where used: it is slow to import
     rows, cols = linear_sum_assignment(counts, maximize=True)
     return float(counts[rows, cols].sum() / len(labels))
 

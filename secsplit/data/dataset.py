@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from secsplit.errors import ConfigError, DataError
 
@@ -223,6 +222,8 @@ def _stratified_split(name: str, y: np.ndarray, seed: int, test_fraction: float)
     check_stratifiable(name, y, test_fraction)
     index = np.arange(len(y))
     try:
+        from sklearn.model_selection import train_test_split  # imported here: scikit-learn costs ~1 s to import
+
         return train_test_split(index, test_size=test_fraction, random_state=seed, stratify=y)
     except ValueError as error:
         raise DataError(f"{name}: cannot make a stratified split with test_fraction={test_fraction}: {error}") from None
