@@ -59,7 +59,7 @@ def main() -> None:
                     r = one(DATASETS[name], detector, attack, seed, args.epochs)
                     results.append({"dataset": name, "detector": detector, "attack": attack, "seed": seed, **r})
                     print(json.dumps(results[-1]), flush=True)
-    print(f"\n| data set | detector | TPR (FSHA stopped) | detection step | FPR (honest stopped) | false-alarm steps |")
+    print("\n| data set | detector | TPR (FSHA stopped) | detection step | FPR (honest stopped) | false-alarm steps |")
     print("|---|---|---|---|---|---|")
     for name in args.datasets:
         for detector in args.detectors:

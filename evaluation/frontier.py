@@ -226,7 +226,6 @@ def leakage_of(row: dict) -> tuple[str, float] | None:
 
 def reconstruction_chance(description: RunDescription, attack_spec: str) -> float:
     """SSIM of the training set's mean image against the targets the attack is scored on."""
-    import torch
 
     from secsplit import metrics
     from secsplit.evaluation.build import load_run_data
