@@ -26,7 +26,7 @@ def fmt(value, sd=None, digits=3) -> str:
 def searched(row) -> str:
     """The search attack's leakage beside the confirm attack's, when the frontier confirmed with another."""
     if row.get("confirm_attack") and row.get("search_leakage") is not None:
-        return f" (search attack: {row['search_leakage']:.3f})"
+        return f" (search attack, seed {row['seeds'][0]}: {row['search_leakage']:.3f})"
     return ""
 
 
