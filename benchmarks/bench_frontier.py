@@ -47,7 +47,8 @@ def main() -> None:
     summary = run_frontier(build_frontier_config(config(args.trials, args.steps, args.seeds), origin="bench-frontier"),
                            args.out, quiet=False)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(open(os.path.join(args.out, "frontier.md")).read())
+    with open(os.path.join(args.out, "frontier.md")) as handle:
+        print(handle.read())
     print(json.dumps({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "trainings": summary["trainings"],
                       "reused": summary["reused"], "points_per_family": summary["points_per_family"],
                       "load_average_before": load_before, "load_average_after": os.getloadavg()}, indent=1))

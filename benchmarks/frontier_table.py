@@ -35,7 +35,8 @@ def main(paths: list[str]) -> None:
           "undefended | chance | normalized | within 0.05 of chance | seeds |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in paths:
-        summary = json.load(open(path))
+        with open(path) as handle:
+            summary = json.load(handle)
         for row in summary["rows"]:
             setting = row["setting"] or ""
             setting = setting.split(":", 1)[1] if ":" in setting else setting

@@ -519,9 +519,9 @@ def _cell(value) -> str:
 
 def markdown_table(summary: dict) -> str:
     lines = [f"# Frontier {summary['name']}: least leakage within {summary['budget'] * 100:g} accuracy point(s)", "",
-             f"{summary['configuration']}; undefended utility {summary['baseline_utility']:.3f}; seeds "
-             f"{summary['seeds']}; {summary['trainings']} trainings ({summary['reused']} reused) in "
-             f"{summary['wall_time_s']:.0f} s wall, {summary.get('cpu_time_s', 0):.0f} s CPU.", "",
+             (f"{summary['configuration']}; undefended utility {summary['baseline_utility']:.3f}; seeds "
+              f"{summary['seeds']}; {summary['trainings']} trainings ({summary['reused']} reused) in "
+              f"{summary['wall_time_s']:.0f} s wall, {summary.get('cpu_time_s', 0):.0f} s CPU."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in summary["rows"]:
         cells = []
