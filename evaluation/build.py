@@ -36,6 +36,8 @@ class BuiltRun:
     defenses: list = field(default_factory=list)
     attacks: dict = field(default_factory=dict)
     not_applicable: dict = field(default_factory=dict)
+    #: tuned audits: each variant spec of an attack that watches training -> the spec it varies
+    variants: dict = field(default_factory=dict)
     trainer: object = None
 
     @property
@@ -123,6 +125,34 @@ def attack_slots(spec: str, topology, dataset, *, seed: int, all_seats: bool = T
     return slots
 
 
+def watching_variants(spec: str, *, seed: int) -> list[str]:
+    """For a tuned audit: the other settings of a passive attack that must watch training (label attacks).
+
+    Such an attack cannot be re-run on the trained model per trial, but watching costs nothing, so each
+    point of its (small, all-choices) search space watches the same training as its own row. No
+    setting is picked by reading the truth: every variant is reported, and the findings take the
+    worst leak over rows, as they do over attacks and seats. Active attacks (which change what their
+    party sends) and spaces larger than the attack's ``tuning_trials`` get no variants.
+    """
+    import inspect
+
+    from secsplit.attacks import ATTACKS
+    from secsplit.attacks.base import canonical_name
+    from secsplit.evaluation.tuning import grid_points, spec_with
+
+    name, fixed = parse_spec(spec)
+    name = canonical_name(name)
+    probe = create_attack_from_spec(spec, seed=seed)
+    if not probe.observes_training or probe.threat_model.behaviour == "active":
+        return []
+    space = {k: v for k, v in type(probe).search_space.items() if k not in fixed}
+    points = grid_points(space) if space else None
+    if not points or len(points) > type(probe).tuning_trials:
+        return []
+    defaults = {k: p.default for k, p in inspect.signature(ATTACKS.lookup(name)).parameters.items()}
+    return [spec_with(spec, **point) for point in points if any(defaults.get(k) != v for k, v in point.items())]
+
+
 def topology_name_for(description: RunDescription, defenses) -> str:
     """A defense that stands for a configuration (the ``ushape`` label defense) decides the topology."""
     wanted = {d.topology for d in defenses if d.topology}
@@ -191,12 +221,15 @@ def build_run(description: RunDescription, *, progress: bool | None = False, che
         cuts = list(d.cuts) if d.cuts and name == d.topology.name else None
         topology = build_topology(name, model, cuts=cuts, optimizer=optimizer, label_source=d.label_source,
                                   seed=d.seed, model_name=model_name, model_options=model_options, **options)
-    attacks, not_applicable = {}, {}
+    attacks, not_applicable, variants, slots = {}, {}, {}, {}
     if attach_attacks:
-        for spec in d.attacks:
-            if spec == "none":
+        for base in d.attacks:
+            if base == "none":
                 continue
-            slots = attack_slots(spec, topology, dataset, seed=d.seed, all_seats=all_seats)
+            for spec in [base, *(watching_variants(base, seed=d.seed) if d.tune else [])]:
+                if spec != base:
+                    variants[spec] = base
+                slots.update(attack_slots(spec, topology, dataset, seed=d.seed, all_seats=all_seats))
             for (slot_spec, seat), attack in slots.items():
                 if isinstance(attack, str):
                     not_applicable[(slot_spec, seat)] = attack
@@ -206,8 +239,10 @@ def build_run(description: RunDescription, *, progress: bool | None = False, che
                     # the dCor probe at the start); they are also the ground truth
                     attack.targets = dataset.x_test[-attack.max_targets:]
                 attacks[(slot_spec, seat)] = attack
+            slots.clear()
     trainer = Trainer(topology, epochs=d.epochs, batch_size=d.batch_size, seed=d.seed, device=d.device,
                       callbacks=[*defenses, *attacks.values(), *stopping], progress=progress,
                       checkpointing=checkpointing)
     return BuiltRun(description=d, dataset=dataset, model_name=model_name, model=model, topology=topology,
-                    defenses=defenses, attacks=attacks, not_applicable=not_applicable, trainer=trainer)
+                    defenses=defenses, attacks=attacks, not_applicable=not_applicable, variants=variants,
+                    trainer=trainer)

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from secsplit.errors import TrainingStopped
+from secsplit.description import stable_hash
 from secsplit.evaluation.audit_config import AuditConfig, RunSpec
 from secsplit.evaluation.model_cache import ModelCache
 from secsplit.evaluation.results import append_row, finished_keys
@@ -111,9 +112,11 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
     base = {"training": training, "run": description.to_dict(), "run_key": description.key(),
             "training_key": spec.training_key(), "versions": _versions(), "seed": description.seed}
     slot_rows: list[tuple[str, str, dict]] = []
+    variants: dict[str, str] = {}
     start = time.perf_counter()
     try:
         built = build_run(description, all_seats=all_seats)
+        variants.update(built.variants)
         training["model"] = built.model_name
         topology, dataset, defenses = built.topology, built.dataset, built.defenses
         cache = ModelCache(cache_dir) if cache_dir else None
@@ -143,7 +146,7 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
             row = {"status": "ok", **common}
             try:
                 row.update(_attack_row(attack_spec, seat, attack, built, description, artifacts_dir,
-                                       keys[attack_spec], training))
+                                       keys[built.variants.get(attack_spec, attack_spec)], training))
             except Exception as error:  # an attack failing must not lose the run's other rows
                 row.update(status="failed", error=f"{type(error).__name__}: {error}",
                            traceback=traceback.format_exc(limit=5))
@@ -156,13 +159,20 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
         slot_rows = [(a, None, dict(failure)) for a in spec.attacks]
     elapsed = time.perf_counter() - start
     order = {a: i for i, a in enumerate(spec.attacks)}
-    slot_rows.sort(key=lambda item: order.get(item[0], len(order)))
+    slot_rows.sort(key=lambda item: order.get(variants.get(item[0], item[0]), len(order)))
     rows = []
     for attack_spec, seat, row in slot_rows:
         default_seat = _default_seat(attack_spec)
         seat = seat or default_seat
-        key = spec.slot_key(attack_spec, seat, default_seat) if seat else keys[attack_spec]
-        rows.append({"config_hash": key, "attack_key": keys[attack_spec], "attack": attack_spec, "seat": seat,
+        variant_of = variants.get(attack_spec)
+        if variant_of is not None:  # a tuned audit's other setting of an attack that watches training
+            attack_key = keys[variant_of]
+            key = stable_hash({"attack_key": attack_key, "variant": attack_spec, "seat": seat})
+            row = {**row, "tuning": {"variant_of": variant_of}}
+        else:
+            attack_key = keys[attack_spec]
+            key = spec.slot_key(attack_spec, seat, default_seat) if seat else attack_key
+        rows.append({"config_hash": key, "attack_key": attack_key, "attack": attack_spec, "seat": seat,
                      **base, **row, "wall_time_s": elapsed})
     return rows
 

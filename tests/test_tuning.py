@@ -78,3 +78,23 @@ def _with_default_steps(init, steps):
         kwargs.setdefault("steps", steps)
         init(self, *args, **kwargs)
     return patched
+
+
+def test_a_tuned_audit_runs_every_setting_of_a_watching_label_attack_as_its_own_row():
+    """Label attacks watch training, so trials cannot rerun them; in a tuned audit each setting of the
+    norm attack's space watches the same training and is reported, none picked by reading the truth."""
+    def rows(tune: bool):
+        d = RunDescription.from_dict({"data": "breast-cancer-imbalanced", "epochs": 3, "batch_size": 32,
+                                      "topology": {"name": "vanilla", "label_source": "label_owner"},
+                                      "attacks": ["norm"], "tune": tune, "probe_samples": 32})
+        return execute_run(RunSpec(d))
+
+    plain = rows(False)
+    tuned = rows(True)
+    assert [r["attack"] for r in plain] == ["norm"]
+    assert [r["attack"] for r in tuned] == ["norm", "norm:score=spectral"]
+    assert all(r["status"] == "ok" for r in tuned) and tuned[1]["tuning"] == {"variant_of": "norm"}
+    assert len({r["config_hash"] for r in tuned}) == 2 and tuned[0]["attack_key"] == tuned[1]["attack_key"]
+    # the same training watched by both: same utility; the label-free spectral score is the stronger
+    assert tuned[0]["utility"] == tuned[1]["utility"] == plain[0]["utility"]
+    assert tuned[1]["leakage"]["leak_auc"] >= 0.95
