@@ -123,7 +123,8 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
         post_hoc = all(not a.observes_training for a in built.attacks.values())
         cached = cache.load(spec.training_key(), topology) if cache and post_hoc else None
         if cached is None:
-            summary = built.fit().summary
+            report = built.fit()
+            summary = {**report.summary, "epochs_trained": len(report.history)}  # fewer than asked after early stopping
             defense_info = {"epsilon": _combined(d.epsilon() for d in defenses),
                             "report": [d.report() for d in defenses] or None}
             if cache:
@@ -136,7 +137,7 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
             "utility_metric": "test_accuracy", "stopped": summary.get("stopped"),
             "epsilon": defense_info["epsilon"], "defense_report": defense_info["report"],
             "trained": "cache" if cached is not None else "fresh",
-            "epochs_trained": len(summary.get("history", [])) or None,
+            "epochs_trained": summary.get("epochs_trained"),
             "client_flops_train": summary["client_train_flops"], "flops": summary["flops"],
             "bytes": summary["traffic"]["per_party"], "train_wall_time_s": summary["wall_time_s"], **leakage,
         }

@@ -135,3 +135,13 @@ def test_early_stopping_holds_out_training_samples_and_stops_on_a_plateau():
     report = run.fit()
     assert report.summary["stopped"].startswith("early stopping")
     assert len(report.history) < 40 and "validation_accuracy" in report.history[0]
+
+
+def test_an_audit_row_records_how_many_epochs_early_stopping_trained():
+    from secsplit.evaluation.audit_config import RunSpec
+    from secsplit.evaluation.runner import execute_run
+
+    d = RunDescription.from_dict({"data": "digits", "epochs": 40, "early_stopping": {"patience": 2},
+                                  "optimizer": {"name": "sgd", "lr": 1e-6}, "probe_samples": 16})
+    (row,) = execute_run(RunSpec(d))
+    assert row["status"] == "ok" and row["stopped"].startswith("early stopping") and 3 <= row["epochs_trained"] < 40
