@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -155,10 +156,17 @@ class ReconstructionAttack(Attack):
         self.topology = topology
         self._remove_tap = topology.channel.add_tap(self.attacker, self._observe)
 
+    #: keep the latest training-phase release in ``_received`` (attacks that learn while the client trains)
+    watches_training_releases: ClassVar[bool] = False
+
     def _observe(self, message) -> None:
-        if (message.kind == "activation" and message.src == self.topology.data_owner
-                and message.dst == self.attacker and message.phase == self.phase):
+        if not (message.kind == "activation" and message.src == self.topology.data_owner
+                and message.dst == self.attacker):
+            return
+        if message.phase == self.phase:
             self._last = message.tensor.detach().clone()
+        if self.watches_training_releases and message.phase == "train":
+            self._received = message.tensor.detach()
 
     def observed(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the target activations as the server saw them, the ground-truth inputs or None)."""

@@ -78,6 +78,7 @@ class FORA(ReconstructionAttack):
     """
 
     name = "fora"
+    watches_training_releases = True
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data"), target="inputs")
     observes_training = True  # it learns the release distribution from training traffic
@@ -107,12 +108,6 @@ class FORA(ReconstructionAttack):
     def check_applicable(self, topology, dataset) -> None:
         super().check_applicable(topology, dataset)
         self.draw_auxiliary(dataset)
-
-    def _observe(self, message) -> None:
-        super()._observe(message)
-        if (message.kind == "activation" and message.src == self.topology.data_owner
-                and message.dst == self.attacker and message.phase == "train"):
-            self._received = message.tensor.detach()
 
     def _build(self, z: torch.Tensor) -> None:
         if self.auxiliary is None:

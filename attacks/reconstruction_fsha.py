@@ -139,6 +139,7 @@ class FeatureSpaceHijacking(ReconstructionAttack):
     """
 
     name = "fsha"
+    watches_training_releases = True
     threat_model = ThreatModel(attacker="server", behaviour="active", knows=("auxiliary-data",), target="inputs")
     observes_training = True  # it acts during training: a cached honest model is useless to it
     #: each trial is a whole hijacked training run: keep it to the settings that mattered when measured
@@ -180,13 +181,6 @@ class FeatureSpaceHijacking(ReconstructionAttack):
                 "lr_autoencoder": self.lr_autoencoder, "lr_discriminator": self.lr_discriminator,
                 "gp_weight": self.gp_weight, "start_step": self.start_step, "critic_steps": self.critic_steps,
                 "mask_dead": self.mask_dead}
-
-    # -- observation: the activations the server receives in training -----------------------------
-    def _observe(self, message) -> None:
-        super()._observe(message)
-        if (message.kind == "activation" and message.src == self.topology.data_owner
-                and message.dst == self.attacker and message.phase == "train"):
-            self._received = message.tensor.detach()
 
     # -- the hijack ------------------------------------------------------------------------------
     def _build(self, z: torch.Tensor) -> None:

@@ -116,6 +116,7 @@ class SDAR(ReconstructionAttack):
     """
 
     name = "sdar"
+    watches_training_releases = True
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data", "few-labels"), target="inputs")
     observes_training = True  # it learns beside training, from every received batch
@@ -166,13 +167,6 @@ class SDAR(ReconstructionAttack):
     @property
     def ushape(self) -> bool:
         return len(self.topology.owners) == 3
-
-    # -- observation -----------------------------------------------------------------------------
-    def _observe(self, message) -> None:
-        super()._observe(message)
-        if (message.kind == "activation" and message.src == self.topology.data_owner
-                and message.dst == self.attacker and message.phase == "train"):
-            self._received = message.tensor.detach()
 
     # -- the attack networks ---------------------------------------------------------------------
     def _build(self, z: torch.Tensor) -> None:
