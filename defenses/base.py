@@ -45,11 +45,17 @@ def create_defense(name: str, /, **kwargs) -> Defense:
     return DEFENSES.create(name, **kwargs)
 
 
-def defense_from_spec(spec: str) -> Defense:
-    """Build a defense from ``name:key=value,...`` (``nopeek:alpha=0.5``, ``noise:mech=laplace,scale=0.5``)."""
+def defense_from_spec(spec: str, *, seed: int | None = None) -> Defense:
+    """Build a defense from ``name:key=value,...`` (``nopeek:alpha=0.5``, ``noise:mech=laplace,scale=0.5``).
+
+    ``seed``: the run's seed, for a defense that takes one and whose spec does not set it.
+    """
     name, params = parse_spec(spec)
     aliases = getattr(DEFENSES.lookup(name), "aliases", {})
-    return create_defense(name, **{aliases.get(k, k): v for k, v in params.items()})
+    params = {aliases.get(k, k): v for k, v in params.items()}
+    if seed is not None and "seed" in DEFENSES.parameters(name):
+        params.setdefault("seed", seed)
+    return create_defense(name, **params)
 
 
 def list_defenses() -> list[tuple[str, str, list[str]]]:

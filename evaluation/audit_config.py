@@ -178,20 +178,23 @@ def expand_experiment(experiment: dict, *, where: str) -> list[RunDescription]:
         attacks = [attacks]
     cuts = experiment.pop("cuts", None)
     axes = {key: _alternatives(key, value, where=f"{where}.{key}") for key, value in experiment.items()}
-    topologies = {(t if isinstance(t, str) else (t or {}).get("name", "vanilla")) for t in axes.get("topology", ["vanilla"])}
+    topologies = {_topology_name(t) for t in axes.get("topology", ["vanilla"])}
     cut_axis = _cut_alternatives(cuts, topologies, f"{where}.cuts")
     runs = []
     keys = list(axes)
     for combination in itertools.product(*(axes[k] for k in keys)):
         raw = dict(zip(keys, combination))
-        topology = raw.get("topology", "vanilla")
-        topology_name = topology if isinstance(topology, str) else (topology or {}).get("name", "vanilla")
-        for run_cuts in cut_axis(topology_name):
+        for run_cuts in cut_axis(_topology_name(raw.get("topology", "vanilla"))):
             for defense in defenses:
                 description = RunDescription.from_dict(
                     {**raw, "cuts": run_cuts, "defenses": defense, "attacks": attacks}, where=where)
                 runs.append(description)
     return runs
+
+
+def _topology_name(topology) -> str:
+    """The name of one grid point's topology, given as a name or a table."""
+    return topology if isinstance(topology, str) else (topology or {}).get("name", "vanilla")
 
 
 def _alternatives(key: str, value, *, where: str, list_valued: bool = False) -> list:

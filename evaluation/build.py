@@ -40,10 +40,6 @@ class BuiltRun:
     variants: dict = field(default_factory=dict)
     trainer: object = None
 
-    @property
-    def topology_name(self) -> str:
-        return self.topology.name
-
     def fit(self):
         return self.trainer.fit(self.dataset)
 
@@ -70,17 +66,9 @@ def check_components(description: RunDescription, *, where: str = "run") -> None
 
 def create_defenses(description: RunDescription) -> list:
     """The description's defenses, each seeded by the run's seed unless its spec sets one."""
-    from secsplit.defenses import DEFENSES, create_defense
+    from secsplit.defenses import defense_from_spec
 
-    defenses = []
-    for spec in description.active_defenses:
-        name, params = parse_spec(spec)
-        aliases = getattr(DEFENSES.lookup(name), "aliases", {})
-        params = {aliases.get(k, k): v for k, v in params.items()}
-        if "seed" in DEFENSES.parameters(name):
-            params.setdefault("seed", description.seed)
-        defenses.append(create_defense(name, **params))
-    return defenses
+    return [defense_from_spec(spec, seed=description.seed) for spec in description.active_defenses]
 
 
 def create_attack_from_spec(spec: str, *, seed: int = 0, **overrides):

@@ -200,7 +200,7 @@ def _attack_row(attack_spec: str, seat: str, attack, built, description, artifac
         from secsplit.evaluation.build import create_attack_from_spec
         from secsplit.evaluation.tuning import spec_with, tune_attack
 
-        seat_params = {} if seat == _default_seat(attack_spec) else {attack.seat_option: seat}
+        seat_params = {attack.seat_option: attack.seat} if attack.seat_option else {}  # trials sit where it sits
         outcome = tune_attack(attack_spec, seat_params=seat_params, topology=built.topology, dataset=built.dataset,
                               seed=description.seed)
         row["tuning"] = outcome.summary()
