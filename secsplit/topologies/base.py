@@ -212,6 +212,15 @@ class Topology(ABC):
         """
         return None
 
+    def label_owner_loss(self, logits: torch.Tensor, labels: torch.Tensor, *, step: int) -> tuple[torch.Tensor, int]:
+        """The label owner's loss (on labels its label plug-ins may have changed) and its count of correct
+        predictions (against the true labels, whatever the plug-ins did)."""
+        owner = self.label_owner
+        transformed = self.callbacks.transform_labels(labels, party=owner, step=step)
+        with self.flops.party(owner):
+            loss = torch.nn.functional.cross_entropy(logits, transformed)
+        return loss, int((logits.detach().argmax(1) == labels).sum())
+
     def return_gradient(self, received: torch.Tensor, *, src: str, dst: str, step: int) -> torch.Tensor:
         """``src`` sends back the gradient at the tensor it received from ``dst``, through its gradient plug-ins."""
         grad = None

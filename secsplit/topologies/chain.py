@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from secsplit.channel import Channel
 from secsplit.errors import ConfigError
@@ -138,11 +137,7 @@ class ChainTopology(Topology):
             if label_owner != self.data_owner and self.label_source == "data_owner":
                 labels = self.channel.send(self.data_owner, label_owner, "labels", y, step=step)
             if hosts(label_owner):
-                truth = labels  # accuracy is against the true labels, whatever defenses did
-                labels = self.callbacks.transform_labels(labels, party=label_owner, step=step)
-                with self.flops.party(label_owner):
-                    loss = F.cross_entropy(logits, labels)
-                correct = int((logits.detach().argmax(1) == truth).sum())
+                loss, correct = self.label_owner_loss(logits, labels, step=step)
             self._backward(loss, crossings, x, first_release, step=step)
         for party in self.hosted().values():
             party.step()

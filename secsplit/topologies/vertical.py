@@ -45,7 +45,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from secsplit.channel import Channel
@@ -385,11 +384,7 @@ class VerticalTopology(Topology):
                 if self.label_source == "data_owner":
                     labels = self.channel.send(self.data_owner, SERVER, "labels", y, step=step)
             if hosts(label_owner):
-                truth = labels  # accuracy is against the true labels, whatever defenses did
-                labels = self.callbacks.transform_labels(labels, party=label_owner, step=step)
-                with self.flops.party(label_owner):
-                    loss = F.cross_entropy(logits, labels)
-                correct = int((logits.detach().argmax(1) == truth).sum())
+                loss, correct = self.label_owner_loss(logits, labels, step=step)
             self._backward(loss, h, h_out, x_views, releases, outs, received, step=step)
         for party in self.hosted().values():
             party.step()
