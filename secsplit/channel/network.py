@@ -21,11 +21,20 @@ Limits: one message at most ``max_message_bytes``; a sender may run at most :dat
 messages or ``max_buffered_bytes`` ahead of its receiver (further messages wait, then are refused);
 a message waited for more than ``timeout_s`` is an error naming the party, kind and step; a peer
 that fails says goodbye with its reason, so the others stop at once instead of timing out.
+
+Restarts (resume across processes): every hello carries the party's *incarnation* (a random id per
+channel) and the checkpoints it can resume from (:attr:`NetworkChannel.checkpoints`). A hello from
+a peer with a new incarnation after training started means that peer restarted: with ``--resume``
+the run goes back to the parties' last common checkpoint (this channel answers "stopping" and
+raises :class:`PeerRestarted` at its next message, the party rebuilds and says hello again);
+without it the hello is refused, so a mistaken restart cannot disturb the run. Messages a peer's
+old incarnation sent are dropped when its new incarnation says hello.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -50,6 +59,27 @@ MAX_IN_FLIGHT = 1024
 
 class PeerGone(ChannelError):
     """A peer said goodbye (finished or failed) while this party still expected a message from it."""
+
+
+class PeerRestarted(ChannelError):
+    """A peer restarted mid-run to resume from its checkpoints: the run goes back to a common checkpoint."""
+
+
+#: the most checkpointed steps a hello may announce
+MAX_ANNOUNCED_STEPS = 64
+
+
+def hello_info(meta: dict) -> dict:
+    """The incarnation and checkpoints a peer's hello (or hello reply) announces, checked; ChannelError if malformed."""
+    incarnation, resume, steps = meta.get("incarnation", ""), meta.get("resume", False), meta.get("steps", [])
+    if not isinstance(incarnation, str) or len(incarnation) > 64:
+        raise ChannelError("hello field incarnation must be a string of at most 64 characters")
+    if not isinstance(resume, bool):
+        raise ChannelError("hello field resume must be true or false")
+    if not isinstance(steps, list) or len(steps) > MAX_ANNOUNCED_STEPS or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**62 for s in steps):
+        raise ChannelError(f"hello field steps must be at most {MAX_ANNOUNCED_STEPS} step numbers")
+    return {"incarnation": incarnation, "resume": resume, "steps": sorted(set(steps))}
 
 
 class NetworkChannel(Channel):
@@ -88,6 +118,13 @@ class NetworkChannel(Channel):
         self._buffered: dict[str, int] = defaultdict(int)
         self._gone: dict[str, str] = {}  # peer -> why it left ("" for a clean finish)
         self._greeted: set[str] = set()  # peers that said hello to this party (so they were up)
+        self.incarnation = secrets.token_hex(8)
+        #: what this party's hellos announce: whether it resumes, the steps it holds checkpoints of, and
+        #: whether it can go back to one when a peer restarts (it keeps checkpoints)
+        self.checkpoints: dict = {"resume": False, "steps": [], "rejoins": False}
+        self.peer_checkpoints: dict[str, dict] = {}  # peer -> hello_info of its current incarnation
+        self.training = False  # set once open() has heard every peer
+        self.restarted: str | None = None  # why the run must go back to a common checkpoint
         self.received = LinkStats()  # what the listener took in (messages, payload, envelopes)
         self.listener = Listener(self._handle, listen=listen or addresses[party], party=party,
                                  allowed_peers=self.peers, max_message_bytes=max_message_bytes,
@@ -113,24 +150,56 @@ class NetworkChannel(Channel):
         """Say hello to every peer (default: all): waits until each is up and runs the same run.
 
         A peer whose run file differs refuses (and so does this side, seeing theirs): nothing is
-        built or trained from a peer's hello; it is only compared.
+        built or trained from a peer's hello; it is only compared. A peer that answers "stopping"
+        (it was mid-run and goes back to a checkpoint) is greeted again until its new incarnation
+        answers, within ``connect_timeout_s``.
         """
         for peer in self.peers if peers is None else peers:
-            link = self._link(peer)
-            with self._cond:
-                if peer in self._greeted:  # it is up (it said hello to us): no waiting for it to start
-                    link._connected = True
-            link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
-                                      dst=peer, tag="hello", meta=meta))
+            deadline = time.monotonic() + self.connect_timeout_s
+            while True:
+                link = self._link(peer)
+                with self._cond:
+                    if peer in self._greeted:  # it is up (it said hello to us): no waiting for it to start
+                        link._connected = True
+                reply = link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
+                                                  dst=peer, tag="hello", meta={**meta, **self._announce()}))
+                if reply.meta.get("state") != "stopping":
+                    self._met(peer, hello_info(reply.meta))
+                    break
+                if time.monotonic() > deadline:
+                    raise ChannelError(f"{peer} did not come back from its restart within {self.connect_timeout_s:g} s")
+                self._links.pop(peer).close()  # its next incarnation listens anew: connect as to a starting peer
+                with self._cond:
+                    self._greeted.discard(peer)
+                time.sleep(0.2)
+        self.training = True
 
-    def close(self, error: str | None = None) -> None:
-        """Wait for every send to be acknowledged, say goodbye (with ``error`` when failing), stop listening."""
+    def _announce(self) -> dict:
+        return {"incarnation": self.incarnation, "resume": bool(self.checkpoints.get("resume")),
+                "steps": [int(s) for s in self.checkpoints.get("steps", [])][-MAX_ANNOUNCED_STEPS:]}
+
+    def _met(self, peer: str, info: dict) -> None:
+        """Record ``peer``'s incarnation; a new one drops what its previous incarnation had sent."""
+        with self._cond:
+            known = self.peer_checkpoints.get(peer)
+            if known is None or known["incarnation"] != info["incarnation"]:
+                self._inbox[peer].clear()
+                self._next_in[peer] = 0
+                self._buffered[peer] = 0
+            self.peer_checkpoints[peer] = info
+
+    def close(self, error: str | None = None, *, rejoin: bool = False) -> None:
+        """Wait for every send to be acknowledged, say goodbye (with ``error`` when failing), stop listening.
+
+        ``rejoin``: this party goes back to a common checkpoint (a peer restarted); its goodbye tells
+        the others to do the same rather than fail.
+        """
         try:
-            if error is None:
+            if error is None and not rejoin:
                 self.flush()
         finally:
             for peer in self.peers:
-                meta = {"error": error[:MAX_REASON_CHARS]} if error else {}
+                meta = {"rejoin": True} if rejoin else {"error": error[:MAX_REASON_CHARS]} if error else {}
                 try:
                     link = self._link(peer)
                     if link._connected:  # a peer never reached needs no goodbye
@@ -178,6 +247,8 @@ class NetworkChannel(Channel):
         with self._cond:
             seq = self._next_in[src]
             while seq not in self._inbox[src]:
+                if self.restarted:
+                    raise PeerRestarted(self.restarted)
                 if src in self._gone:
                     reason = self._gone[src]
                     raise PeerGone(f"{src} {'failed' if reason else 'finished'} before sending the {kind} of step {step}"
@@ -238,12 +309,24 @@ class NetworkChannel(Channel):
     def _control(self, message: WireMessage, peer: str) -> WireMessage:
         reply = WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party, dst=peer, tag=message.tag)
         if message.tag == "hello":
+            info = hello_info(message.meta)
             with self._cond:
+                known = self.peer_checkpoints.get(peer)
+                if self.training and known is not None and known["incarnation"] != info["incarnation"]:
+                    return self._restart(peer, info, reply)
                 self._gone.pop(peer, None)
                 self._greeted.add(peer)
+            self._met(peer, info)
+            reply.meta = self._announce()
             return reply
         if message.tag == "bye":
             reason = message.meta.get("error", "")
+            if message.meta.get("rejoin") is True:  # it goes back to a common checkpoint: so does this party
+                with self._cond:
+                    if self.training and not self.restarted:
+                        self.restarted = f"{peer} goes back to the parties' last common checkpoint"
+                        self._cond.notify_all()
+                return reply
             with self._cond:
                 self._gone[peer] = str(reason)[:MAX_REASON_CHARS] if reason else ""
                 self._cond.notify_all()
@@ -251,6 +334,24 @@ class NetworkChannel(Channel):
                 log.warning("%s failed: %s", peer, reason)
             return reply
         raise ChannelError(f"unknown control message {message.tag[:40]!r}; valid: hello, bye")
+
+    def _restart(self, peer: str, info: dict, reply: WireMessage) -> WireMessage:
+        """``peer`` said hello as a new process mid-run (called holding the lock)."""
+        if not info["resume"]:
+            raise ChannelError(f"{self.party} is mid-run with {peer}'s previous process: restart {peer} with --resume "
+                               f"to rejoin from the parties' last common checkpoint, or restart every party without "
+                               f"--resume to start over")
+        if not self.checkpoints.get("rejoins"):
+            self.restarted = (f"{peer} restarted to resume from its checkpoints, but {self.party} keeps none "
+                              f"(--checkpoint-dir): restart every party without --resume to start over")
+            self._cond.notify_all()
+            raise ChannelError(f"{self.party} keeps no checkpoints (--checkpoint-dir) and cannot go back to one: "
+                               f"restart every party without --resume to start over")
+        if not self.restarted:
+            self.restarted = f"{peer} restarted and resumes from its checkpoints"
+        self._cond.notify_all()
+        reply.meta = {"state": "stopping"}
+        return reply
 
     # -- reporting ----------------------------------------------------------------------------------
     def transport(self) -> dict:
