@@ -54,12 +54,29 @@ class Checkpointing:
             raise ConfigError(f"checkpoint every and keep must be >= 1, got {self.every}, {self.keep}")
 
 
-def read_trainer_state(directory) -> dict | None:
-    """The last saved trainer state in ``directory`` (None when there is none)."""
+def trainer_state_name(step: int) -> str:
+    """The trainer state saved at ``step`` (kept beside the parties' states of that step and pruned with them)."""
+    return f"trainer-step{step:09d}.json"
+
+
+def checkpointed_steps(directory) -> list[int]:
+    """The steps ``directory`` holds a trainer state of, oldest first (what a party can resume from)."""
+    from pathlib import Path
+
+    steps = []
+    for path in Path(directory).glob("trainer-step*.json"):
+        digits = path.stem.removeprefix("trainer-step")
+        if digits.isdigit() and path.name == trainer_state_name(int(digits)):
+            steps.append(int(digits))
+    return sorted(steps)
+
+
+def read_trainer_state(directory, step: int | None = None) -> dict | None:
+    """The last saved trainer state in ``directory``, or the one saved at ``step`` (None when there is none)."""
     import json
     from pathlib import Path
 
-    path = Path(directory) / TRAINER_STATE
+    path = Path(directory) / (TRAINER_STATE if step is None else trainer_state_name(step))
     if not path.exists():
         return None
     try:
@@ -162,6 +179,12 @@ class Trainer:
     @property
     def channel(self):
         return self.topology.channel
+
+    def resume_from(self, step: int | None) -> None:
+        """Resume from the state saved at ``step`` (across processes, the step the parties agreed on); None: from the start."""
+        self._resume = None if step is None else read_trainer_state(self.checkpointing.directory, step=step)
+        if step is not None and self._resume is None:
+            raise ConfigError(f"cannot resume: {self.checkpointing.directory} holds no trainer state of step {step}")
 
     def batches(self, n: int, epoch: int) -> list[torch.Tensor]:
         """The index batches of one epoch, seeded by (seed, epoch) so runs are repeatable.
@@ -285,6 +308,7 @@ class Trainer:
                  "history": report.history, "seed": self.seed, "batch_size": self.batch_size, "epochs": self.epochs,
                  "sampling": self.sampling, "rng": torch.get_rng_state().tolist(),
                  "topology": self.topology.run_id}
+        atomic_write(directory / trainer_state_name(step), json.dumps(state).encode())
         atomic_write(directory / TRAINER_STATE, json.dumps(state).encode())
         saved = self._saved_steps
         if step not in saved:
