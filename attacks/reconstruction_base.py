@@ -222,3 +222,39 @@ class ReconstructionAttack(Attack):
     def reconstruct(self, z: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Guess the inputs behind activations ``z``; returns (images in [0, 1], info)."""
         raise NotImplementedError
+
+
+class LearnsFromReleases(ReconstructionAttack):
+    """Base of passive attacks that train networks of their own beside training, on every batch the
+    client releases (SDAR, FORA): the first release fixes the networks' shapes (``_build``), then each
+    received batch gets ``steps_per_batch`` updates (``_update``, whose log rows go to ``history``).
+    The protocol is untouched: the attack only reads what the server received."""
+
+    watches_training_releases = True
+    observes_training = True  # it learns from the training traffic, not only from the trained model
+
+    def __init__(self, *, steps_per_batch: int = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.steps_per_batch = steps_per_batch
+        self._received: torch.Tensor | None = None
+        self._built = False
+        self.history: list[dict] = []
+
+    def on_step_end(self, *, step, loss) -> None:
+        z_priv = self._received
+        if z_priv is None or self.topology is None:
+            return
+        self._received = None
+        if not self._built:
+            self._build(z_priv)
+            self._built = True
+        for _ in range(self.steps_per_batch):
+            self.history.append(self._update(z_priv))
+
+    def _build(self, z: torch.Tensor) -> None:
+        """Create the attack's networks and optimizers for releases shaped like ``z``."""
+        raise NotImplementedError
+
+    def _update(self, z_priv: torch.Tensor) -> dict:
+        """One update of the attack's networks against the received release ``z_priv``; returns a log row."""
+        raise NotImplementedError

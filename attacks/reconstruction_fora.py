@@ -42,7 +42,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from secsplit.attacks.base import ATTACKS, ThreatModel
-from secsplit.attacks.reconstruction_base import ReconstructionAttack, reset_parameters
+from secsplit.attacks.reconstruction_base import LearnsFromReleases, reset_parameters
 from secsplit.attacks.reconstruction_sdar import Decoder
 from torch import nn
 
@@ -62,7 +62,7 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths=(0.5, 1.0, 2.0, 4.0)) -> t
 
 
 @ATTACKS.register("fora")
-class FORA(ReconstructionAttack):
+class FORA(LearnsFromReleases):
     """FORA (Xu et al., CVPR'24): match a substitute client's release distribution (MMD + GAN), invert it.
 
     Args:
@@ -78,27 +78,23 @@ class FORA(ReconstructionAttack):
     """
 
     name = "fora"
-    watches_training_releases = True
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data"), target="inputs")
-    observes_training = True  # it learns the release distribution from training traffic
     #: the attack's own hyperparameters for tuning (see Attack.search_space)
     search_space: ClassVar[dict] = {"mmd_weight": [1.0, 10.0], "adv_weight": [0.0, 0.1, 1.0], "steps_per_batch": [1, 4]}
 
     def __init__(self, *, auxiliary: torch.Tensor | None = None, aux_size: int = 1000, lr: float = 1e-3,
                  mmd_weight: float = 1.0, adv_weight: float = 0.0, steps_per_batch: int = 2, decoder_epochs: int = 10,
                  critic_width: int = 128, targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
-        super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed)
+        super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
         if aux_size < 1 or lr <= 0 or steps_per_batch < 1 or decoder_epochs < 1 or critic_width < 1:
             raise ConfigError(f"{self.name} needs aux_size, steps_per_batch, decoder_epochs, critic_width >= 1 and lr > 0")
         if min(mmd_weight, adv_weight) < 0 or mmd_weight + adv_weight == 0:
             raise ConfigError(f"{self.name} needs non-negative mmd_weight and adv_weight, not both zero")
         self.auxiliary, self.aux_size, self.lr = auxiliary, aux_size, lr
-        self.mmd_weight, self.adv_weight, self.steps_per_batch = mmd_weight, adv_weight, steps_per_batch
+        self.mmd_weight, self.adv_weight = mmd_weight, adv_weight
         self.decoder_epochs, self.critic_width = decoder_epochs, critic_width
         self.substitute = self.critic = self.decoder = None
-        self._received: torch.Tensor | None = None
-        self.history: list[dict] = []
 
     def params(self) -> dict:
         return {"aux_size": None if self.auxiliary is None else len(self.auxiliary), "lr": self.lr,
@@ -127,17 +123,7 @@ class FORA(ReconstructionAttack):
         self._aux = self.auxiliary.to(device)
         self._generator = torch.Generator().manual_seed(self.seed)
 
-    def on_step_end(self, *, step, loss) -> None:
-        z_priv = self._received
-        if z_priv is None or self.topology is None:
-            return
-        self._received = None
-        if self.substitute is None:
-            self._build(z_priv)
-        for _ in range(self.steps_per_batch):
-            self.history.append(self._substitute_step(z_priv))
-
-    def _substitute_step(self, z_priv: torch.Tensor) -> dict:
+    def _update(self, z_priv: torch.Tensor) -> dict:
         bce = F.binary_cross_entropy_with_logits
         index = torch.randint(len(self._aux), (len(z_priv),), generator=self._generator).to(z_priv.device)
         with torch.enable_grad():

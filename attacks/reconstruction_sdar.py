@@ -44,7 +44,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatModel
-from secsplit.attacks.reconstruction_base import ReconstructionAttack, reset_parameters
+from secsplit.attacks.reconstruction_base import LearnsFromReleases, reset_parameters
 from torch import nn
 
 from secsplit.errors import ConfigError
@@ -100,7 +100,7 @@ def _critic(size: int, width: int) -> nn.Module:
 
 
 @ATTACKS.register("sdar")
-class SDAR(ReconstructionAttack):
+class SDAR(LearnsFromReleases):
     """SDAR (Zhu et al., NDSS'25): simulator + decoder with adversarial regularization, passive server.
 
     Args:
@@ -116,10 +116,8 @@ class SDAR(ReconstructionAttack):
     """
 
     name = "sdar"
-    watches_training_releases = True
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data", "few-labels"), target="inputs")
-    observes_training = True  # it learns beside training, from every received batch
     #: the attack's own hyperparameters for tuning (see Attack.search_space)
     search_space: ClassVar[dict] = {"simulator_adv_weight": [0.0, 0.02, 0.1], "final_epochs": [0, 5],
                                      "steps_per_batch": [1, 4], "lr": [1e-3, 3e-4]}
@@ -128,7 +126,7 @@ class SDAR(ReconstructionAttack):
                  aux_size: int = 1000, lr: float = 1e-3, simulator_adv_weight: float = 0.02,
                  decoder_adv_weight: float = 1e-5, critic_width: int = 128, final_epochs: int = 5, steps_per_batch: int = 4,
                  targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
-        super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed)
+        super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
         if aux_size < 1 or lr <= 0 or critic_width < 1 or final_epochs < 0 or steps_per_batch < 1:
             raise ConfigError(f"{self.name} needs aux_size, critic_width, steps_per_batch >= 1, lr > 0 and final_epochs >= 0")
         if min(simulator_adv_weight, decoder_adv_weight) < 0:
@@ -137,12 +135,9 @@ class SDAR(ReconstructionAttack):
             raise ConfigError(f"{self.name} needs auxiliary images and their labels together")
         self.auxiliary, self.auxiliary_labels, self.aux_size = auxiliary, auxiliary_labels, aux_size
         self.lr, self.critic_width, self.final_epochs = lr, critic_width, final_epochs
-        self.steps_per_batch = steps_per_batch
         self.simulator_adv_weight, self.decoder_adv_weight = simulator_adv_weight, decoder_adv_weight
         self.dataset = None
         self.simulator = self.tail = self.decoder = None
-        self._received: torch.Tensor | None = None
-        self.history: list[dict] = []
         self.last_labels: torch.Tensor | None = None
 
     def params(self) -> dict:
@@ -211,17 +206,7 @@ class SDAR(ReconstructionAttack):
         """The server's label guess for released activations ``z``: its segment's (vanilla) or the simulated tail's argmax."""
         return self._logits(z).argmax(1)
 
-    def on_step_end(self, *, step, loss) -> None:
-        z_priv = self._received
-        if z_priv is None or self.topology is None:
-            return
-        self._received = None
-        if self.simulator is None:
-            self._build(z_priv)
-        for _ in range(self.steps_per_batch):
-            self.history.append(self._sdar_step(z_priv))
-
-    def _sdar_step(self, z_priv: torch.Tensor) -> dict:
+    def _update(self, z_priv: torch.Tensor) -> dict:
         index = torch.randint(len(self._aux), (len(z_priv),), generator=self._generator).to(z_priv.device)
         x_a, y_a = self._aux[index], self._aux_y[index]
         y_priv = self.guess_labels(z_priv)

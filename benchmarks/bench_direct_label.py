@@ -15,10 +15,8 @@ Run: ``python benchmarks/bench_direct_label.py [--seeds 0 1 2] [--epochs 5]``.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-import torch
+from attack_bench import arguments, fmt, header, over_seeds, parse, row
 from secsplit.attacks import create_attack
 
 from secsplit.data import load_dataset
@@ -44,25 +42,17 @@ def run(dataset_name: str, topology_name: str, cuts, attacker: str, seed: int, e
             "test_accuracy": report.history[-1]["test_accuracy"]}
 
 
-def fmt(values) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser = arguments(__doc__, epochs=5)
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist"])
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print("| data set | topology (cuts), seat | label acc. epoch 1 | label acc. last epoch | chance | energy in subspace | model test acc. |")
-    print("|---|---|---|---|---|---|---|")
+    args = parse(parser)
+    header("data set", "topology (cuts), seat", "label acc. epoch 1", "label acc. last epoch", "chance", "energy in subspace",
+           "model test acc.")
     for dataset_name in args.datasets:
         for topology_name, cuts, attacker in CONFIGS:
-            rows = [run(dataset_name, topology_name, cuts, attacker, seed, args.epochs) for seed in args.seeds]
-            col = {k: [r[k] for r in rows] for k in rows[0]}
-            print(f"| {dataset_name} | {topology_name} ({rows[0]['cuts']}), {attacker} | {fmt(col['first'])} | {fmt(col['last'])} | "
-                  f"{np.mean(col['chance']):.3f} | {fmt(col['explained'])} | {fmt(col['test_accuracy'])} |", flush=True)
+            col = over_seeds(run, args.seeds, dataset_name, topology_name, cuts, attacker, epochs=args.epochs)
+            row(dataset_name, f"{topology_name} ({col['cuts'][0]}), {attacker}", fmt(col["first"]), fmt(col["last"]),
+                f"{np.mean(col['chance']):.3f}", fmt(col["explained"]), fmt(col["test_accuracy"]))
 
 
 if __name__ == "__main__":

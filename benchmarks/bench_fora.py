@@ -11,10 +11,7 @@ Run: ``python benchmarks/bench_fora.py [--seeds 0 1 2] [--epochs 3]``.
 
 from __future__ import annotations
 
-import argparse
-
-import numpy as np
-import torch
+from attack_bench import arguments, fmt, header, over_seeds, parse, per_seed, row
 from secsplit.attacks import create_attack
 from secsplit.evaluation.metrics import mse, ssim
 
@@ -44,25 +41,17 @@ def run(cut: str, seed: int, epochs: int) -> dict:
             "test_accuracy": report.history[-1]["test_accuracy"]}
 
 
-def fmt(values) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser = arguments(__doc__, epochs=3)
     parser.add_argument("--cuts", nargs="+", default=["relu2", "pool2"])
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print("| MNIST vanilla cut | FORA SSIM | UnSplit SSIM | mean image SSIM | FORA MSE | UnSplit MSE | mean image MSE | model test acc. |")
-    print("|---|---|---|---|---|---|---|---|")
+    args = parse(parser)
+    header("MNIST vanilla cut", "FORA SSIM", "UnSplit SSIM", "mean image SSIM", "FORA MSE", "UnSplit MSE", "mean image MSE",
+           "model test acc.")
     for cut in args.cuts:
-        rows = [run(cut, seed, args.epochs) for seed in args.seeds]
-        col = {k: [r[k] for r in rows] for k in rows[0]}
-        print(f"| {cut} | {fmt(col['fora_ssim'])} | {fmt(col['unsplit_ssim'])} | {fmt(col['mean_ssim'])} | {fmt(col['fora_mse'])} | "
-              f"{fmt(col['unsplit_mse'])} | {fmt(col['mean_mse'])} | {fmt(col['test_accuracy'])} |", flush=True)
-        print("per seed FORA/UnSplit SSIM:", [(round(r["fora_ssim"], 3), round(r["unsplit_ssim"], 3)) for r in rows], flush=True)
+        col = over_seeds(run, args.seeds, cut, epochs=args.epochs)
+        row(cut, *(fmt(col[k]) for k in ("fora_ssim", "unsplit_ssim", "mean_ssim", "fora_mse", "unsplit_mse", "mean_mse",
+                                          "test_accuracy")))
+        print("per seed FORA/UnSplit SSIM:", per_seed(col, "fora_ssim", "unsplit_ssim"), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ Run: ``python benchmarks/bench_grn.py [--seeds 0 1 2]``.
 
 from __future__ import annotations
 
-import argparse
-
-import numpy as np
-import torch
+from attack_bench import arguments, fmt, header, over_seeds, parse, row
 from secsplit.attacks import create_attack
 
 from secsplit.data import load_dataset
@@ -38,23 +35,15 @@ def run(k: int, observe: str, seed: int) -> dict:
             "test_accuracy": report.history[-1]["test_accuracy"]}
 
 
-def fmt(values) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print("| k | observes | GRN MSE | mean-baseline MSE | R^2 (mean over passive columns) | columns beating the mean | model test acc. |")
-    print("|---|---|---|---|---|---|---|")
+    args = parse(arguments(__doc__))
+    header("k", "observes", "GRN MSE", "mean-baseline MSE", "R^2 (mean over passive columns)", "columns beating the mean",
+           "model test acc.")
     for k in (2, 4):
         for observe in ("predictions", "representation"):
-            rows = [run(k, observe, seed) for seed in args.seeds]
-            col = {key: [r[key] for r in rows] for key in rows[0]}
-            print(f"| {k} | {observe} | {fmt(col['feature_mse'])} | {fmt(col['mean_baseline_mse'])} | {fmt(col['r2'])} | "
-                  f"{fmt(col['features_beating_mean'])} | {fmt(col['test_accuracy'])} |", flush=True)
+            col = over_seeds(run, args.seeds, k, observe)
+            row(k, observe, *(fmt(col[key]) for key in ("feature_mse", "mean_baseline_mse", "r2", "features_beating_mean",
+                                                         "test_accuracy")))
 
 
 if __name__ == "__main__":

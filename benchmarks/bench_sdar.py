@@ -16,11 +16,11 @@ Mean +- sd over ``--seeds``. Run: ``python benchmarks/bench_sdar.py [--seeds 0 1
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
+from attack_bench import arguments, fmt, header, over_seeds, parse, per_seed, row
 from secsplit.attacks import create_attack
 from secsplit.evaluation.metrics import mse, ssim
 
@@ -29,10 +29,6 @@ from secsplit.models import create_model
 from secsplit.optim import OptimizerSpec
 from secsplit.topologies import build_topology
 from secsplit.training import Trainer
-
-
-def fmt(values) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
 
 
 def ushape_labels(seed: int, epochs: int) -> dict:
@@ -50,7 +46,7 @@ def ushape_labels(seed: int, epochs: int) -> dict:
             "test_accuracy": report.history[-1]["test_accuracy"]}
 
 
-def vanilla_reconstruction(cut: str, seed: int, epochs: int) -> dict:
+def vanilla_reconstruction(cut: str, seed: int, epochs: int, inverse_aux: int, inverse_epochs: int) -> dict:
     data = load_dataset("mnist", seed=seed)
     model = create_model("lenet", input_shape=data.input_shape, num_classes=10, seed=seed)
     topology = build_topology("vanilla", model, cuts=[cut], optimizer=OptimizerSpec("adam", lr=1e-3))
@@ -59,7 +55,8 @@ def vanilla_reconstruction(cut: str, seed: int, epochs: int) -> dict:
     sdar.check_applicable(topology, data)
     start = time.perf_counter()
     report = Trainer(topology, epochs=epochs, batch_size=64, seed=seed, callbacks=[sdar]).fit(data)
-    inverse = create_attack("inverse-network", targets=targets, seed=seed)
+    # the same auxiliary images as SDAR's (the last ``inverse_aux`` training images), at a stated budget
+    inverse = create_attack("inverse-network", targets=targets, seed=seed, aux_size=inverse_aux, epochs=inverse_epochs)
     inverse.check_applicable(topology, data)
     inverse.attach(topology)
     rec_s, rec_i = sdar.result().reconstructions, inverse.result().reconstructions
@@ -71,26 +68,25 @@ def vanilla_reconstruction(cut: str, seed: int, epochs: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser = arguments(__doc__, epochs=3)
     parser.add_argument("--cuts", nargs="+", default=["pool2", "relu3"])
-    parser.add_argument("--ushape-epochs", type=int, default=25)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    rows = [ushape_labels(seed, args.ushape_epochs) for seed in args.seeds]
-    col = {k: [r[k] for r in rows] for k in rows[0]}
-    print("| digits U-shape (pool1, relu4) | SDAR label acc. | chance | model test acc. | SDAR SSIM |\n|---|---|---|---|---|")
-    print(f"| server seat | {fmt(col['label_accuracy'])} | {np.mean(col['chance']):.3f} | {fmt(col['test_accuracy'])} | "
-          f"{fmt(col['ssim'])} |", flush=True)
-    print("\n| MNIST vanilla cut | SDAR SSIM | inverse-network SSIM | mean image SSIM | SDAR MSE | inverse-network MSE | "
-          "mean image MSE | model test acc. | s/run |\n|---|---|---|---|---|---|---|---|---|")
+    parser.add_argument("--ushape-epochs", type=int, default=25, help="0 skips the U-shape rows")
+    parser.add_argument("--inverse-aux", type=int, default=1000, help="auxiliary images of the inverse network (SDAR's: 1000)")
+    parser.add_argument("--inverse-epochs", type=int, default=10, help="passes of the inverse network over them")
+    args = parse(parser)
+    if args.ushape_epochs:
+        col = over_seeds(ushape_labels, args.seeds, epochs=args.ushape_epochs)
+        header("digits U-shape (pool1, relu4)", "SDAR label acc.", "chance", "model test acc.", "SDAR SSIM")
+        row("server seat", fmt(col["label_accuracy"]), f"{np.mean(col['chance']):.3f}", fmt(col["test_accuracy"]), fmt(col["ssim"]))
+        print()
+    header("MNIST vanilla cut", "SDAR SSIM", f"inverse-network SSIM ({args.inverse_aux} aux x {args.inverse_epochs} ep.)",
+           "mean image SSIM", "SDAR MSE", "inverse-network MSE", "mean image MSE", "model test acc.", "s/run")
     for cut in args.cuts:
-        rows = [vanilla_reconstruction(cut, seed, args.epochs) for seed in args.seeds]
-        col = {k: [r[k] for r in rows] for k in rows[0]}
-        print(f"| {cut} | {fmt(col['sdar_ssim'])} | {fmt(col['inv_ssim'])} | {fmt(col['mean_ssim'])} | {fmt(col['sdar_mse'])} | "
-              f"{fmt(col['inv_mse'])} | {fmt(col['mean_mse'])} | {fmt(col['test_accuracy'])} | {np.mean(col['seconds']):.0f} |", flush=True)
-        print("per seed SDAR/INV SSIM:", [(round(r["sdar_ssim"], 3), round(r["inv_ssim"], 3)) for r in rows], flush=True)
+        col = over_seeds(vanilla_reconstruction, args.seeds, cut, epochs=args.epochs, inverse_aux=args.inverse_aux,
+                         inverse_epochs=args.inverse_epochs)
+        row(cut, *(fmt(col[k]) for k in ("sdar_ssim", "inv_ssim", "mean_ssim", "sdar_mse", "inv_mse", "mean_mse", "test_accuracy")),
+            f"{np.mean(col['seconds']):.0f}")
+        print("per seed SDAR/INV SSIM:", per_seed(col, "sdar_ssim", "inv_ssim"), flush=True)
 
 
 if __name__ == "__main__":
