@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from secsplit.evaluation.leaks import METRIC_NAMES
-from secsplit.evaluation.metrics import normalized_leak
+from secsplit.evaluation.leaks import FULL_LEAK, METRIC_NAMES, leak_vs_full
 from secsplit.evaluation.tables import CONFIG_FIELDS, configuration_title, fmt, record_configuration
 
 #: the default utility budget: a defense may cost at most this much utility (absolute, e.g. 0.05 = 5 points)
@@ -98,7 +97,7 @@ def frontier_points(summary: dict, undefended: DefensePoint | None) -> list[Defe
     base = dict(undefended.record) if undefended else {}
     out = []
     for point in summary.get("points", []):
-        leaks = [(attack, normalized_leak(v["mean"], chance=chance[attack]))
+        leaks = [(attack, leak_vs_full(v["mean"], chance=chance[attack], full=FULL_LEAK.get(v.get("metric"), 1.0)))
                  for attack, v in (point.get("leakage") or {}).items() if chance.get(attack) is not None]
         if point.get("family") == "none" or point.get("utility") is None or not leaks:
             continue

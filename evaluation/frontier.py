@@ -32,11 +32,13 @@ trained point is kept; all attacks watch the same
 trained run, so a family costs ``trials + 1`` trainings per seed, whatever the number of attacks.
 The best point for an attack is the feasible one (utility loss <= budget) with the least leakage.
 
-Leakage is normalized per attack: 0 = chance, 1 = the undefended run. Chance is the mean-image
-SSIM for reconstruction (the SSIM of the training set's mean image against the attacked targets:
-what an attacker who learned nothing from the release gets), the permuted-label AUC for binary
-label attacks (``chance_auc`` of the attack's row) and the majority-class accuracy for multi-class
-label attacks (their ``chance_accuracy``; else 1 / classes).
+Leakage is normalized per attack: 0 = chance, 1 = the undefended run
+(:func:`~secsplit.evaluation.leaks.leak_vs_undefended`). Chance levels are the report's, from
+:mod:`secsplit.evaluation.leaks`, averaged over a point's seeds: the mean-image SSIM for
+reconstruction (the SSIM of the training set's mean image against the attacked targets: what an
+attacker who learned nothing from the release gets), the permuted-label AUC for binary label attacks
+(``chance_auc`` of the attack's row) and the majority-class accuracy for multi-class label attacks
+(their ``chance_accuracy``; else the majority class's share of the training labels).
 
 Every training run is appended to ``runs.jsonl`` (rows of :func:`execute_run`, keyed by their
 config hash) and reused when the frontier is run again, so an interrupted search resumes.
@@ -224,40 +226,21 @@ def leakage_of(row: dict) -> tuple[str, float] | None:
     return None
 
 
-def reconstruction_chance(description: RunDescription, attack_spec: str) -> float:
-    """SSIM of the training set's mean image against the targets the attack is scored on."""
+def attack_chance(rows: list[dict], attack: str, metric: str) -> float | None:
+    """The chance level of ``attack``'s rows (one per seed), averaged like their leakage: each seed's
+    split attacks its own targets. From :mod:`secsplit.evaluation.leaks`, as the report's."""
+    from secsplit.evaluation.leaks import chance_level
 
-    from secsplit import metrics
-    from secsplit.evaluation.build import load_run_data
-
-    _, params = parse_spec(attack_spec)
-    max_targets = int(params.get("max_targets", 32))
-    dataset = load_run_data(description)
-    targets = dataset.x_test[-max_targets:].float()
-    mean = dataset.x_train.float().mean(0, keepdim=True).expand_as(targets)
-    return metrics.ssim(mean, targets, data_range=1.0)
-
-
-def chance_of(row: dict, metric: str, description: RunDescription) -> float | None:
-    leakage = row.get("leakage") or {}
-    if metric == "ssim":
-        return reconstruction_chance(description, row["attack"])
-    if metric == "leak_auc":
-        return leakage.get("chance_auc")
-    for key in ("chance_accuracy", "random_bottom_accuracy"):
-        if isinstance(leakage.get(key), (int, float)):
-            return float(leakage[key])
-    from secsplit.evaluation.build import load_run_data
-
-    return 1.0 / load_run_data(description).num_classes
+    levels = [chance_level(r, metric) for r in rows if r.get("attack") == attack]
+    levels = [c for c in levels if c is not None]
+    return statistics.fmean(levels) if levels else None
 
 
 def normalized(leak: float, chance: float, undefended: float) -> float | None:
-    """0 = chance, 1 = undefended; None when the undefended run leaks no more than chance."""
-    span = undefended - chance
-    if span <= 1e-9:
-        return None
-    return (leak - chance) / span
+    """The frontier's normalization: 0 = chance, 1 = undefended (:func:`~secsplit.evaluation.leaks.leak_vs_undefended`)."""
+    from secsplit.evaluation.leaks import leak_vs_undefended
+
+    return leak_vs_undefended(leak, chance=chance, undefended=undefended)
 
 
 # -- running points ----------------------------------------------------------------------------------
@@ -374,12 +357,8 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False) -> dict:
     if baseline["utility"] is None:
         raise ConfigError("the undefended run reports no utility; a frontier needs one")
     attacks = [a for a in config.base.attacks if a != "none"]
-    chance = {}
-    for attack in attacks:
-        rows = [r for r in baseline["rows"] if r["attack"] == attack]
-        found = leakage_of(rows[0]) if rows else None
-        if found:
-            chance[attack] = chance_of(rows[0], found[0], config.base)
+    chance = {a: attack_chance(baseline["rows"], a, baseline["leakage"][a]["metric"])
+              for a in attacks if a in baseline["leakage"]}
     all_points = [{**baseline, "family": "none", "value": None, "utility_loss": 0.0, "feasible": True}]
     trials_per_family = {}
     targets = {a: attack_target(a) for a in attacks}
@@ -438,13 +417,12 @@ def confirm_rows(config: FrontierConfig, table: list[dict], runner, attack_map: 
         if undefended is None or leak is None or point["utility"] is None:
             continue
         loss = baseline["utility"] - point["utility"]
-        c = row["chance"]
-        if attack != row["attack"]:  # the confirm attack's own chance (its targets may differ)
-            if attack not in chances:
-                first = next(r for r in baseline["rows"] if r["attack"] == attack)
-                chances[attack] = chance_of(first, undefended["metric"], runner.base)
-            c = chances[attack]
-            row.update({"confirm_attack": attack, "search_leakage": row["leakage"], "chance": c})
+        if attack not in chances:  # over the confirm seeds' (and the confirm attack's) own targets
+            chances[attack] = attack_chance(baseline["rows"], attack, undefended["metric"])
+        c = chances[attack] if chances[attack] is not None else row["chance"]
+        row["chance"] = c
+        if attack != row["attack"]:
+            row.update({"confirm_attack": attack, "search_leakage": row["leakage"]})
         within = loss <= config.budget + 1e-12
         row.update({
             "seeds": seeds, "utility": point["utility"], "utility_sd": point["utility_sd"],

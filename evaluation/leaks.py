@@ -1,4 +1,4 @@
-"""Every leakage number beside its chance level, and as a normalized leak (0 = chance, 1 = full).
+"""Chance levels and normalized leakage: the one place the report and the frontier take them from.
 
 A raw score says little on its own: SSIM 0.2 can be what a blind guess gets, a leak AUC of 0.6 can
 be chance on a small imbalanced set, and test accuracy 0.9 is chance when 90% of the labels are
@@ -14,6 +14,14 @@ one class. The chance levels here are what an attacker (or a model) that learned
   fixed chance level (it grows as n shrinks), so it is shown raw unless a row carries ``dcor_chance``.
 
 Data-dependent levels are computed once per data source from the run description each row stores.
+
+Two normalizations, named for what 1 means:
+
+- :func:`leak_vs_full`: 0 = chance, 1 = the attacker's perfect score (SSIM 1, AUC 1, MSE 0), clipped
+  to [0, 1]. The report's "leak 0-1": comparable across attacks and configurations.
+- :func:`leak_vs_undefended`: 0 = chance, 1 = the same configuration undefended, not clipped (a
+  defense can leak more than none, and a fooled attack can read below chance). The frontier's: how
+  much of the undefended leak a defense leaves.
 """
 
 from __future__ import annotations
@@ -23,15 +31,35 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from secsplit.evaluation.metrics import normalized_leak
 
 #: a row's headline leakage metric: the first it has, in this order (the dCor probe when no attack ran)
 PRIMARY = ("ssim", "leak_auc", "label_accuracy", "dcor_unbiased")
 #: how tables and findings name each metric
 METRIC_NAMES = {"ssim": "SSIM", "psnr": "PSNR dB", "mse": "MSE", "leak_auc": "leak AUC", "label_accuracy": "label accuracy",
                 "dcor_unbiased": "dCor\u00b2", "dcor": "dCor"}
+#: the attacker's perfect score per metric (None: unbounded, as PSNR)
+FULL_LEAK = {"ssim": 1.0, "psnr": None, "mse": 0.0, "leak_auc": 1.0, "label_accuracy": 1.0, "dcor_unbiased": 1.0,
+             "dcor": 1.0}
 #: the targets a reconstruction is scored on when its row does not say (the attacks' default max_targets)
 DEFAULT_TARGETS = 32
+
+
+def leak_vs_full(value: float, *, chance: float, full: float = 1.0) -> float:
+    """Where ``value`` lies between chance (0) and the attacker's perfect score ``full`` (1), clipped to
+    [0, 1]: a score below chance is no leak, not a negative one. ``full`` may lie below chance (MSE)."""
+    if full == chance:
+        return 0.0
+    return min(1.0, max(0.0, (value - chance) / (full - chance)))
+
+
+def leak_vs_undefended(value: float, *, chance: float, undefended: float, full: float = 1.0) -> float | None:
+    """Where ``value`` lies between chance (0) and the undefended run's leak (1), unclipped; None when
+    the undefended run leaks no more than chance (nothing to stop, no scale). ``full`` gives the
+    direction of a leak (MSE: 0, below chance)."""
+    span = undefended - chance
+    if span * (1.0 if full >= chance else -1.0) <= 1e-9:
+        return None
+    return (value - chance) / span
 
 
 @dataclass(frozen=True)
@@ -47,7 +75,7 @@ class Leak:
     def normalized(self) -> float | None:
         if self.chance is None or self.full is None:
             return None
-        return normalized_leak(self.value, chance=self.chance, full=self.full)
+        return leak_vs_full(self.value, chance=self.chance, full=self.full)
 
 
 @dataclass(frozen=True)
@@ -121,19 +149,25 @@ def row_leaks(row: dict, facts: DataFacts | None = None) -> dict[str, Leak]:
     facts = facts or data_facts(row)
     scores = row.get("leakage") or {}
     image = reconstruction_chance(row) if "ssim" in scores or "mse" in scores else {}
-    levels = {"ssim": (image.get("ssim"), 1.0), "psnr": (image.get("psnr"), None), "mse": (image.get("mse"), 0.0),
-              "leak_auc": (scores.get("chance_auc"), 1.0),
-              "label_accuracy": (scores.get("chance_accuracy", facts.label_accuracy), 1.0)}
+    chances = {"ssim": image.get("ssim"), "psnr": image.get("psnr"), "mse": image.get("mse"),
+               "leak_auc": scores.get("chance_auc"), "label_accuracy": scores.get("chance_accuracy", facts.label_accuracy)}
+    levels = {metric: (level, FULL_LEAK[metric]) for metric, level in chances.items()}
     leaks = {}
     for metric, (level, full) in levels.items():
         value = scores.get(metric)
         if _number(value):
             leaks[metric] = Leak(metric, float(value), level, full)
     if _number(row.get("dcor_unbiased")):
-        leaks["dcor_unbiased"] = Leak("dcor_unbiased", float(row["dcor_unbiased"]), 0.0, 1.0)
+        leaks["dcor_unbiased"] = Leak("dcor_unbiased", float(row["dcor_unbiased"]), 0.0, FULL_LEAK["dcor_unbiased"])
     if _number(row.get("dcor")):
-        leaks["dcor"] = Leak("dcor", float(row["dcor"]), row.get("dcor_chance"), 1.0)
+        leaks["dcor"] = Leak("dcor", float(row["dcor"]), row.get("dcor_chance"), FULL_LEAK["dcor"])
     return leaks
+
+
+def chance_level(row: dict, metric: str) -> float | None:
+    """The chance level of ``metric`` for this row (see the module docstring); None when unknown."""
+    leak = row_leaks(row).get(metric)
+    return None if leak is None else leak.chance
 
 
 def primary_leak(leaks: dict[str, Leak]) -> Leak | None:

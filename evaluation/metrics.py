@@ -11,6 +11,8 @@ from secsplit.metrics import *  # noqa: F401,F403
 from secsplit.metrics import __all__ as _core_all
 from secsplit.metrics import tradeoff_score
 
+from secsplit.evaluation.leaks import leak_vs_full
+
 #: the DCS weight of privacy against utility (VFLAIR's default)
 DCS_BETA = 0.5
 
@@ -23,15 +25,8 @@ def chance_margin(chance: float, n: int, *, z: float = 2.0) -> float:
     return z * (chance * (1 - chance) / n) ** 0.5 if n > 0 else 0.0
 
 
-def normalized_leak(value: float, *, chance: float, full: float = 1.0) -> float:
-    """Where ``value`` lies between the chance level (0) and a full leak (1), clipped to [0, 1].
-
-    ``full`` is the attacker's perfect score (SSIM 1, AUC 1, accuracy 1, dCor 1); a score below
-    chance is no leak, not a negative one.
-    """
-    if full == chance:
-        return 0.0
-    return min(1.0, max(0.0, (value - chance) / (full - chance)))
+#: 0 = chance, 1 = a full leak, clipped (defined with the chance levels in :mod:`secsplit.evaluation.leaks`)
+normalized_leak = leak_vs_full
 
 
 def normalized_utility(utility: float, *, reference: float, chance: float) -> float | None:
