@@ -2,9 +2,7 @@
 
 import pytest
 import torch
-from torch import nn
 
-from secsplit.callbacks import Callback
 from secsplit.data import load_dataset
 from secsplit.defenses import create_defense
 from secsplit.defenses.hijack import label_consistency_gap
@@ -12,30 +10,7 @@ from secsplit.errors import ConfigError
 from secsplit.models import create_model
 from secsplit.topologies import build_topology
 from secsplit.training import Trainer
-
-
-class LabelBlindServer(Callback):
-    """An active server returning the gradient of its own label-blind objective (a fixed random
-    discriminator on the activations), as a feature-space-hijacking server does."""
-
-    def __init__(self, dim, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.disc = nn.Sequential(nn.Flatten(), nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, 1))
-        for p in self.disc.parameters():
-            p.data = torch.randn(p.shape, generator=g) * 0.1
-
-    def on_setup(self, trainer):
-        trainer.channel.add_tap("server", self._see)
-
-    def _see(self, message):
-        if message.kind == "activation" and message.dst == "server":
-            self.z = message.tensor
-
-    def transform_gradient(self, grad, *, party, step):
-        if party != "server":
-            return grad
-        z = self.z.detach().requires_grad_(True)
-        return torch.autograd.grad(self.disc(z).sum(), z)[0] / len(z)
+from hijacking import LabelBlindServer, cut_width, record_releases
 
 
 def _run(dataset, model_name, *, hijack, seed, topology="vanilla"):
@@ -45,10 +20,8 @@ def _run(dataset, model_name, *, hijack, seed, topology="vanilla"):
     detector = create_defense("hijack-detection")
     callbacks = [detector]
     if hijack:
-        dim = int(torch.Size(dict(model.describe_cuts())[topo.cuts[0]]).numel())
-        callbacks.append(LabelBlindServer(dim, seed))
-    sent = []
-    topo.channel.add_tap("client", lambda m: sent.append(m.step) if m.kind == "activation" and m.src == "client" else None)
+        callbacks.append(LabelBlindServer(cut_width(model, topo.cuts[0]), seed))
+    sent = record_releases(topo)
     report = Trainer(topo, epochs=2, batch_size=32, seed=seed, callbacks=callbacks).fit(data)
     return detector, report, sent
 
@@ -95,8 +68,7 @@ def _run_fsha(*, defend, seed=0, epochs=3):
     detector = create_defense("hijack-detection")
     attack = create_attack("fsha", targets=data.x_test[-16:], aux_size=500)
     attack.check_applicable(topo, data)
-    sent = []
-    topo.channel.add_tap("client", lambda m: sent.append(m.step) if m.kind == "activation" and m.src == "client" else None)
+    sent = record_releases(topo)
     callbacks = [detector, attack] if defend else [attack]
     report = Trainer(topo, epochs=epochs, batch_size=64, seed=seed, callbacks=callbacks).fit(data)
     return detector, attack, report, sent
