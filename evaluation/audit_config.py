@@ -31,6 +31,7 @@ Every name is checked here, before any training starts; errors name the experime
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from secsplit.description import TOP_LEVEL_KEYS, RunDescription, normalize, read
 from secsplit.errors import ConfigError
 
 #: keys of [audit] that are not run defaults
-AUDIT_ONLY_KEYS = ("name", "seeds")
+AUDIT_ONLY_KEYS = ("name", "seeds", "frontier")
 #: legacy spellings still read
 LEGACY = {"topologies": "topology"}
 #: options whose value is itself a list (a grid over them is a list of lists)
@@ -79,6 +80,8 @@ class AuditConfig:
     name: str
     runs: list[RunSpec] = field(default_factory=list)
     source: dict = field(default_factory=dict)
+    #: frontier searches run after the grid (``frontier = {...}``), one per experiment configuration
+    frontiers: list = field(default_factory=list)
 
 
 def load_audit_config(path) -> AuditConfig:
@@ -102,6 +105,7 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
         if "seed" in audit:
             raise ConfigError(f"{origin}: [audit] gives both seeds and seed")
         audit["seed"] = seeds
+    frontier = audit.pop("frontier", None)
     _check_run_keys(audit, f"{origin}: [audit]")
     experiments = raw.get("experiment")
     if not isinstance(experiments, list) or not experiments or not all(isinstance(e, dict) for e in experiments):
@@ -110,15 +114,59 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
     for number, experiment in enumerate(experiments, start=1):
         where = f"{origin}: experiment {number}"
         experiment = {LEGACY.get(k, k): v for k, v in experiment.items()}
+        wanted = _frontier_table(frontier, experiment.pop("frontier", None), where)
         _check_run_keys(experiment, where)
         merged = _merge_defaults(audit, experiment, where)
-        for description in expand_experiment(merged, where=where):
+        descriptions = expand_experiment(merged, where=where)
+        for description in descriptions:
             check_components(description, where=where)
             config.runs.append(RunSpec(description))
+        if wanted is not None:
+            config.frontiers.extend(_experiment_frontiers(descriptions, wanted, f"{name}-e{number}", where))
     if not config.runs:
         raise ConfigError(f"{origin}: the grid is empty")
     _check_data_sources(config, origin)
     return config
+
+
+def _frontier_table(audit_table, experiment_table, where: str) -> dict | None:
+    """The experiment's frontier settings: [audit].frontier under its own ``frontier`` (``false`` turns it
+    off, ``true`` takes the defaults); None when no frontier is asked for."""
+    tables = []
+    for table in (audit_table, experiment_table):
+        if table is None or table is True:
+            tables.append({} if table else None)
+        elif table is False:
+            return None
+        elif isinstance(table, dict):
+            tables.append(table)
+        else:
+            raise ConfigError(f"{where}: frontier must be a table (e.g. {{ budget = 0.01 }}), true or false; got {table!r}")
+    if tables == [None, None]:
+        return None
+    return {**(tables[0] or {}), **(tables[1] or {})}
+
+
+def _experiment_frontiers(descriptions, table: dict, prefix: str, where: str) -> list:
+    """One frontier per configuration of the experiment's grid (its defenses and seeds aside): it searches on
+    the configuration's first seed and confirms on the others, unless ``table`` says otherwise."""
+    from dataclasses import replace
+
+    from secsplit.evaluation.frontier import configuration_label, frontier_config
+
+    groups: dict[str, list[RunDescription]] = {}
+    for description in descriptions:
+        groups.setdefault(replace(description, defenses=(), seed=0).key(), []).append(description)
+    out = []
+    for number, members in enumerate(groups.values(), start=1):
+        seeds = list(dict.fromkeys(d.seed for d in members))
+        own = {"seeds": seeds[:1], "confirm_seeds": seeds[1:], **table}
+        label = configuration_label(members[0])
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")
+        own["name"] = f"{table.get('name', prefix)}-{number}-{slug}" if len(groups) > 1 or "name" not in table \
+            else table["name"]
+        out.append(frontier_config(replace(members[0], seed=seeds[0]), own, origin=f"{where}.frontier"))
+    return out
 
 
 def _check_data_sources(config: AuditConfig, origin: str) -> None:

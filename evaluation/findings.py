@@ -74,18 +74,20 @@ def defense_points(records_by_group: dict) -> dict[tuple, dict[str, DefensePoint
     return points
 
 
-def findings(records_by_group: dict, *, utility_budget: float = UTILITY_BUDGET, frontier: dict | None = None
-             ) -> list[Finding]:
+def findings(records_by_group: dict, *, utility_budget: float = UTILITY_BUDGET, frontier=None) -> list[Finding]:
     """One finding per configuration measured undefended, worst leak first.
 
-    ``frontier``: a ``secsplit frontier`` summary (its frontier.json); the defense settings it searched
-    join the audit's own candidates for the configuration it ran on.
+    ``frontier``: a ``secsplit frontier`` summary (its frontier.json) or a list of them (an audit's own
+    frontier searches); the defense settings each searched join the audit's own candidates for the
+    configuration it ran on.
     """
     points = defense_points(records_by_group)
-    if frontier:
+    summaries = frontier if isinstance(frontier, list) else [frontier] if frontier else []
+    for summary in summaries:
         for config in points:
-            if _frontier_matches(frontier.get("configuration", ""), config):
-                points[config].update({p.defense: p for p in frontier_points(frontier, points[config].get("none"))})
+            if _frontier_matches(summary.get("configuration", ""), config):
+                found = frontier_points(summary, points[config].get("none"))
+                points[config].update({p.defense: p for p in found if p.defense not in points[config]})
     out = [_finding(config, by_defense, utility_budget) for config, by_defense in points.items() if "none" in by_defense]
     return sorted(out, key=lambda f: -f.leak)
 

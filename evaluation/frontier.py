@@ -135,16 +135,30 @@ def load_frontier_config(path) -> FrontierConfig:
 
 
 def build_frontier_config(raw: dict, *, origin: str = "frontier", budget: float | None = None) -> FrontierConfig:
-    """Validate a frontier table and the run it searches; the run's defenses must be empty."""
+    """Validate a frontier file: a run description (defenses left empty) and its [frontier] table."""
     raw = dict(raw)
     table = dict(raw.pop("frontier", {}) or {})
-    unknown = sorted(set(table) - set(FRONTIER_KEYS))
-    if unknown:
-        raise ConfigError(f"{origin}: [frontier]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(FRONTIER_KEYS)}")
+    check_frontier_keys(table, origin)
     base = RunDescription.from_dict(raw, where=origin)
     if base.active_defenses:
         raise ConfigError(f"{origin}: a frontier searches the defenses itself; leave 'defenses' out "
                           f"(choose them with [frontier].families)")
+    return frontier_config(base, table, origin=origin, budget=budget)
+
+
+def check_frontier_keys(table, origin: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin}: frontier must be a table (e.g. {{ budget = 0.01 }}), got {table!r}")
+    unknown = sorted(set(table) - set(FRONTIER_KEYS))
+    if unknown:
+        raise ConfigError(f"{origin}: [frontier]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(FRONTIER_KEYS)}")
+
+
+def frontier_config(base: RunDescription, table: dict, *, origin: str = "frontier",
+                    budget: float | None = None) -> FrontierConfig:
+    """Validate the [frontier] settings for the undefended run ``base`` (an audit's experiment or a file)."""
+    check_frontier_keys(table, origin)
+    base = replace(base, defenses=())
     if not [a for a in base.attacks if a != "none"]:
         raise ConfigError(f"{origin}: a frontier needs at least one attack (attacks = [...])")
     from secsplit.evaluation.build import check_components
@@ -248,18 +262,24 @@ def normalized(leak: float, chance: float, undefended: float) -> float | None:
 class PointRunner:
     """Trains (or reloads from ``runs.jsonl``) one setting over the config's seeds; means its rows."""
 
-    def __init__(self, config: FrontierConfig, out: Path, *, quiet: bool = True, seeds=None, base=None) -> None:
+    def __init__(self, config: FrontierConfig, out: Path, *, quiet: bool = True, seeds=None, base=None,
+                 reuse=(), cache_dir=None) -> None:
+        """``reuse``: other results files (an audit's results.jsonl) whose rows stand for the same runs;
+        ``cache_dir``: the model cache (default ``out/cache``), so another attack on a trained point loads it."""
         from secsplit.evaluation.results import latest_rows, load_rows
 
         self.config, self.out, self.quiet = config, out, quiet
         self.seeds = tuple(config.seeds if seeds is None else seeds)
         self.base = config.base if base is None else base
         self.runs_path = out / "runs.jsonl"
+        self.cache_dir = str(cache_dir or out / "cache")
         self.done = {}
-        if self.runs_path.exists():
-            self.done = {r["config_hash"]: r for r in latest_rows(load_rows(self.runs_path)) if r.get("status") == "ok"}
+        for path in (*map(Path, reuse), self.runs_path):
+            if path.exists():
+                self.done.update({r["config_hash"]: r for r in latest_rows(load_rows(path)) if r.get("status") == "ok"})
         self.trainings = 0
         self.reused = 0
+        self.loaded = 0
 
     def description(self, defense: str | None, seed: int) -> RunDescription:
         return replace(self.base, defenses=(defense,) if defense else (), seed=seed)
@@ -278,8 +298,11 @@ class PointRunner:
                 rows.extend(self.done[k] for k in keys.values())
                 self.reused += 1
                 continue
-            fresh = execute_run(spec)
-            self.trainings += 1
+            fresh = execute_run(spec, None, self.cache_dir)
+            if any(r.get("trained") == "cache" for r in fresh):
+                self.loaded += 1  # a trained point attacked anew (a confirm attack): weights from the cache
+            else:
+                self.trainings += 1
             for row in fresh:
                 append_row(self.runs_path, row)
                 if row.get("status") == "ok":
@@ -289,7 +312,8 @@ class PointRunner:
                 raise ConfigError(f"frontier point {defense or 'none'} (seed {seed}) failed: {failed[0].get('error')}")
             rows.extend(fresh)
             if not self.quiet:
-                print(f"  trained {defense or 'none'} seed {seed}: utility {fresh[0].get('utility')}", flush=True)
+                verb = "loaded" if fresh[0].get("trained") == "cache" else "trained"
+                print(f"  {verb} {defense or 'none'} seed {seed}: utility {fresh[0].get('utility')}", flush=True)
         return summarize_point(defense, rows)
 
 
@@ -347,12 +371,15 @@ def search_family(runner: PointRunner, family: Family, spec_for, *, baseline_uti
 
 # -- the frontier ------------------------------------------------------------------------------------
 
-def run_frontier(config: FrontierConfig, out, *, quiet: bool = False) -> dict:
-    """Search every family, write the frontier table, points and plots under ``out``; returns the summary."""
+def run_frontier(config: FrontierConfig, out, *, quiet: bool = False, reuse=(), cache_dir=None) -> dict:
+    """Search every family, write the frontier table, points and plots under ``out``; returns the summary.
+
+    ``reuse``/``cache_dir``: rows and trained models of an audit that ran the same settings (see PointRunner).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start, cpu_start = time.perf_counter(), time.process_time()
-    runner = PointRunner(config, out, quiet=quiet)
+    runner = PointRunner(config, out, quiet=quiet, reuse=reuse, cache_dir=cache_dir)
     baseline = runner.point(None)
     if baseline["utility"] is None:
         raise ConfigError("the undefended run reports no utility; a frontier needs one")
@@ -382,16 +409,17 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False) -> dict:
         if not quiet:
             print(f"confirming the best points on seeds {list(seeds)}"
                   + (f" with {', '.join(config.confirm_attacks)}" if config.confirm_attacks else ""), flush=True)
-        confirmer = PointRunner(config, out, quiet=quiet, seeds=seeds, base=base)
+        confirmer = PointRunner(config, out, quiet=quiet, seeds=seeds, base=base, cache_dir=runner.cache_dir)
         confirmer.done = runner.done  # rows already trained (same run, same attack) are reused, not retrained
         confirm_rows(config, table, confirmer, dict(zip(attacks, config.confirm_attacks or attacks)))
         runner.trainings += confirmer.trainings
         runner.reused += confirmer.reused
+        runner.loaded += confirmer.loaded
     elapsed = time.perf_counter() - start
     summary = {"name": config.name, "budget": config.budget, "seeds": list(config.seeds),
                "confirm_seeds": list(config.confirm_seeds), "trials": config.trials,
                "wall_time_s": round(elapsed, 1), "cpu_time_s": round(time.process_time() - cpu_start, 1),
-               "trainings": runner.trainings, "reused": runner.reused,
+               "trainings": runner.trainings, "reused": runner.reused, "loaded_from_cache": runner.loaded,
                "points_per_family": trials_per_family, "baseline_utility": baseline["utility"],
                "configuration": configuration_label(config.base), "rows": table}
     write_outputs(out, summary, all_points)
@@ -498,7 +526,8 @@ def _cell(value) -> str:
 def markdown_table(summary: dict) -> str:
     lines = [f"# Frontier {summary['name']}: least leakage within {summary['budget'] * 100:g} accuracy point(s)", "",
              (f"{summary['configuration']}; undefended utility {summary['baseline_utility']:.3f}; seeds "
-              f"{summary['seeds']}; {summary['trainings']} trainings ({summary['reused']} reused) in "
+              f"{summary['seeds']}; {summary['trainings']} trainings ({summary['reused']} reused, "
+              f"{summary.get('loaded_from_cache', 0)} loaded from the model cache) in "
               f"{summary['wall_time_s']:.0f} s wall, {summary.get('cpu_time_s', 0):.0f} s CPU."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in summary["rows"]:

@@ -32,7 +32,7 @@ def write_report(results_path, out_dir, *, config_source: dict | None = None, ar
     """
     if utility_budget is None:
         utility_budget = findings_module.UTILITY_BUDGET
-    searched = _frontier(Path(frontier) if frontier else None, Path(results_path).parent / "frontier.json")
+    searched = _frontiers(Path(frontier) if frontier else None, Path(results_path).parent)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = latest_rows(load_rows(results_path))
@@ -40,7 +40,8 @@ def write_report(results_path, out_dir, *, config_source: dict | None = None, ar
     apart = tables.set_apart(rows)
     found = findings_module.findings(records, utility_budget=utility_budget, frontier=searched)
     written: dict = {"markdown": out / "results.md", "csv": out / "results.csv", "latex": out / "results.tex"}
-    written["markdown"].write_text(_markdown_findings(found) + tables.to_markdown(records, apart))
+    written["markdown"].write_text(_markdown_findings(found) + tables.to_markdown(records, apart)
+                                   + _markdown_frontiers(searched))
     written["csv"].write_text(tables.to_csv(records))
     written["latex"].write_text(tables.to_latex(records))
     figures = {
@@ -57,6 +58,12 @@ def write_report(results_path, out_dir, *, config_source: dict | None = None, ar
             plots.leakage_vs_cut_depth(records, out / "leakage_vs_cut.png", _cut_order(rows)),
             "One line per topology: how much a deeper client segment hides."),
     }
+    for summary in searched:  # the Pareto plots of the frontier searches (an audit's own, or --frontier's)
+        for plot in sorted(Path(summary.get("_folder", "")).glob("pareto-*.png")) if summary.get("_folder") else ():
+            figures[f"Defense frontier: {plot.stem[len('pareto-'):]}, {summary.get('configuration', '')}"] = (
+                plot, f"Every setting the frontier search tried: utility loss against leakage normalized from chance "
+                      f"(0) to undefended (1); the black line is the frontier, the dashed line the budget of "
+                      f"{summary.get('budget', 0) * 100:g} point(s). Table: {summary.get('_folder')}/frontier.md.")
     artifacts = Path(artifacts_dir) if artifacts_dir else Path(results_path).parent / "artifacts"
     grids = [(row, artifacts / row["grid"]) for row in rows
              if row.get("status") == "ok" and row.get("grid") and (artifacts / row["grid"]).is_file()]
@@ -69,16 +76,30 @@ def write_report(results_path, out_dir, *, config_source: dict | None = None, ar
     return written
 
 
-def _frontier(given: Path | None, beside: Path) -> dict | None:
+def _frontiers(given: Path | None, folder: Path) -> list[dict]:
+    """Frontier summaries for the findings: ``given`` (else frontier.json beside the results, if any) and
+    the audit's own searches (frontier/*/frontier.json); each remembers its folder as ``_folder``."""
     from secsplit.errors import DataError
 
-    path = given or beside
-    if given is None and not beside.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"frontier file {path}: {error}") from None
+    paths = [given] if given else [folder / "frontier.json"] if (folder / "frontier.json").is_file() else []
+    paths += sorted((folder / "frontier").glob("*/frontier.json"))
+    out = []
+    for path in paths:
+        try:
+            out.append({**json.loads(path.read_text()), "_folder": str(path.parent)})
+        except (OSError, json.JSONDecodeError) as error:
+            raise DataError(f"frontier file {path}: {error}") from None
+    return out
+
+
+def _markdown_frontiers(summaries: list[dict]) -> str:
+    from secsplit.evaluation.frontier import markdown_table
+
+    parts = []
+    for summary in summaries:
+        if summary.get("rows"):
+            parts.append("#" + markdown_table(summary))  # one level below the report's title
+    return "".join("\n" + part for part in parts)
 
 
 def _status_counts(rows: list[dict]) -> dict[str, int]:

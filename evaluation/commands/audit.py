@@ -54,6 +54,7 @@ audit file (TOML; every key documented in docs/run-files.md):
   name = "mine"
   seeds = [0, 1, 2]                  # a grid over the seed
   epochs = 10                        # any run key here is a default for every experiment
+  frontier = { budget = 0.01 }       # optional: search each defense family's strength after the grid
 
   [[experiment]]
   data = { source = "patients.csv", label = "outcome" }   # or a built-in name: data = "mnist"
@@ -73,7 +74,8 @@ def tuned(config):
 
     from secsplit.evaluation.audit_config import RunSpec
 
-    return replace(config, runs=[RunSpec(replace(spec.description, tune=True)) for spec in config.runs])
+    return replace(config, runs=[RunSpec(replace(spec.description, tune=True)) for spec in config.runs],
+                   frontiers=[replace(f, base=replace(f.base, tune=True)) for f in config.frontiers])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         counts = run_audit(config, results, jobs=args.jobs, executor=args.executor, quiet=args.quiet,
                            ray_address=args.ray_address,
                            artifacts_dir=args.out / "artifacts")
+        run_frontiers(config, args.out, results, quiet=args.quiet)
         elapsed = time.perf_counter() - start
         written = write_report(results, args.out, config_source=config.source, artifacts_dir=args.out / "artifacts",
                                utility_budget=args.utility_budget, frontier=args.frontier)
@@ -120,6 +123,18 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(written["markdown"].read_text())
     return 1 if counts["failed"] else 0
+
+
+def run_frontiers(config, out: Path, results: Path, *, quiet: bool) -> None:
+    """The frontier searches the audit file asks for, after its grid, under ``out/frontier/NAME``: the
+    audit's rows and trained models stand for the settings they share (its undefended runs at least)."""
+    from secsplit.evaluation.frontier import run_frontier
+
+    for frontier in config.frontiers:
+        if not quiet:
+            print(f"frontier {frontier.name}: {', '.join(frontier.families)} within {frontier.budget * 100:g} "
+                  f"point(s)", flush=True)
+        run_frontier(frontier, out / "frontier" / frontier.name, quiet=quiet, reuse=(results,), cache_dir=out / "cache")
 
 
 def summary(name: str, counts: dict, elapsed: float, results: Path, written: dict) -> dict:
