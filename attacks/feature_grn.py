@@ -25,7 +25,10 @@ generated values for the same reason).
 Scored (tabular data): MSE of the guessed passive columns in standardized units, beside the
 mean-feature baseline (every column guessed as its training mean: a label-independent control),
 and R^2 = 1 - SSE/SST per column (0 = the mean baseline; 1 = exact), averaged over the passive
-columns (``r2``) with the share of columns the attack beats the baseline on.
+columns (``r2``) with the share of columns the attack beats the baseline on. Beside them, GRN's own
+metric (from the authors' code): MSE per feature with every feature min-max scaled to [0, 1]
+(``mse_per_feature_01``) against a uniform random guess in [0, 1] (``random_guess_mse_01``), a
+weaker control than the mean.
 """
 
 from __future__ import annotations
@@ -167,14 +170,27 @@ class GenerativeRegressionNetwork(Attack):
         return AttackResult(attack=self.name, threat_model=self.threat_model.describe(), info=info)
 
     def score(self, guess: torch.Tensor, truth: torch.Tensor) -> dict:
-        """MSE and per-feature R^2 of ``guess`` against ``truth``, beside the training-mean baseline."""
+        """MSE and per-feature R^2 of ``guess`` against ``truth``, beside the training-mean baseline; and
+        GRN's own metric: MSE per feature on features min-max scaled to [0, 1] (training range, guesses
+        clipped into it) beside a uniform random guess in [0, 1] (expected MSE t^2 - t + 1/3 per value).
+        Columns constant on the attacked samples (in training, for the [0, 1] metric) are left out."""
         columns = [c for v in self.topology.views[1:] for c in v.columns]
-        baseline = self.dataset.x_train[:, columns].mean(0, keepdim=True).cpu().expand_as(truth)
+        train = self.dataset.x_train[:, columns].cpu()
+        baseline = train.mean(0, keepdim=True).expand_as(truth)
         sse = (guess - truth).pow(2).sum(0)
-        sst = (truth - truth.mean(0, keepdim=True)).pow(2).sum(0).clamp_min(1e-12)
-        r2 = 1 - sse / sst
-        r2_baseline = 1 - (baseline - truth).pow(2).sum(0) / sst
+        sst = (truth - truth.mean(0, keepdim=True)).pow(2).sum(0)
+        varying = sst > 1e-8 * len(truth)
+        r2 = (1 - sse / sst.clamp_min(1e-12))[varying]
+        r2_baseline = (1 - (baseline - truth).pow(2).sum(0) / sst.clamp_min(1e-12))[varying]
+        low, high = train.min(0).values, train.max(0).values
+        ranged = (high - low) > 1e-8  # a column constant in training has no [0, 1] scale
+        span = (high - low)[ranged]
+        truth01 = ((truth[:, ranged] - low[ranged]) / span).clamp(0, 1)
+        guess01 = ((guess[:, ranged] - low[ranged]) / span).clamp(0, 1)
         return {"feature_mse": float(F.mse_loss(guess, truth)), "mean_baseline_mse": float(F.mse_loss(baseline, truth)),
                 "r2": float(r2.mean()), "r2_median": float(r2.median()), "mean_baseline_r2": float(r2_baseline.mean()),
                 "features_beating_mean": float((r2 > r2_baseline).float().mean()),
+                "constant_features": int((~varying).sum()),
+                "mse_per_feature_01": float(F.mse_loss(guess01, truth01)),
+                "random_guess_mse_01": float((truth01.pow(2) - truth01 + 1 / 3).mean()),
                 "r2_per_feature": [round(float(v), 4) for v in r2]}
