@@ -66,3 +66,25 @@ def test_bad_settings_are_config_errors():
         create_defense("attacker-aware", lam=-1)
     with pytest.raises(ConfigError):
         create_defense("attacker-aware", decoder_steps=0)
+
+
+def test_soft_ssim_matches_the_audits_ssim():
+    from secsplit import metrics
+    from secsplit.defenses.attacker_aware import soft_ssim
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 12, 12)
+    y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    assert float(soft_ssim(x, y)) == pytest.approx(metrics.ssim(x, y, data_range=1.0), abs=1e-5)
+
+
+def test_ssim_hinge_holds_the_simulated_attacker_down_and_a_fresh_one_too():
+    plain_topo, data, plain, _ = _run(epochs=1, lam=0.0, loss="ssim")
+    armed_topo, _, armed, _ = _run(epochs=1, lam=5.0, loss="ssim", ssim_threshold=0.2)
+    assert armed.last_decoder_ssim < plain.last_decoder_ssim - 0.1, (plain.last_decoder_ssim, armed.last_decoder_ssim)
+    assert _fresh_decoder_mse(armed_topo, data) > 1.5 * _fresh_decoder_mse(plain_topo, data)
+
+
+def test_ssim_loss_needs_images():
+    with pytest.raises(ConfigError, match="loss"):
+        create_defense("attacker-aware", loss="l1")
