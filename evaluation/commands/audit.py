@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     if args.tune:
         config = tuned(config)
     if args.print_config is not None:
-        print(json.dumps({"name": config.name, "runs": describe_grid(config)}, indent=2))
+        frontiers = [{"name": f.name, "budget": f.budget, "trials": f.trials, "seeds": list(f.seeds),
+                      "confirm_seeds": list(f.confirm_seeds), "families": list(f.families)} for f in config.frontiers]
+        print(json.dumps({"name": config.name, "runs": describe_grid(config),
+                          **({"frontiers": frontiers} if frontiers else {})}, indent=2))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "audit-config.json").write_text(json.dumps(config.source, indent=2))
