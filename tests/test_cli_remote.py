@@ -97,10 +97,10 @@ def test_the_retired_client_server_commands_say_what_to_run_instead(capsys, tmp_
     assert "[parties] table" in err
 
 
-def test_resuming_across_processes_is_refused_not_ignored(capsys, tmp_path):
+def test_resuming_a_party_without_its_checkpoint_dir_is_refused_not_ignored(capsys, tmp_path):
     run = tmp_path / "run.toml"
     run.write_text('data = "digits"\n[parties]\nclient = "127.0.0.1:1"\nserver = "127.0.0.1:2"\n')
-    for extra in (["--resume"], ["--checkpoint-dir", str(tmp_path / "ck")]):
-        err = _one_line_error(capsys, ["serve", "--role", "client", "--config", str(run), "--insecure", *extra])
-        assert "resuming a run across processes is not supported yet" in err
-    assert not (tmp_path / "ck").exists()
+    err = _one_line_error(capsys, ["serve", "--role", "client", "--config", str(run), "--insecure", "--resume"])
+    assert "--resume needs --checkpoint-dir DIR" in err
+    err = _one_line_error(capsys, ["launch", str(run), "--resume"])
+    assert "--resume needs --checkpoint-dir DIR" in err

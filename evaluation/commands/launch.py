@@ -24,20 +24,18 @@ same weights, accuracy and payload bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from secsplit.evaluation.commands.common import positive_float
+from secsplit.evaluation.commands.common import positive_float, positive_int
+from secsplit.evaluation.party import (PARTIES_KEY, build_party, party_summary, print_party_summary,  # noqa: F401
+                                       run_digest, run_party, weights_digest)
 
-PARTIES_KEY = "parties"
 #: the largest seed every seeded component takes (the data split's random_state)
 MAX_SEED = 2**32 - 1
 
@@ -50,6 +48,13 @@ def add_parser(sub) -> None:
     launch.add_argument("--keep-addresses", action="store_true",
                         help="listen on the run file's addresses instead of free loopback ports")
     launch.add_argument("--json", action="store_true", help="print one JSON object with every party's summary")
+    resume = launch.add_argument_group("training checkpoints (resume after a crash)")
+    resume.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
+                        help="each party saves its own state in DIR/PARTY every --checkpoint-every steps and at "
+                             "epoch ends")
+    resume.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="STEPS", help="default 50")
+    resume.add_argument("--resume", action="store_true",
+                        help="every party continues from the last checkpoint all parties hold in DIR/PARTY")
     launch.set_defaults(run=run)
 
 
@@ -83,159 +88,6 @@ def has_parties(path) -> bool:
     return PARTIES_KEY in read_table_file(path)
 
 
-def run_digest(description, parties) -> str:
-    """What every party's messages carry: the same run (description and party names), or a refusal."""
-    from secsplit.description import stable_hash
-
-    return "run-" + stable_hash({"run": description.to_dict(), "parties": sorted(parties)})
-
-
-def weights_digest(party) -> str:
-    """SHA-256 over a party's state (names, dtypes, shapes, bytes): equal digests, equal weights."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in party.segments.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        flat = tensor.reshape(-1)
-        digest.update((flat.to(torch.uint8) if flat.dtype == torch.bool else flat.view(torch.uint8)).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _masked(dataset, *, inputs: bool, labels: bool):
-    """The data set as one party holds it: inputs and labels it does not own are zeros (no memory)."""
-    import torch
-
-    def zeros(t):
-        return torch.zeros((), dtype=t.dtype).expand(t.shape)
-
-    changes = {}
-    if not inputs:
-        changes.update(x_train=zeros(dataset.x_train), x_test=zeros(dataset.x_test))
-    if not labels:
-        changes.update(y_train=zeros(dataset.y_train), y_test=zeros(dataset.y_test))
-    return replace(dataset, **changes) if changes else dataset
-
-
-def build_party(description, parties: dict[str, str], role: str, *, certs=None, insecure: bool = False,
-                listen: str | None = None, timeout_s: float = 60.0, max_message_bytes: int | None = None,
-                progress: bool = False):
-    """The run as ``role`` holds it: the whole topology over a NetworkChannel hosting ``role`` only.
-
-    Returns the built run; its data set keeps only what ``role`` owns (others' inputs and labels
-    are zeros), so nothing the party does not hold can shape its results.
-    """
-    from secsplit.channel.network import NetworkChannel
-    from secsplit.errors import ConfigError
-    from secsplit.evaluation.build import build_run
-    from secsplit.models import MODELS, create_model
-    from secsplit.topologies import build_topology
-
-    if role not in parties:
-        raise ConfigError(f"--role {role!r} is not a party of the run; its parties: {', '.join(parties)}")
-    channel_options = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}
-    holder = {}
-
-    def remote(d, dataset, model_name, optimizer):
-        options = dict(d.topology_options)
-        if options.get("views") is not None:
-            from secsplit.data import resolve_views
-
-            options["views"] = resolve_views(dataset, options["views"])
-        model_options = MODELS.check(model_name, d.model.options, partial=True)
-        model = create_model(model_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=d.seed,
-                             **model_options)
-        channel = NetworkChannel(party=role, addresses=parties, run_id=run_digest(d, parties), certs=certs,
-                                 insecure=insecure, listen=listen, timeout_s=timeout_s, **channel_options)
-        holder["channel"] = channel
-        try:
-            topology = build_topology(d.topology.name, model, cuts=list(d.cuts) if d.cuts else None,
-                                      optimizer=optimizer, label_source=d.label_source, seed=d.seed,
-                                      model_name=model_name, model_options=model_options, channel=channel, **options)
-            names = set(topology.party_names)
-            if names != set(parties):
-                missing, extra = sorted(names - set(parties)), sorted(set(parties) - names)
-                raise ConfigError(f"[{PARTIES_KEY}] must name exactly the parties of {d.topology.name}: "
-                                  f"{', '.join(topology.party_names)}"
-                                  + (f"; missing {', '.join(missing)}" if missing else "")
-                                  + (f"; not a party: {', '.join(extra)}" if extra else ""))
-        except BaseException:
-            channel.close(error="its run file did not build")
-            raise
-        return topology
-
-    if description.attacks and any(a != "none" for a in description.attacks):
-        raise ConfigError("attacks run in process (secsplit attack / audit); a run across processes trains only")
-    built = build_run(description, progress=progress, remote=remote, attach_attacks=False)
-    topology = built.topology
-    if topology.channel is not holder["channel"]:  # a defense that stands for a configuration rebuilt it
-        holder["channel"].close(error="its run file did not build")
-        raise ConfigError("a run across processes takes its topology from the run file, not from a defense")
-    holds_inputs = role in topology.data_owners
-    by_data_owner = topology.label_source == "data_owner"
-    holds_labels = role in topology.data_owners if by_data_owner else role == topology.label_owner
-    # the outcome (test accuracy) is known where the labels meet the logits: the data owner that runs
-    # split inference, or the label owner that computes them when it holds the labels
-    topology.holds_labels = role == (topology.data_owner if by_data_owner else topology.label_owner)
-    built.dataset = _masked(built.dataset, inputs=holds_inputs, labels=holds_labels)
-    return built
-
-
-def run_party(description, parties, role: str, **options) -> dict:
-    """Train as ``role`` (see :func:`build_party`); returns the party's JSON-ready summary.
-
-    Says hello to every other party first (same run, or refused), and goodbye at the end, with the
-    reason when this party fails, so the others stop at once rather than time out.
-    """
-    built = build_party(description, parties, role, **options)
-    channel = built.topology.channel
-    try:
-        channel.open()
-        report = built.fit()
-        channel.flush()
-    except BaseException as error:
-        channel.close(error=f"{type(error).__name__}: {error}" if not str(error) else str(error))
-        raise
-    channel.close()
-    return party_summary(built, role, report)
-
-
-def party_summary(built, role: str, report) -> dict:
-    """What one party knows of the run: its results, traffic (payload and framing), weights digest."""
-    topology = built.topology
-    history = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-               for row in report.history]
-    for row in history:
-        if row.get("train_loss") is None:
-            row["train_accuracy"] = None
-    traffic = topology.channel.traffic
-    return {
-        "party": role,
-        "topology": topology.name,
-        "test_accuracy": report.summary["test_accuracy"],
-        "history": history,
-        "bytes_sent": traffic.sent(role),
-        "bytes_received": traffic.received(role),
-        "traffic": traffic.summary(),
-        "transport": topology.channel.transport(),
-        "weights_sha256": weights_digest(topology.parties[role]) if role in topology.parties else None,
-        "wall_time_s": report.summary["wall_time_s"],
-        "run_key": built.description.key(),
-    }
-
-
-def print_party_summary(summary: dict) -> None:
-    accuracy = summary["test_accuracy"]
-    last = summary["history"][-1] if summary["history"] else {}
-    loss = last.get("train_loss")
-    transport = summary["transport"]
-    print(f"{summary['party']:<10} {summary['topology']}: test accuracy "
-          f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}, train loss {'n/a' if loss is None else f'{loss:.4f}'}, "
-          f"payload {summary['bytes_sent']:,} B sent / {summary['bytes_received']:,} B received, "
-          f"framing {transport['framing_sent']:,} B, {summary['wall_time_s']:.1f} s")
-
-
 # -- launching every party here ---------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -244,8 +96,11 @@ def free_port() -> int:
 
 
 def launch(path, *, timeout_s: float = 60.0, keep_addresses: bool = False, workdir=None,
-           extra_args=()) -> dict[str, dict]:
+           extra_args=(), checkpoint_dir=None, checkpoint_every: int = 50, resume: bool = False) -> dict[str, dict]:
     """Start every party of the run file at ``path`` as a local process; return each party's summary.
+
+    ``checkpoint_dir``: each party checkpoints its own state in ``checkpoint_dir/PARTY``; with
+    ``resume`` every party continues from the last checkpoint they all hold.
 
     Raises:
         ConfigError: a bad run file; SecsplitError: a party failed (its one-line error).
@@ -269,6 +124,9 @@ def launch(path, *, timeout_s: float = 60.0, keep_addresses: bool = False, workd
     for name in parties:
         argv = [sys.executable, "-m", "secsplit.evaluation", "serve", "--role", name, "--config", str(run_file),
                 "--certs", str(certs), "--timeout", f"{timeout_s:g}", "--json", *extra_args]
+        if checkpoint_dir is not None:
+            argv += ["--checkpoint-dir", str(Path(checkpoint_dir) / name), "--checkpoint-every", str(checkpoint_every)]
+            argv += ["--resume"] if resume else []
         with open(own / f"{name}.out", "w") as out, open(own / f"{name}.err", "w") as err:
             processes[name] = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     summaries, errors = {}, {}
@@ -300,7 +158,12 @@ def launch(path, *, timeout_s: float = 60.0, keep_addresses: bool = False, workd
 
 
 def run(args: argparse.Namespace) -> int:
-    summaries = launch(args.config, timeout_s=args.timeout, keep_addresses=args.keep_addresses)
+    if args.resume and args.checkpoint_dir is None:
+        from secsplit.errors import ConfigError
+
+        raise ConfigError("--resume needs --checkpoint-dir DIR (where the parties saved their states)")
+    summaries = launch(args.config, timeout_s=args.timeout, keep_addresses=args.keep_addresses,
+                       checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume)
     if args.json:
         print(json.dumps({"parties": summaries}, indent=2))
         return 0

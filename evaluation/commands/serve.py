@@ -29,9 +29,13 @@ def add_parser(sub) -> None:
     # a party of a run across processes
     serve.add_argument("--config", default=None, metavar="RUN.toml",
                        help="party: the run file with a [parties] table, the same file on every party's host")
-    serve.add_argument("--checkpoint-dir", default=None, metavar="DIR", help=argparse.SUPPRESS)
+    serve.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                       help="party: save this party's own state here every --checkpoint-every steps and at epoch ends")
+    serve.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="STEPS",
+                       help="party: steps between checkpoints (default 50)")
     serve.add_argument("--resume", action="store_true",
-                       help="party: not supported across processes yet (refused with an error, see docs/transport.md)")
+                       help="party: continue from the last checkpoint every party holds (a party restarted alone "
+                            "rejoins the others, which go back to that checkpoint too; see docs/transport.md)")
     # inference role
     serve.add_argument("--checkpoint", default=None, metavar="DIR", help="inference: checkpoint saved by `secsplit train --save`")
     serve.add_argument("--allow", action="append", dest="allow", metavar="NAME",
@@ -85,14 +89,16 @@ def run_as_party(args: argparse.Namespace) -> int:
     """One party of a run file with a [parties] table: train its part of every step (see `secsplit launch`)."""
     import json
 
-    from secsplit.evaluation.commands.launch import print_party_summary, read_party_file, run_party
+    from secsplit.evaluation.commands.launch import read_party_file
+    from secsplit.evaluation.party import print_party_summary, run_party
 
     description, parties = read_party_file(args.config)
     tls = tls_options(args)
     if args.insecure:
         logging.getLogger("secsplit.serve").warning("running PLAINTEXT without authentication (--insecure)")
     summary = run_party(description, parties, args.role, listen=args.listen, timeout_s=args.timeout,
-                        max_message_bytes=int(args.max_message_mb * 2**20), **tls)
+                        max_message_bytes=int(args.max_message_mb * 2**20), checkpoint_dir=args.checkpoint_dir,
+                        checkpoint_every=args.checkpoint_every, resume=args.resume, **tls)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:
@@ -100,17 +106,11 @@ def run_as_party(args: argparse.Namespace) -> int:
     return 0
 
 
-RESUME_NOT_READY = ("resuming a run across processes is not supported yet: restart every party from the start "
-                    "(checkpoints and --resume work in process, `secsplit train --checkpoint-dir DIR --resume`)")
-
-
 def run(args: argparse.Namespace) -> int:
     from secsplit.channel.grpc_link import Listener
     from secsplit.errors import ConfigError
 
-    if args.role != "inference" and (args.resume or args.checkpoint_dir):
-        raise ConfigError(RESUME_NOT_READY)
-    if args.resume or args.checkpoint_dir:
+    if args.role == "inference" and (args.resume or args.checkpoint_dir):
         raise ConfigError("--resume and --checkpoint-dir are for training; --role inference serves --checkpoint DIR")
     if args.role != "inference":
         from secsplit.evaluation.commands.launch import has_parties

@@ -95,12 +95,13 @@ class NetworkChannel(Channel):
         timeout_s: how long a message may be waited for (and a send to be acknowledged).
         connect_timeout_s: how long the hello retries while a peer's process is not up yet.
         max_message_bytes: the largest message sent or accepted.
+        checkpoints: what this party's hellos announce (see :attr:`checkpoints`); default: it starts afresh.
     """
 
     def __init__(self, *, party: str, addresses: dict[str, str], run_id: str, certs=None, insecure: bool = False,
                  listen: str | None = None, timeout_s: float = 60.0, connect_timeout_s: float = 60.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES) -> None:
+                 max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES, checkpoints: dict | None = None) -> None:
         super().__init__()
         if party not in addresses:
             raise ConfigError(f"party {party!r} has no address; the run's parties are {sorted(addresses)}")
@@ -121,7 +122,7 @@ class NetworkChannel(Channel):
         self.incarnation = secrets.token_hex(8)
         #: what this party's hellos announce: whether it resumes, the steps it holds checkpoints of, and
         #: whether it can go back to one when a peer restarts (it keeps checkpoints)
-        self.checkpoints: dict = {"resume": False, "steps": [], "rejoins": False}
+        self.checkpoints: dict = checkpoints or {"resume": False, "steps": [], "rejoins": False}
         self.peer_checkpoints: dict[str, dict] = {}  # peer -> hello_info of its current incarnation
         self.training = False  # set once open() has heard every peer
         self.restarted: str | None = None  # why the run must go back to a common checkpoint
@@ -161,8 +162,15 @@ class NetworkChannel(Channel):
                 with self._cond:
                     if peer in self._greeted:  # it is up (it said hello to us): no waiting for it to start
                         link._connected = True
-                reply = link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
-                                                  dst=peer, tag="hello", meta={**meta, **self._announce()}))
+                try:
+                    reply = link.exchange(WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party,
+                                                      dst=peer, tag="hello", meta={**meta, **self._announce()}))
+                except ChannelError:
+                    with self._cond:
+                        reason = self._gone.get(peer)
+                    if reason:  # it failed while we greeted it: its reason, not the connection it closed
+                        raise PeerGone(f"{peer} failed: {reason}") from None
+                    raise
                 if reply.meta.get("state") != "stopping":
                     self._met(peer, hello_info(reply.meta))
                     break

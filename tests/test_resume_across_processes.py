@@ -1,0 +1,153 @@
+"""Resume across processes: each party checkpoints its own state; a crashed party restarted with --resume
+rejoins, the others go back to the last checkpoint every party holds, and the run ends as the
+uninterrupted run would (same weights, same accuracy).
+
+The reference is the in-process run of the same run file (which the transport tests show equal to
+the run across processes); the crash is a real SIGKILL of a real party process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from secsplit.errors import ConfigError
+from secsplit.evaluation.build import build_run
+from secsplit.evaluation.commands.launch import free_port, read_party_file
+from secsplit.evaluation.party import agree_on_step, run_party, weights_digest
+from secsplit.training import checkpointed_steps
+
+
+def write_run(path: Path, *, epochs: int = 2, batch_size: int = 16, extra: str = "") -> tuple[str, dict]:
+    parties = {"client": f"127.0.0.1:{free_port()}", "server": f"127.0.0.1:{free_port()}"}
+    table = "\n".join(f'{p} = "{a}"' for p, a in parties.items())
+    path.write_text(f'data = "digits"\ntopology = "vanilla"\nepochs = {epochs}\nbatch_size = {batch_size}\nseed = 5\n'
+                    f"{extra}\n[parties]\n{table}\n")
+    return str(path), parties
+
+
+def uninterrupted(run_file) -> dict:
+    description, _ = read_party_file(run_file)
+    built = build_run(description, attach_attacks=False)
+    report = built.fit()
+    return {"accuracy": report.summary["test_accuracy"],
+            "weights": {p: weights_digest(built.topology.parties[p]) for p in ("client", "server")}}
+
+
+def serve(run_file, role: str, directory: Path, *, resume: bool = False, every: int = 10) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "secsplit.evaluation", "serve", "--role", role, "--config", run_file, "--insecure",
+            "--json", "--timeout", "60", "--checkpoint-dir", str(directory / role), "--checkpoint-every", str(every)]
+    # one intra-op thread, as the tests' own reference run (conftest): the same float reductions
+    return subprocess.Popen(argv + (["--resume"] if resume else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def summary_of(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_killed_party_restarted_with_resume_rejoins_and_the_run_ends_as_if_uninterrupted(tmp_path):
+    run_file, _ = write_run(tmp_path / "run.toml")
+    expected = uninterrupted(run_file)
+    server = serve(run_file, "server", tmp_path)
+    client = serve(run_file, "client", tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        saved = tmp_path / "client"
+        while not any(s >= 30 for s in (checkpointed_steps(saved) if saved.exists() else [])):
+            # a few checkpoints in, still mid-run (the run has 180 steps)
+            assert time.monotonic() < deadline and client.poll() is None, "the client never checkpointed"
+            time.sleep(0.05)
+        client.kill()
+        client.communicate()
+        killed_at = max(checkpointed_steps(tmp_path / "client"))
+        assert killed_at < 180, "the run ended before the crash"
+        assert server.poll() is None  # it waits for the client's next message
+        restarted = serve(run_file, "client", tmp_path, resume=True)
+        summaries = {"client": summary_of(restarted), "server": summary_of(server)}
+    finally:
+        for process in (server, client):
+            if process.poll() is None:
+                process.kill()
+    for party, summary in summaries.items():
+        assert summary["weights_sha256"] == expected["weights"][party], party
+        assert summary["resumed_from_step"] is not None and 30 <= summary["resumed_from_step"] <= killed_at
+    assert summaries["server"]["rejoined"] == 1  # it went back to the checkpoint without being restarted
+    assert summaries["client"]["test_accuracy"] == expected["accuracy"]
+    assert [row["epoch"] for row in summaries["client"]["history"]] == [1, 2]
+
+
+# -- agreeing on the step --------------------------------------------------------------------------
+def test_the_parties_resume_from_the_latest_step_they_all_hold():
+    assert agree_on_step("client", {"resume": False, "steps": []}, {"server": {"resume": False, "steps": [5]}}) is None
+    assert agree_on_step("client", {"resume": True, "steps": [40, 50]}, {"server": {"resume": True, "steps": [50, 60]},
+                                                                          "hop1": {"resume": True, "steps": [40, 50]}}) == 50
+    with pytest.raises(ConfigError, match=r"no checkpoint of the same step \(client: 10, 20; server: 30, 40\)"):
+        agree_on_step("client", {"resume": True, "steps": [10, 20]}, {"server": {"resume": True, "steps": [30, 40]}})
+    with pytest.raises(ConfigError, match="client resumes from checkpoints but server starts afresh: restart every "
+                                          "party with --resume"):
+        agree_on_step("client", {"resume": True, "steps": [10]}, {"server": {"resume": False, "steps": []}})
+
+
+def _parties(run_file, options: dict[str, dict]) -> dict:
+    """Run every party of ``run_file`` in a thread (each with its own options); party -> summary or error."""
+    description, parties = read_party_file(run_file)
+    outcome = {}
+
+    def party(role):
+        try:
+            outcome[role] = run_party(description, parties, role, insecure=True, timeout_s=30.0, **options[role])
+        except BaseException as error:  # compared by the test
+            outcome[role] = error
+
+    threads = [threading.Thread(target=party, args=(role,)) for role in parties]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return outcome
+
+
+def test_every_party_resuming_together_continues_from_the_common_checkpoint(tmp_path):
+    run_file, _ = write_run(tmp_path / "run.toml", epochs=1, batch_size=64)
+    first = _parties(run_file, {p: {"checkpoint_dir": tmp_path / p, "checkpoint_every": 5} for p in ("client", "server")})
+    assert all(isinstance(s, dict) for s in first.values()), first
+    assert checkpointed_steps(tmp_path / "client") == checkpointed_steps(tmp_path / "server") == [20, 23]
+    for path in (tmp_path / "server").glob("*-step000000023*"):  # the server crashed before saving step 23
+        path.unlink()
+    again = _parties(run_file, {p: {"checkpoint_dir": tmp_path / p, "checkpoint_every": 5, "resume": True}
+                                for p in ("client", "server")})
+    expected = uninterrupted(run_file)
+    for role, summary in again.items():
+        assert isinstance(summary, dict), summary
+        assert summary["resumed_from_step"] == 20
+        assert summary["weights_sha256"] == expected["weights"][role] == first[role]["weights_sha256"]
+
+
+def test_tampered_or_changed_state_on_resume_is_one_line_naming_the_file_and_field(tmp_path):
+    run_file, _ = write_run(tmp_path / "run.toml", epochs=1, batch_size=128)
+    options = {p: {"checkpoint_dir": tmp_path / p, "checkpoint_every": 5} for p in ("client", "server")}
+    assert all(isinstance(s, dict) for s in _parties(run_file, options).values())
+    resume = {p: {**o, "resume": True} for p, o in options.items()}
+    last = max(checkpointed_steps(tmp_path / "client"))
+    state = tmp_path / "client" / f"trainer-step{last:09d}.json"
+    saved = state.read_text()
+    edited = json.loads(saved)
+    edited["sums"] = "lots"
+    state.write_text(json.dumps(edited))
+    error = _parties(run_file, resume)["client"]
+    assert isinstance(error, ConfigError) and f"{state}: field sums is invalid" in str(error)
+    state.write_text(saved)
+    # a changed learning rate on resume: refused, naming the run record and the field
+    changed, _ = write_run(tmp_path / "run.toml", epochs=1, batch_size=128, extra="lr = 0.5")
+    error = _parties(changed, resume)["server"]
+    assert isinstance(error, ConfigError) and "run.json: field optimizer" in str(error) and "\n" not in str(error)
