@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -121,6 +122,11 @@ def launch(path, *, timeout_s: float = 60.0, keep_addresses: bool = False, workd
     run_file = own / "run.json"
     run_file.write_text(json.dumps(raw, indent=2))
     processes = {}
+    env = dict(os.environ)
+    torch = sys.modules.get("torch")
+    if torch is not None and "OMP_NUM_THREADS" not in env:
+        # the launcher's intra-op threads: float reductions, and so the weights, as in this process
+        env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     for name in parties:
         argv = [sys.executable, "-m", "secsplit.evaluation", "serve", "--role", name, "--config", str(run_file),
                 "--certs", str(certs), "--timeout", f"{timeout_s:g}", "--json", *extra_args]
@@ -128,7 +134,7 @@ def launch(path, *, timeout_s: float = 60.0, keep_addresses: bool = False, workd
             argv += ["--checkpoint-dir", str(Path(checkpoint_dir) / name), "--checkpoint-every", str(checkpoint_every)]
             argv += ["--resume"] if resume else []
         with open(own / f"{name}.out", "w") as out, open(own / f"{name}.err", "w") as err:
-            processes[name] = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            processes[name] = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
     summaries, errors = {}, {}
     failed_at = None
     while any(p.poll() is None for p in processes.values()):
