@@ -118,6 +118,7 @@ class Link:
             self._channel = grpc.secure_channel(address, tls, options=[*options, ("grpc.ssl_target_name_override", peer)])
         self._call = self._channel.unary_unary(METHOD)
         self._connected = False
+        self._senders: futures.ThreadPoolExecutor | None = None  # started by the first exchange_later
 
     def exchange(self, message: WireMessage, *, quiet: bool = False) -> WireMessage:
         """Send ``message``; return the peer's reply, or raise :class:`ChannelError` saying why not.
@@ -145,18 +146,30 @@ class Link:
 
         Saves a round trip where a reply is only an acknowledgement (the vanilla activation): the
         next message goes out at once. Only after the first exchange, so connecting is settled.
+
+        The call is made, blocking, by one of this link's two sender threads rather than with
+        gRPC's ``future()``: a future call starts a new "channel spin" thread each time none is in
+        flight, which on a training step (send, acknowledged, next send) is every message and cost
+        more than the call itself (profiled: ~0.2 ms of the caller's time and ~0.25 ms of CPU per
+        message). The receiver orders messages by sequence number, so two calls in flight may
+        overtake each other.
         """
         if not self._connected:
             reply = self.exchange(message)
             return lambda: reply
         data = encode(message, max_bytes=self.max_message_bytes)
-        future = self._call.future(data, timeout=self.timeout_s)
+        if self._senders is None:
+            self._senders = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"secsplit-send-{self.peer}")
+        future = self._senders.submit(self._call, data, timeout=self.timeout_s)
 
         def result() -> WireMessage:
             try:
                 reply_bytes = future.result()
             except grpc.RpcError as error:
                 raise self._explain(error, message) from None
+            except futures.CancelledError:
+                raise ChannelError(f"{message.kind} message (step {message.step}) to {self.peer} was not sent: "
+                                   f"the link was closed") from None
             return self._finish(message, data, reply_bytes)
 
         result.future = future  # type: ignore[attr-defined]  (lets a caller poll without waiting)
@@ -198,6 +211,8 @@ class Link:
         return ChannelError(f"{what} failed: {code.name}: {details}")
 
     def close(self) -> None:
+        if self._senders is not None:
+            self._senders.shutdown(wait=False, cancel_futures=True)
         self._channel.close()
 
     def __enter__(self) -> Link:
