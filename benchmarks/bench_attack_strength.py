@@ -151,7 +151,7 @@ def reconstruction(args, attack_name: str) -> None:
             seconds.append(time.perf_counter() - start)
             scores.append(ssim(result.reconstructions, result.originals, data_range=1.0))
             accuracies.append(accuracy)
-            extra.append({k: result.info[k] for k in ("stalled", "starts_kept", "decoder_loss_per_epoch") if k in result.info})
+            extra.append({k: result.info[k] for k in ("stalled", "starts_kept", "best_epoch") if k in result.info})
             print(f"  {cut} seed {seed}: SSIM {scores[-1]:.3f}, {seconds[-1]:.0f} s, {extra[-1]}", flush=True)
         print(f"| {attack_name} | {cut} | {ms(accuracies)} | {ms(scores)} | {np.mean(seconds):.0f} s | {params} |", flush=True)
 
