@@ -107,8 +107,13 @@ class SDAR(LearnsFromReleases):
         auxiliary, auxiliary_labels: the attacker's own labeled images (N, C, H, W) in [0, 1] and their
             labels; default: the last ``aux_size`` training images of the audited data set and their labels.
         aux_size: how many auxiliary images to take by default.
-        lr: Adam learning rate of every attack network.
+        lr: Adam learning rate of the simulator (and U-shape tail).
+        decoder_lr: the decoder's (the authors' code: half the simulator's).
+        critic_lr: the two discriminators' (the authors' code: 4e-5, 25x below the simulator's, so that the
+            discriminators do not overpower the networks they regularize).
         simulator_adv_weight, decoder_adv_weight: weights of the two GAN losses (paper's code: 0.02, 1e-5).
+        flip_rate: share of auxiliary labels redrawn uniformly at random per batch (the authors' label
+            noise against an overconfident simulator; 0 = off).
         critic_width: hidden width of the two discriminators.
         final_epochs: extra decoder passes over the auxiliary set after training.
         steps_per_batch: attack updates per received training batch (each on a fresh auxiliary batch).
@@ -123,18 +128,23 @@ class SDAR(LearnsFromReleases):
                                      "steps_per_batch": [1, 4], "lr": [1e-3, 3e-4]}
 
     def __init__(self, *, auxiliary: torch.Tensor | None = None, auxiliary_labels: torch.Tensor | None = None,
-                 aux_size: int = 1000, lr: float = 1e-3, simulator_adv_weight: float = 0.02,
-                 decoder_adv_weight: float = 1e-5, critic_width: int = 128, final_epochs: int = 5, steps_per_batch: int = 4,
+                 aux_size: int = 1000, lr: float = 1e-3, decoder_lr: float = 5e-4, critic_lr: float = 4e-5,
+                 simulator_adv_weight: float = 0.02, decoder_adv_weight: float = 1e-5, flip_rate: float = 0.0,
+                 critic_width: int = 128, final_epochs: int = 5, steps_per_batch: int = 4,
                  targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
         super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
-        if aux_size < 1 or lr <= 0 or critic_width < 1 or final_epochs < 0 or steps_per_batch < 1:
-            raise ConfigError(f"{self.name} needs aux_size, critic_width, steps_per_batch >= 1, lr > 0 and final_epochs >= 0")
+        if aux_size < 1 or min(lr, decoder_lr, critic_lr) <= 0 or critic_width < 1 or final_epochs < 0 or steps_per_batch < 1:
+            raise ConfigError(f"{self.name} needs aux_size, critic_width, steps_per_batch >= 1, lr, decoder_lr, critic_lr > 0 "
+                              "and final_epochs >= 0")
+        if not 0 <= flip_rate < 1:
+            raise ConfigError(f"{self.name} needs 0 <= flip_rate < 1, got {flip_rate}")
         if min(simulator_adv_weight, decoder_adv_weight) < 0:
             raise ConfigError(f"{self.name} needs non-negative adversarial weights")
         if (auxiliary is None) != (auxiliary_labels is None):
             raise ConfigError(f"{self.name} needs auxiliary images and their labels together")
         self.auxiliary, self.auxiliary_labels, self.aux_size = auxiliary, auxiliary_labels, aux_size
-        self.lr, self.critic_width, self.final_epochs = lr, critic_width, final_epochs
+        self.lr, self.decoder_lr, self.critic_lr = lr, decoder_lr, critic_lr
+        self.critic_width, self.final_epochs, self.flip_rate = critic_width, final_epochs, flip_rate
         self.simulator_adv_weight, self.decoder_adv_weight = simulator_adv_weight, decoder_adv_weight
         self.dataset = None
         self.simulator = self.tail = self.decoder = None
@@ -142,6 +152,7 @@ class SDAR(LearnsFromReleases):
 
     def params(self) -> dict:
         return {"aux_size": None if self.auxiliary is None else len(self.auxiliary), "lr": self.lr,
+                "decoder_lr": self.decoder_lr, "critic_lr": self.critic_lr, "flip_rate": self.flip_rate,
                 "simulator_adv_weight": self.simulator_adv_weight, "decoder_adv_weight": self.decoder_adv_weight,
                 "critic_width": self.critic_width, "final_epochs": self.final_epochs, "steps_per_batch": self.steps_per_batch}
 
@@ -189,9 +200,9 @@ class SDAR(LearnsFromReleases):
             p.requires_grad_(True)
         self._sim_params = sim_params
         self._opt_sim = torch.optim.Adam(sim_params, lr=self.lr)
-        self._opt_dec = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
-        self._opt_cz = torch.optim.Adam(self.critic_z.parameters(), lr=self.lr)
-        self._opt_cx = torch.optim.Adam(self.critic_x.parameters(), lr=self.lr)
+        self._opt_dec = torch.optim.Adam(self.decoder.parameters(), lr=self.decoder_lr)
+        self._opt_cz = torch.optim.Adam(self.critic_z.parameters(), lr=self.critic_lr)
+        self._opt_cx = torch.optim.Adam(self.critic_x.parameters(), lr=self.critic_lr)
         self._aux = self.auxiliary.to(device)
         self._aux_y = self.auxiliary_labels.to(device)
         self._generator = torch.Generator().manual_seed(self.seed)
@@ -206,9 +217,17 @@ class SDAR(LearnsFromReleases):
         """The server's label guess for released activations ``z``: its segment's (vanilla) or the simulated tail's argmax."""
         return self._logits(z).argmax(1)
 
+    def _flip(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` with a ``flip_rate`` share of labels redrawn uniformly (the authors' label noise)."""
+        if not self.flip_rate:
+            return y
+        redraw = torch.rand(len(y), generator=self._generator) < self.flip_rate
+        random = torch.randint(self.k, (len(y),), generator=self._generator)
+        return torch.where(redraw.to(y.device), random.to(y.device), y)
+
     def _update(self, z_priv: torch.Tensor) -> dict:
         index = torch.randint(len(self._aux), (len(z_priv),), generator=self._generator).to(z_priv.device)
-        x_a, y_a = self._aux[index], self._aux_y[index]
+        x_a, y_a = self._aux[index], self._flip(self._aux_y[index])
         y_priv = self.guess_labels(z_priv)
         bce = F.binary_cross_entropy_with_logits
         with torch.enable_grad():
@@ -228,17 +247,20 @@ class SDAR(LearnsFromReleases):
             critic_loss = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
             critic_loss.backward()
             self._opt_cz.step()
-            # (3) the decoder on the (updated) simulator's outputs, (4) D_x
+            # (3) the decoder learns the (updated) simulator's inverse on auxiliary images, while its decodings
+            # of the *received* activations must pass D_x as real images of their label (the authors' code)
             with torch.no_grad():
                 z_a = self.simulator(x_a)
             x_hat = self.decoder(z_a, y_a)
-            fake_x = self.critic_x(x_hat, y_a)
+            x_priv = self.decoder(z_priv, y_priv)
+            fake_x = self.critic_x(x_priv, y_priv)
             dec_loss = F.mse_loss(x_hat, x_a) + self.decoder_adv_weight * bce(fake_x, torch.ones_like(fake_x))
             self._opt_dec.zero_grad(set_to_none=True)
             dec_loss.backward()
             self._opt_dec.step()
+            # (4) D_x: auxiliary images are real, decoded received activations fake
             self._opt_cx.zero_grad(set_to_none=True)
-            real_x, fake_x = self.critic_x(x_a, y_a), self.critic_x(x_hat.detach(), y_a)
+            real_x, fake_x = self.critic_x(x_a, y_a), self.critic_x(x_priv.detach(), y_priv)
             (bce(real_x, torch.ones_like(real_x)) + bce(fake_x, torch.zeros_like(fake_x))).backward()
             self._opt_cx.step()
         return {"task_loss": float(task.detach()), "critic_loss": float(critic_loss.detach()),

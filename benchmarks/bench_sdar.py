@@ -69,7 +69,7 @@ def vanilla_reconstruction(cut: str, seed: int, epochs: int, inverse_aux: int, i
 
 def main() -> None:
     parser = arguments(__doc__, epochs=3)
-    parser.add_argument("--cuts", nargs="+", default=["pool2", "relu3"])
+    parser.add_argument("--cuts", nargs="*", default=["pool2", "relu3"], help="none: only the U-shape rows")
     parser.add_argument("--ushape-epochs", type=int, default=25, help="0 skips the U-shape rows")
     parser.add_argument("--inverse-aux", type=int, default=1000, help="auxiliary images of the inverse network (SDAR's: 1000)")
     parser.add_argument("--inverse-epochs", type=int, default=10, help="passes of the inverse network over them")
@@ -79,8 +79,9 @@ def main() -> None:
         header("digits U-shape (pool1, relu4)", "SDAR label acc.", "chance", "model test acc.", "SDAR SSIM")
         row("server seat", fmt(col["label_accuracy"]), f"{np.mean(col['chance']):.3f}", fmt(col["test_accuracy"]), fmt(col["ssim"]))
         print()
-    header("MNIST vanilla cut", "SDAR SSIM", f"inverse-network SSIM ({args.inverse_aux} aux x {args.inverse_epochs} ep.)",
-           "mean image SSIM", "SDAR MSE", "inverse-network MSE", "mean image MSE", "model test acc.", "s/run")
+    if args.cuts:
+        header("MNIST vanilla cut", "SDAR SSIM", f"inverse-network SSIM ({args.inverse_aux} aux x {args.inverse_epochs} ep.)",
+               "mean image SSIM", "SDAR MSE", "inverse-network MSE", "mean image MSE", "model test acc.", "s/run")
     for cut in args.cuts:
         col = over_seeds(vanilla_reconstruction, args.seeds, cut, epochs=args.epochs, inverse_aux=args.inverse_aux,
                          inverse_epochs=args.inverse_epochs)

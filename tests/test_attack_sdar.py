@@ -79,3 +79,7 @@ def test_sdar_applicability(digits):
         create_attack("sdar", auxiliary=digits.x_train[:10])  # images without their labels
     with pytest.raises(ConfigError):
         create_attack("sdar", steps_per_batch=0)
+    with pytest.raises(ConfigError, match="flip_rate"):
+        create_attack("sdar", flip_rate=1.0)
+    with pytest.raises(ConfigError):
+        create_attack("sdar", critic_lr=0)
