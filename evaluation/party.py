@@ -75,22 +75,57 @@ def _only_view(x, view):
     return kept
 
 
+def _only_rows(t, rows):
+    """``t`` with every row but ``rows`` (a client's own samples) zeroed."""
+    import torch
+
+    kept = torch.zeros_like(t)
+    kept[rows] = t[rows]
+    return kept
+
+
+def _own_samples(topology, role: str, n: int):
+    """The training rows ``role`` holds where clients hold samples of their own (relay, SplitFed); else None."""
+    shards = getattr(topology, "shards", None)  # the many-client topologies' partition
+    clients = list(getattr(topology, "clients", ()))
+    if shards is None or role not in clients:
+        return None
+    if topology.partition != "iid":
+        raise ConfigError(f"{topology.name} across processes: a Dirichlet partition is drawn from the training "
+                          f"labels, which not every party holds; use partition = \"iid\"")
+    order, bounds = shards(n)
+    k = clients.index(role)
+    return order[bounds[k]:bounds[k + 1]]
+
+
 def held_data(dataset, topology, role: str):
     """The data set as ``role`` holds it: inputs and labels it does not own are zeros.
 
-    A data owner keeps its inputs (a vertical client only its own view's columns or pixels); the
-    labels stay where they are held (the label owner, or the data owner when it supplies them).
+    A data owner keeps its inputs: a vertical client only its own view's columns or pixels, a client
+    of relay or SplitFed only its own shard of the training samples (the test set stays with the
+    data owner that runs split inference). The labels stay where they are held: the label owner,
+    or the data owners when they supply them (in vertical splits only client0, whose samples they
+    label).
     """
     by_data_owner = topology.label_source == "data_owner"
     holds_labels = role in topology.data_owners if by_data_owner else role == topology.label_owner
+    views = dict(zip(getattr(topology, "clients", ()), getattr(topology, "views", ()) or ()))  # vertical clients
+    if role in views and role != topology.data_owner:
+        holds_labels = False  # the samples' labels come with the data owner (client0), not with every view
     changes = {}
     if role not in topology.data_owners:
         changes.update(x_train=_zeros(dataset.x_train), x_test=_zeros(dataset.x_test))
     else:
-        views = dict(zip(getattr(topology, "clients", ()), getattr(topology, "views", ()) or ()))
         if role in views:  # a vertical client: the other clients' features are not its own
             changes.update(x_train=_only_view(dataset.x_train, views[role]),
                            x_test=_only_view(dataset.x_test, views[role]))
+        rows = _own_samples(topology, role, len(dataset.y_train))
+        if rows is not None:
+            changes.update(x_train=_only_rows(dataset.x_train, rows))
+            if holds_labels:
+                changes.update(y_train=_only_rows(dataset.y_train, rows))
+            if role != topology.data_owner:
+                changes.update(x_test=_zeros(dataset.x_test), y_test=_zeros(dataset.y_test))
     if not holds_labels:
         changes.update(y_train=_zeros(dataset.y_train), y_test=_zeros(dataset.y_test))
     return replace(dataset, **changes) if changes else dataset
@@ -113,8 +148,9 @@ def build_party(description, parties: dict[str, str], role: str, *, certs=None, 
 
     if role not in parties:
         raise ConfigError(f"--role {role!r} is not a party of the run; its parties: {', '.join(parties)}")
-    if description.attacks and any(a != "none" for a in description.attacks):
-        raise ConfigError(ATTACKS_IN_PROCESS)
+    attacks = [a for a in description.attacks if a != "none"]
+    if attacks:
+        raise ConfigError(f"{', '.join(attacks)}: {ATTACKS_IN_PROCESS}")
     checkpointing = _checkpointing(description, checkpoint_dir, checkpoint_every, resume)
     channel_options = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}
     if checkpointing is not None:  # announced from the first hello the listener answers
@@ -172,9 +208,9 @@ def build_party(description, parties: dict[str, str], role: str, *, certs=None, 
 
 
 ATTACKS_IN_PROCESS = (
-    "attacks run in process (secsplit attack / audit), where the simulation holds every party's data: an attack "
-    "is scored against ground truth its seat's party does not hold across processes (a label attack against the "
-    "label owner's labels, an input reconstruction against the data owner's inputs); a run across processes "
+    "an attack is scored against ground truth its seat's party does not hold across processes (a label attack "
+    "against the label owner's labels, an input reconstruction against the data owner's inputs): run attacks in "
+    "process (secsplit attack / audit), where the simulation holds every party's data; a run across processes "
     "trains only")
 
 #: defenses whose state a checkpoint does not hold: resuming them would change what they guarantee

@@ -151,3 +151,66 @@ def test_tampered_or_changed_state_on_resume_is_one_line_naming_the_file_and_fie
     changed, _ = write_run(tmp_path / "run.toml", epochs=1, batch_size=128, extra="lr = 0.5")
     error = _parties(changed, resume)["server"]
     assert isinstance(error, ConfigError) and "run.json: field optimizer" in str(error) and "\n" not in str(error)
+
+
+# -- what each party holds, DP-SGD and attacks across processes -------------------------------------
+def _built(tmp_path, topology: str, parties: list[str], built: list[str], extra: str = ""):
+    from secsplit.evaluation.party import build_party
+
+    table = "\n".join(f'{p} = "127.0.0.1:{free_port()}"' for p in parties)
+    path = tmp_path / f"{topology}.toml"
+    path.write_text(f'data = "digits"\ntopology = "{topology}"\nseed = 1\n{extra}\n[parties]\n{table}\n')
+    description, addresses = read_party_file(path)
+    built = {p: build_party(description, addresses, p, insecure=True) for p in built}
+    for run in built.values():
+        run.topology.channel.listener.stop(grace=0)
+    return built, build_run(description, attach_attacks=False).dataset
+
+
+def test_each_party_process_holds_only_its_own_features_samples_and_labels(tmp_path):
+    import torch
+
+    built, full = _built(tmp_path, "vertical", ["client0", "client1", "server"], ["client0", "client1"])
+    views = built["client0"].topology.views
+    for k, client in enumerate(("client0", "client1")):
+        x = built[client].dataset.x_train
+        own = views[k](x)  # the client's view (its pixel box of the digits)
+        assert torch.equal(own, views[k](full.x_train)) and x.abs().sum() == own.abs().sum() > 0, client
+    assert torch.equal(built["client0"].dataset.y_train, full.y_train)  # client0 supplies the labels
+    assert not built["client1"].dataset.y_train.any()
+
+    built, full = _built(tmp_path, "splitfed", ["client0", "client1", "server", "fed-server"], ["client0", "client1"],
+                         "[topology_options]\nclients = 2\n")
+    order, bounds = built["client0"].topology.shards(len(full.y_train))
+    for k, client in enumerate(("client0", "client1")):
+        x, rows = built[client].dataset.x_train, order[bounds[k]:bounds[k + 1]]
+        others = torch.ones(len(x), dtype=torch.bool)
+        others[rows] = False
+        assert torch.equal(x[rows], full.x_train[rows]) and not x[others].any(), client
+    assert not built["client1"].dataset.x_test.any()  # the test set is the data owner's (client0)
+
+
+def test_dpsgd_trains_across_processes_and_each_party_reports_epsilon(tmp_path):
+    from secsplit.evaluation.commands.launch import launch
+
+    run_file, _ = write_run(tmp_path / "run.toml", epochs=1, batch_size=64,
+                            extra='defenses = ["dpsgd:noise_multiplier=1.0,max_grad_norm=1.0"]')
+    description, _ = read_party_file(run_file)
+    alone = build_run(description, attach_attacks=False)
+    alone.fit()
+    expected = alone.defenses[0].epsilon()
+    apart = launch(run_file, timeout_s=60, workdir=tmp_path / "launch")
+    assert apart["client"]["weights_sha256"] == weights_digest(alone.topology.parties["client"])  # the client applied it
+    assert apart["server"]["weights_sha256"] == weights_digest(alone.topology.parties["server"])
+    for summary in apart.values():
+        assert summary["epsilon"]["prv"] == pytest.approx(expected["prv"]) and summary["epsilon"]["steps"] > 0
+    # its noise stream and accounting are not checkpointed: resuming is refused, not silently weakened
+    with pytest.raises(ConfigError, match="--checkpoint-dir with defense dpsgd: .*replay noise"):
+        run_party(description, read_party_file(run_file)[1], "client", insecure=True, checkpoint_dir=tmp_path / "c")
+
+
+def test_attacks_in_a_run_across_processes_are_refused_saying_why(tmp_path):
+    run_file, _ = write_run(tmp_path / "run.toml", extra='attacks = ["norm"]\nlabel_source = "label_owner"')
+    description, parties = read_party_file(run_file)
+    with pytest.raises(ConfigError, match="norm: .*scored against ground truth"):
+        run_party(description, parties, "client", insecure=True)
