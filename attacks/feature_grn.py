@@ -172,7 +172,8 @@ class GenerativeRegressionNetwork(Attack):
     def score(self, guess: torch.Tensor, truth: torch.Tensor) -> dict:
         """MSE and per-feature R^2 of ``guess`` against ``truth``, beside the training-mean baseline; and
         GRN's own metric: MSE per feature on features min-max scaled to [0, 1] (training range, guesses
-        clipped into it) beside a uniform random guess in [0, 1] (expected MSE t^2 - t + 1/3 per value).
+        clipped into it) beside a uniform random guess in [0, 1] (expected MSE t^2 - t + 1/3 per value)
+        and beside the mean baseline on the same scale.
         Columns constant on the attacked samples (in training, for the [0, 1] metric) are left out."""
         columns = [c for v in self.topology.views[1:] for c in v.columns]
         train = self.dataset.x_train[:, columns].cpu()
@@ -187,10 +188,12 @@ class GenerativeRegressionNetwork(Attack):
         span = (high - low)[ranged]
         truth01 = ((truth[:, ranged] - low[ranged]) / span).clamp(0, 1)
         guess01 = ((guess[:, ranged] - low[ranged]) / span).clamp(0, 1)
+        baseline01 = ((baseline[:, ranged] - low[ranged]) / span).clamp(0, 1)
         return {"feature_mse": float(F.mse_loss(guess, truth)), "mean_baseline_mse": float(F.mse_loss(baseline, truth)),
                 "r2": float(r2.mean()), "r2_median": float(r2.median()), "mean_baseline_r2": float(r2_baseline.mean()),
                 "features_beating_mean": float((r2 > r2_baseline).float().mean()),
                 "constant_features": int((~varying).sum()),
                 "mse_per_feature_01": float(F.mse_loss(guess01, truth01)),
                 "random_guess_mse_01": float((truth01.pow(2) - truth01 + 1 / 3).mean()),
+                "mean_baseline_mse_01": float(F.mse_loss(baseline01, truth01)),
                 "r2_per_feature": [round(float(v), 4) for v in r2]}

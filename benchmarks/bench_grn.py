@@ -14,8 +14,8 @@ The active party (the server with client0's columns and the trained model's weig
 passive clients' columns of the test samples from either the model's predictions (GRN's setting) or
 the passive clients' released activations. Printed: MSE in standardized units beside the
 mean-feature baseline, mean per-column R^2 (0 = the baseline), the share of columns beating the
-baseline, and GRN's own metric: MSE per feature on [0, 1]-scaled features beside a uniform random
-guess; mean ± sd over ``--seeds``.
+baseline, and GRN's own metric: MSE per feature on [0, 1]-scaled features beside the mean baseline
+and a uniform random guess on that scale; mean ± sd over ``--seeds``.
 Run: ``python benchmarks/bench_grn.py [--seeds 0 1 2] [--digits] [--csv PATH --label y]``.
 """
 
@@ -34,8 +34,8 @@ from secsplit.optim import OptimizerSpec
 from secsplit.topologies import build_topology
 from secsplit.training import Trainer
 
-COLUMNS = ("feature_mse", "mean_baseline_mse", "r2", "features_beating_mean", "mse_per_feature_01", "random_guess_mse_01",
-           "test_accuracy")
+COLUMNS = ("feature_mse", "mean_baseline_mse", "r2", "features_beating_mean", "mse_per_feature_01", "mean_baseline_mse_01",
+           "random_guess_mse_01", "test_accuracy")
 
 
 def run(source: str, k: int, observe: str, seed: int, **options) -> dict:
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--only-extra", action="store_true", help="skip the breast-cancer rows")
     args = parse(parser)
     header("data", "k", "observes", "GRN MSE", "mean-baseline MSE", "R^2 (mean over passive columns)", "columns beating the mean",
-           "GRN MSE/feature in [0,1]", "random guess MSE/feature", "model test acc.")
+           "GRN MSE/feature in [0,1]", "mean baseline in [0,1]", "random guess in [0,1]", "model test acc.")
     if not args.only_extra:
         table("breast-cancer", "breast-cancer", (2, 4), args.seeds)
     if args.digits:
