@@ -214,3 +214,65 @@ def test_attacks_in_a_run_across_processes_are_refused_saying_why(tmp_path):
     description, parties = read_party_file(run_file)
     with pytest.raises(ConfigError, match="norm: .*scored against ground truth"):
         run_party(description, parties, "client", insecure=True)
+
+
+# -- a restarted party's hello mid-run --------------------------------------------------------------
+def _hello_mid_run(tmp_path, monkeypatch, *, resume: bool, server_options: dict):
+    """Run client and server in threads; once the server trains, a new client incarnation says hello."""
+    from secsplit.channel.codec import WireMessage
+    from secsplit.channel.grpc_link import Link
+    from secsplit.channel.network import NetworkChannel
+    from secsplit.evaluation.party import run_digest
+
+    run_file, parties = write_run(tmp_path / "run.toml")
+    description, _ = read_party_file(run_file)
+    training = threading.Event()
+    original = NetworkChannel.open
+
+    def open_and_tell(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.party == "server":
+            training.set()
+
+    monkeypatch.setattr(NetworkChannel, "open", open_and_tell)
+    outcome = {}
+
+    def party(role, options):
+        try:
+            outcome[role] = run_party(description, parties, role, insecure=True, timeout_s=30.0, **options)
+        except BaseException as error:  # compared by the test
+            outcome[role] = error
+
+    threads = [threading.Thread(target=party, args=("client", {})),
+               threading.Thread(target=party, args=("server", server_options))]
+    for thread in threads:
+        thread.start()
+    assert training.wait(60)
+    link = Link(parties["server"], party="client", peer="server", insecure=True, timeout_s=10)
+    try:
+        link.exchange(WireMessage(run_id=run_digest(description, parties), step=0, kind="control", src="client",
+                                  dst="server", tag="hello", meta={"incarnation": "restarted", "resume": resume,
+                                                                   "steps": [10]}))
+        refusal = None
+    except Exception as error:  # the refusal the restarted party would print
+        refusal = error
+    finally:
+        link.close()
+    for thread in threads:
+        thread.join(120)
+    return run_file, refusal, outcome
+
+
+def test_a_party_restarted_mid_run_without_resume_is_refused_and_the_run_goes_on(tmp_path, monkeypatch):
+    run_file, refusal, outcome = _hello_mid_run(tmp_path, monkeypatch, resume=False, server_options={})
+    assert "server is mid-run with client's previous process: restart client with --resume" in str(refusal)
+    expected = uninterrupted(run_file)
+    assert outcome["server"]["weights_sha256"] == expected["weights"]["server"]  # undisturbed
+    assert outcome["client"]["test_accuracy"] == expected["accuracy"]
+
+
+def test_a_resuming_party_is_refused_by_a_peer_without_checkpoints_which_stops_saying_why(tmp_path, monkeypatch):
+    _, refusal, outcome = _hello_mid_run(tmp_path, monkeypatch, resume=True, server_options={})
+    assert "server keeps no checkpoints (--checkpoint-dir)" in str(refusal)
+    assert isinstance(outcome["server"], ConfigError)
+    assert "client restarted to resume from its checkpoints, but server keeps none" in str(outcome["server"])
