@@ -69,7 +69,7 @@ def test_grn_on_a_user_csv_beats_the_mean_and_the_papers_random_guess(tmp_path):
     latent = torch.randn(300, 3, generator=gen)
     features = latent @ torch.randn(3, 8, generator=gen) + 0.1 * torch.randn(300, 8, generator=gen)
     features[:, 7] = 5.0  # constant: no R^2, left out of the averages
-    labels = torch.bucketize(latent[:, 0], torch.tensor([-0.5, 0.5]))
+    labels = torch.bucketize(latent[:, 0].contiguous(), torch.tensor([-0.5, 0.5]))
     path = tmp_path / "patients.csv"
     lines = [",".join([f"f{i}" for i in range(8)] + ["outcome"])]
     lines += [",".join([*(f"{v:.4f}" for v in x.tolist()), str(int(y))]) for x, y in zip(features, labels)]
