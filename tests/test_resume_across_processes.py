@@ -147,6 +147,16 @@ def test_tampered_or_changed_state_on_resume_is_one_line_naming_the_file_and_fie
     error = _parties(run_file, resume)["client"]
     assert isinstance(error, ConfigError) and f"{state}: field sums is invalid" in str(error)
     state.write_text(saved)
+    # the party state of another model (written as this party's, checksum and all)
+    from secsplit.models import create_model
+    from secsplit.party_state import save_party_state
+    from secsplit.topologies import build_topology
+
+    other = build_topology("vanilla", create_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=(16,)))
+    save_party_state(tmp_path / "client", f"client-step{last:09d}", other.parties["client"], info={"step": last})
+    error = _parties(run_file, resume)["client"]
+    assert "client-step" in str(error) and "field segments." in str(error) and "another model" in str(error)
+    assert "\n" not in str(error)
     # a changed learning rate on resume: refused, naming the run record and the field
     changed, _ = write_run(tmp_path / "run.toml", epochs=1, batch_size=128, extra="lr = 0.5")
     error = _parties(changed, resume)["server"]
