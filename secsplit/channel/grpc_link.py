@@ -1,8 +1,12 @@
-"""gRPC with mutual TLS between two parties: one request-reply method carrying codec envelopes.
+"""gRPC with mutual TLS between two parties: codec envelopes, one at a time or streamed.
 
-One method, ``/secsplit.Split/Exchange``, takes an encoded envelope and returns one. Bytes go in
-and out of gRPC untouched (no gRPC-side serializers), so the only parser that ever sees a peer's
-bytes is :func:`secsplit.channel.codec.decode`, with its size and shape checks.
+``/secsplit.Split/Exchange`` takes an encoded envelope and returns one (control messages,
+inference). ``/secsplit.Split/Stream`` (only on listeners that enable it: the parties of a
+training run) carries one sender's envelopes in order over one long-lived call and answers once,
+when the sender ends it; a refusal ends the stream with the reason. Streaming costs about half the
+CPU of a call per message (no per-message call set-up, no acknowledgement) and fewer thread
+hand-offs. Bytes go in and out of gRPC untouched (no gRPC-side serializers), so the only parser
+that ever sees a peer's bytes is :func:`secsplit.channel.codec.decode`, with its size and shape checks.
 
 Security: mutual TLS unless ``insecure=True``. The server demands a client certificate signed by
 its CA and then checks the certificate's common name against the parties it expects; the client
@@ -14,6 +18,7 @@ Refusals are logged on the side that refuses and raised as :class:`ChannelError`
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +34,10 @@ from secsplit.errors import ChannelError, ConfigError, SecsplitError
 log = logging.getLogger("secsplit.transport")
 
 METHOD = "/secsplit.Split/Exchange"
+STREAM_METHOD = "/secsplit.Split/Stream"
+#: streams one peer may hold open at once at a listener (its process, and a restarted one while the
+#: old stream is being torn down); more would let one peer tie up the listener's threads
+MAX_STREAMS_PER_PEER = 2
 #: gRPC's own limit sits this far above the codec's, so slightly oversize messages reach the codec
 #: and get its precise, logged refusal; grossly oversize ones are cut off by gRPC before buffering.
 _GRPC_SLACK = 1 << 20
@@ -54,12 +63,15 @@ class LinkStats:
     wire_received: int = 0
 
     def record(self, *, sent: WireMessage, sent_wire: int, received: WireMessage, received_wire: int) -> None:
-        self.messages_sent += 1
+        self.record_sent(sent, sent_wire)
         self.messages_received += 1
-        self.payload_sent += sent.payload_bytes
         self.payload_received += received.payload_bytes
-        self.wire_sent += sent_wire
         self.wire_received += received_wire
+
+    def record_sent(self, sent: WireMessage, sent_wire: int) -> None:
+        self.messages_sent += 1
+        self.payload_sent += sent.payload_bytes
+        self.wire_sent += sent_wire
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "framing_sent": self.wire_sent - self.payload_sent,
@@ -117,8 +129,9 @@ class Link:
                                                certificate_chain=cred.certificate)
             self._channel = grpc.secure_channel(address, tls, options=[*options, ("grpc.ssl_target_name_override", peer)])
         self._call = self._channel.unary_unary(METHOD)
+        self._stream_call = self._channel.stream_unary(STREAM_METHOD)
         self._connected = False
-        self._senders: futures.ThreadPoolExecutor | None = None  # started by the first exchange_later
+        self._stream: tuple[queue.SimpleQueue, grpc.Future] | None = None  # the open stream: its queue and call
 
     def exchange(self, message: WireMessage, *, quiet: bool = False) -> WireMessage:
         """Send ``message``; return the peer's reply, or raise :class:`ChannelError` saying why not.
@@ -137,43 +150,9 @@ class Link:
                         and "connection refused" in (error.details() or "").lower():
                     time.sleep(0.2)  # the server may still be starting
                     continue
-                raise self._explain(error, message, quiet=quiet) from None
+                raise self._explain(error, _what(message, self), quiet=quiet) from None
         self._connected = True
         return self._finish(message, data, reply_bytes)
-
-    def exchange_later(self, message: WireMessage) -> Callable[[], WireMessage]:
-        """Send ``message`` without waiting; the returned function waits for the reply (or raises).
-
-        Saves a round trip where a reply is only an acknowledgement (the vanilla activation): the
-        next message goes out at once. Only after the first exchange, so connecting is settled.
-
-        The call is made, blocking, by one of this link's two sender threads rather than with
-        gRPC's ``future()``: a future call starts a new "channel spin" thread each time none is in
-        flight, which on a training step (send, acknowledged, next send) is every message and cost
-        more than the call itself (profiled: ~0.2 ms of the caller's time and ~0.25 ms of CPU per
-        message). The receiver orders messages by sequence number, so two calls in flight may
-        overtake each other.
-        """
-        if not self._connected:
-            reply = self.exchange(message)
-            return lambda: reply
-        data = encode(message, max_bytes=self.max_message_bytes)
-        if self._senders is None:
-            self._senders = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"secsplit-send-{self.peer}")
-        future = self._senders.submit(self._call, data, timeout=self.timeout_s)
-
-        def result() -> WireMessage:
-            try:
-                reply_bytes = future.result()
-            except grpc.RpcError as error:
-                raise self._explain(error, message) from None
-            except futures.CancelledError:
-                raise ChannelError(f"{message.kind} message (step {message.step}) to {self.peer} was not sent: "
-                                   f"the link was closed") from None
-            return self._finish(message, data, reply_bytes)
-
-        result.future = future  # type: ignore[attr-defined]  (lets a caller poll without waiting)
-        return result
 
     def _finish(self, message: WireMessage, data: bytes, reply_bytes: bytes) -> WireMessage:
         try:
@@ -186,9 +165,60 @@ class Link:
         self.stats.record(sent=message, sent_wire=len(data), received=reply, received_wire=len(reply_bytes))
         return reply
 
-    def _explain(self, error: grpc.RpcError, message: WireMessage, *, quiet: bool = False) -> ChannelError:
+    # -- streaming ---------------------------------------------------------------------------------
+    def send(self, message: WireMessage) -> None:
+        """Stream ``message`` to the peer without waiting for it to arrive (in order, on one long-lived call).
+
+        A refusal or a lost connection surfaces at a later :meth:`raise_if_failed` (each send calls
+        it) or at :meth:`finish`. Before the first exchange the message is exchanged instead, so
+        connecting (waiting for a starting peer) is settled first.
+        """
+        if not self._connected:
+            self.exchange(message)
+            return
+        self.raise_if_failed()
+        data = encode(message, max_bytes=self.max_message_bytes)
+        if self._stream is None:
+            pending: queue.SimpleQueue = queue.SimpleQueue()
+
+            def requests():
+                while (item := pending.get()) is not None:
+                    yield item
+
+            self._stream = (pending, self._stream_call.future(requests()))
+        self._stream[0].put(data)
+        self.stats.record_sent(message, len(data))
+
+    def raise_if_failed(self) -> None:
+        """Raise why the open stream ended early (the peer refused a message, or is gone); else nothing."""
+        if self._stream is not None and self._stream[1].done():
+            self.finish()
+
+    def finish(self) -> None:
+        """End the open stream and wait (up to the timeout) until the peer has taken every message; raise any failure."""
+        if self._stream is None:
+            return
+        (pending, call), self._stream = self._stream, None
+        pending.put(None)
+        what = f"the messages streamed to {self.peer} at {self.address}"
+        try:
+            reply_bytes = call.result(timeout=self.timeout_s)
+        except grpc.FutureTimeoutError:
+            call.cancel()
+            raise ChannelError(f"no reply to {what} within {self.timeout_s:g} s: the peer is gone or stuck") from None
+        except grpc.FutureCancelledError:
+            raise ChannelError(f"{what} were cancelled: the link was closed") from None
+        except grpc.RpcError as error:
+            raise self._explain(error, what) from None
+        try:
+            reply = decode(reply_bytes, max_bytes=self.max_message_bytes)
+        except CodecError as error:
+            raise ChannelError(f"reply from {self.peer} at {self.address} rejected: {error}") from None
+        if reply.error:
+            raise PeerRefused(f"{self.peer} refused {what}: {reply.error}")
+
+    def _explain(self, error: grpc.RpcError, what: str, *, quiet: bool = False) -> ChannelError:
         code, details = error.code(), error.details() or ""
-        what = f"{message.kind} message (step {message.step}) to {self.peer} at {self.address}"
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ChannelError(f"no reply to {what} within {self.timeout_s:g} s: the peer is gone or stuck")
         if code == grpc.StatusCode.UNAVAILABLE:
@@ -211,8 +241,9 @@ class Link:
         return ChannelError(f"{what} failed: {code.name}: {details}")
 
     def close(self) -> None:
-        if self._senders is not None:
-            self._senders.shutdown(wait=False, cancel_futures=True)
+        if self._stream is not None:
+            self._stream[0].put(None)  # ends the request generator's thread
+            self._stream = None
         self._channel.close()
 
     def __enter__(self) -> Link:
@@ -220,6 +251,10 @@ class Link:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _what(message: WireMessage, link: Link) -> str:
+    return f"{message.kind} message (step {message.step}) to {link.peer} at {link.address}"
 
 
 Handler = Callable[[WireMessage, str], WireMessage]
@@ -230,16 +265,19 @@ class Listener:
 
     ``handler(message, peer_name)`` returns the reply; raising :class:`SecsplitError` turns into a
     refusal the caller sees (and this side logs). Concurrency: ``max_workers`` threads serve
-    requests, at most ``max_queue`` more wait; beyond that gRPC answers RESOURCE_EXHAUSTED.
+    requests, at most ``max_queue`` more wait; beyond that gRPC answers RESOURCE_EXHAUSTED. An open
+    stream holds one thread; each peer may hold at most :data:`MAX_STREAMS_PER_PEER` at once.
 
     Args:
         listen: "host:port" (port 0 picks a free port; see :attr:`port`).
         party: our party name; ``allowed_peers``: the client names we accept (certificate CN).
+        streams: also accept ``/secsplit.Split/Stream`` (training parties; not an inference server,
+            whose clients only need one request at a time).
     """
 
     def __init__(self, handler: Handler, *, listen: str, party: str = "server", allowed_peers: Iterable[str] = ("client",),
                  certs=None, insecure: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 max_workers: int = 4, max_queue: int = 64) -> None:
+                 max_workers: int = 4, max_queue: int = 64, streams: bool = False) -> None:
         self.handler, self.party = handler, party
         self.allowed_peers = tuple(allowed_peers)
         self.insecure = insecure
@@ -247,10 +285,13 @@ class Listener:
         self.last_message_at = time.monotonic()
         self.refusals: list[str] = []
         self._lock = threading.Lock()
+        self._streaming: dict[str, int] = {}  # peer -> streams it holds open
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=_options(max_message_bytes),
                                    maximum_concurrent_rpcs=max_workers + max_queue)
-        method = grpc.unary_unary_rpc_method_handler(self._serve)
-        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("secsplit.Split", {"Exchange": method})])
+        methods = {"Exchange": grpc.unary_unary_rpc_method_handler(self._serve)}
+        if streams:
+            methods["Stream"] = grpc.stream_unary_rpc_method_handler(self._serve_stream)
+        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("secsplit.Split", methods)])
         try:
             if insecure:
                 self.port = self._server.add_insecure_port(listen)
@@ -288,7 +329,42 @@ class Listener:
 
     def _serve(self, request: bytes, context) -> bytes:
         self.last_message_at = time.monotonic()
+        reply = self._serve_one(request, context, self._peer_name(context))
+        try:
+            data = encode(reply, max_bytes=self.max_message_bytes)
+        except SecsplitError as error:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        self.last_message_at = time.monotonic()
+        return data
+
+    def _serve_stream(self, requests, context) -> bytes:
+        """One sender's messages in order; each is checked and handled as an exchanged one (its reply dropped)."""
+        self.last_message_at = time.monotonic()
         peer = self._peer_name(context)
+        key = peer or context.peer()  # plaintext: nobody is authenticated, count per connection
+        with self._lock:
+            held = self._streaming.get(key, 0)
+            if held < MAX_STREAMS_PER_PEER:
+                self._streaming[key] = held + 1
+        if held >= MAX_STREAMS_PER_PEER:
+            self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{key} already holds {held} open streams (at most {MAX_STREAMS_PER_PEER})")
+        count = 0
+        try:
+            for request in requests:
+                self.last_message_at = time.monotonic()
+                self._serve_one(request, context, peer)
+                count += 1
+        finally:
+            with self._lock:
+                self._streaming[key] -= 1
+                if not self._streaming[key]:
+                    del self._streaming[key]
+        self.last_message_at = time.monotonic()
+        return encode(WireMessage(run_id="", step=count, kind="control", src=self.party, dst=peer or "", tag="ack"))
+
+    def _serve_one(self, request: bytes, context, peer: str | None) -> WireMessage:
+        """Decode, authenticate and handle one request: the handler's reply, or the call aborted with the refusal."""
         try:
             message = decode(request, max_bytes=self.max_message_bytes)
             if peer is None and message.src not in self.allowed_peers:
@@ -296,12 +372,9 @@ class Listener:
             peer = peer or message.src
             if message.src != peer:
                 raise ChannelError(f"message claims to come from {message.src!r} but the peer is {peer!r}")
-            reply = self.handler(message, peer)
-            data = encode(reply, max_bytes=self.max_message_bytes)
+            return self.handler(message, peer)
         except SecsplitError as error:
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except Exception as error:  # a bug must not kill the server thread silently
             log.exception("internal error while serving %s", peer)
             self._refuse(context, grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
-        self.last_message_at = time.monotonic()
-        return data

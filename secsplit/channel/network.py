@@ -6,8 +6,9 @@ each process runs only its own party's statements (``channel.hosts(party)``) and
 hosted party sends or receives crosses the network:
 
 - sending (``src`` hosted): the tensor is encoded with the codec (:mod:`secsplit.channel.codec`,
-  never pickled) and sent to ``dst``'s listener without waiting for the acknowledgement, so the
-  sender goes on at once; sends to one receiver carry consecutive sequence numbers.
+  never pickled) and streamed to ``dst``'s listener (one long-lived call per receiver,
+  :meth:`~secsplit.channel.grpc_link.Link.send`) without waiting, so the sender goes on at once;
+  sends to one receiver carry consecutive sequence numbers.
 - receiving (``dst`` hosted): the listener files each decoded message under its sender, and
   ``send`` on the receiving side returns the next one in sequence after checking that it is the
   message the protocol expects there (kind, step, tag, phase): both sides run the same program, so
@@ -111,7 +112,6 @@ class NetworkChannel(Channel):
         self.max_message_bytes, self.max_buffered_bytes = max_message_bytes, max_buffered_bytes
         self._tls = {"certs": certs, "insecure": insecure}
         self._links: dict[str, Link] = {}
-        self._pending: list = []  # (peer, result function) of sends not yet acknowledged
         self._next_out: dict[str, int] = defaultdict(int)
         self._cond = threading.Condition()
         self._inbox: dict[str, dict[int, WireMessage]] = defaultdict(dict)
@@ -129,7 +129,7 @@ class NetworkChannel(Channel):
         self.received = LinkStats()  # what the listener took in (messages, payload, envelopes)
         self.listener = Listener(self._handle, listen=listen or addresses[party], party=party,
                                  allowed_peers=self.peers, max_message_bytes=max_message_bytes,
-                                 max_workers=4 + 2 * len(self.peers), max_queue=64, **self._tls)
+                                 max_workers=4 + 2 * len(self.peers), max_queue=64, streams=True, **self._tls)
         self.listener.start()
 
     # -- who runs where -------------------------------------------------------------------------
@@ -221,18 +221,14 @@ class NetworkChannel(Channel):
             self.listener.stop(grace=0.5)
 
     def flush(self) -> None:
-        """Wait until every message sent so far is acknowledged; raise the first failure."""
-        pending, self._pending = self._pending, []
-        for _, result in pending:
-            result()
+        """Wait until every peer has taken every message sent to it so far; raise the first failure."""
+        for link in list(self._links.values()):
+            link.finish()
 
     def _reap(self) -> None:
-        """Raise the failure of any send already answered (a refusal surfaces at the next message)."""
-        done = [(peer, result) for peer, result in self._pending if result.done()]
-        if done:
-            self._pending = [p for p in self._pending if not p[1].done()]
-            for _, result in done:
-                result()
+        """Raise the failure of any stream that already ended (a refusal surfaces at the next message)."""
+        for link in list(self._links.values()):
+            link.raise_if_failed()
 
     # -- delivery ---------------------------------------------------------------------------------
     def _deliver(self, src, dst, kind, tensor, *, step, tag=""):
@@ -245,7 +241,7 @@ class NetworkChannel(Channel):
             self._next_out[dst] = seq + 1
             message = WireMessage(run_id=self.run_id, step=step, kind=kind, src=src, dst=dst, phase=self.phase,
                                   tag=tag, tensor=tensor, seq=seq)
-            self._pending.append((dst, _Later(self._link(dst), message)))
+            self._link(dst).send(message)
             return tensor
         return self._receive(src, kind, step=step, tag=tag)
 
@@ -373,20 +369,3 @@ class NetworkChannel(Channel):
                 "messages_received": self.received.messages_received,
                 "payload_received": self.received.payload_received,
                 "peers": {p: link.address for p, link in self._links.items()}}
-
-
-class _Later:
-    """A send in flight: ``done()`` once acknowledged or failed; calling it raises the failure."""
-
-    def __init__(self, link: Link, message: WireMessage) -> None:
-        self._result = link.exchange_later(message)
-        self._future = getattr(self._result, "future", None)
-        self._value = None
-
-    def done(self) -> bool:
-        return self._future is None or self._future.done()
-
-    def __call__(self):
-        if self._value is None:
-            self._value = self._result()
-        return self._value
