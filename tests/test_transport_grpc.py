@@ -406,3 +406,46 @@ def test_inference_clients_retry_a_server_at_capacity_with_backoff(digits, tmp_p
         listener.stop(grace=0)
     assert not errors, errors[:3]
     assert len(done) == 16 and serving.requests == 16 * 5
+
+
+def test_streams_are_bounded_per_peer_and_only_training_listeners_accept_them():
+    """A peer may hold at most 2 streams open (each holds a listener thread); an inference server takes none."""
+    import grpc
+
+    from secsplit.channel.grpc_link import MAX_STREAMS_PER_PEER, STREAM_METHOD
+
+    release = threading.Event()
+
+    def held():  # a stream that stays open until released
+        release.wait(10)
+        return
+        yield
+
+    received = []
+    listener = Listener(lambda message, peer: received.append(message) or message, listen="127.0.0.1:0",
+                        insecure=True, streams=True).start()
+    plain = Listener(lambda message, peer: message, listen="127.0.0.1:0", insecure=True).start()
+    try:
+        with Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=5) as link:
+            open_streams = [link._stream_call.future(held()) for _ in range(MAX_STREAMS_PER_PEER)]
+            time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as refused:
+                link._stream_call(iter(()), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "open streams" in refused.value.details()
+            release.set()
+            for call in open_streams:
+                call.result(timeout=5)
+            link._connected = True
+            link.send(WireMessage(run_id="r", step=3, kind="activation", src="client", dst="server",
+                                  tensor=torch.ones(2)))
+            link.finish()  # the stream ends once the listener took every message
+            assert [m.step for m in received] == [3]
+        with Link(f"127.0.0.1:{plain.port}", party="client", insecure=True, timeout_s=5) as link:
+            with pytest.raises(grpc.RpcError) as refused:
+                link._channel.stream_unary(STREAM_METHOD)(iter(()), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        release.set()
+        listener.stop(grace=0)
+        plain.stop(grace=0)
