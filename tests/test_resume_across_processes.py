@@ -25,20 +25,22 @@ from secsplit.evaluation.party import agree_on_step, run_party, weights_digest
 from secsplit.training import checkpointed_steps
 
 
-def write_run(path: Path, *, epochs: int = 2, batch_size: int = 16, extra: str = "") -> tuple[str, dict]:
-    parties = {"client": f"127.0.0.1:{free_port()}", "server": f"127.0.0.1:{free_port()}"}
+def write_run(path: Path, *, epochs: int = 2, batch_size: int = 16, extra: str = "",
+              topology: str = "vanilla") -> tuple[str, dict]:
+    names = ["client", "hop1", "server"] if topology == "multihop" else ["client", "server"]
+    parties = {p: f"127.0.0.1:{free_port()}" for p in names}
     table = "\n".join(f'{p} = "{a}"' for p, a in parties.items())
-    path.write_text(f'data = "digits"\ntopology = "vanilla"\nepochs = {epochs}\nbatch_size = {batch_size}\nseed = 5\n'
-                    f"{extra}\n[parties]\n{table}\n")
+    path.write_text(f'data = "digits"\ntopology = "{topology}"\nepochs = {epochs}\nbatch_size = {batch_size}\n'
+                    f"seed = 5\n{extra}\n[parties]\n{table}\n")
     return str(path), parties
 
 
 def uninterrupted(run_file) -> dict:
-    description, _ = read_party_file(run_file)
+    description, parties = read_party_file(run_file)
     built = build_run(description, attach_attacks=False)
     report = built.fit()
     return {"accuracy": report.summary["test_accuracy"],
-            "weights": {p: weights_digest(built.topology.parties[p]) for p in ("client", "server")}}
+            "weights": {p: weights_digest(built.topology.parties[p]) for p in parties}}
 
 
 def serve(run_file, role: str, directory: Path, *, resume: bool = False, every: int = 10) -> subprocess.Popen:
@@ -55,33 +57,39 @@ def summary_of(process: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_a_killed_party_restarted_with_resume_rejoins_and_the_run_ends_as_if_uninterrupted(tmp_path):
-    run_file, _ = write_run(tmp_path / "run.toml")
+@pytest.mark.parametrize("topology, victim", [
+    ("vanilla", "client"),
+    # the middle of three processes: both others go back to the checkpoint (one told by the other's goodbye)
+    pytest.param("multihop", "hop1", marks=pytest.mark.slow),
+])
+def test_a_killed_party_restarted_with_resume_rejoins_and_the_run_ends_as_if_uninterrupted(tmp_path, topology, victim):
+    run_file, parties = write_run(tmp_path / "run.toml", topology=topology)
     expected = uninterrupted(run_file)
-    server = serve(run_file, "server", tmp_path)
-    client = serve(run_file, "client", tmp_path)
+    processes = {p: serve(run_file, p, tmp_path) for p in parties}
+    restarted = None
     try:
         deadline = time.monotonic() + 120
-        saved = tmp_path / "client"
+        saved = tmp_path / victim
         while not any(s >= 30 for s in (checkpointed_steps(saved) if saved.exists() else [])):
             # a few checkpoints in, still mid-run (the run has 180 steps)
-            assert time.monotonic() < deadline and client.poll() is None, "the client never checkpointed"
+            assert time.monotonic() < deadline and processes[victim].poll() is None, "it never checkpointed"
             time.sleep(0.05)
-        client.kill()
-        client.communicate()
-        killed_at = max(checkpointed_steps(tmp_path / "client"))
+        processes[victim].kill()
+        processes[victim].communicate()
+        killed_at = max(checkpointed_steps(saved))
         assert killed_at < 180, "the run ended before the crash"
-        assert server.poll() is None  # it waits for the client's next message
-        restarted = serve(run_file, "client", tmp_path, resume=True)
-        summaries = {"client": summary_of(restarted), "server": summary_of(server)}
+        assert all(p.poll() is None for name, p in processes.items() if name != victim)  # they wait for it
+        restarted = serve(run_file, victim, tmp_path, resume=True)
+        summaries = {p: summary_of(restarted if p == victim else processes[p]) for p in parties}
     finally:
-        for process in (server, client):
-            if process.poll() is None:
+        for process in [*processes.values(), restarted]:
+            if process is not None and process.poll() is None:
                 process.kill()
     for party, summary in summaries.items():
         assert summary["weights_sha256"] == expected["weights"][party], party
         assert summary["resumed_from_step"] is not None and 30 <= summary["resumed_from_step"] <= killed_at
-    assert summaries["server"]["rejoined"] == 1  # it went back to the checkpoint without being restarted
+        # the others went back to the checkpoint without being restarted
+        assert summary["rejoined"] == (0 if party == victim else 1), party
     assert summaries["client"]["test_accuracy"] == expected["accuracy"]
     assert [row["epoch"] for row in summaries["client"]["history"]] == [1, 2]
 
