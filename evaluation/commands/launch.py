@@ -18,7 +18,10 @@ and one certificate per party, gives every party a free loopback port, starts on
 party, waits for all of them and prints each party's summary. Every process builds the same
 topology from the same file and seed and runs only its own party's part of each step
 (:class:`~secsplit.channel.network.NetworkChannel`); the in-process run of the same file gives the
-same weights, accuracy and payload bytes.
+same weights, accuracy and payload bytes. With ``--checkpoint-dir DIR`` each party checkpoints its
+own state in ``DIR/PARTY``; ``--resume`` restarts every party from the last checkpoint they all hold
+(a single party restarted with ``serve --resume`` rejoins on its own: see
+:mod:`secsplit.evaluation.party`).
 """
 
 from __future__ import annotations
