@@ -222,9 +222,21 @@ def test_dpsgd_trains_across_processes_and_each_party_reports_epsilon(tmp_path):
     assert apart["server"]["weights_sha256"] == weights_digest(alone.topology.parties["server"])
     for summary in apart.values():
         assert summary["epsilon"]["prv"] == pytest.approx(expected["prv"]) and summary["epsilon"]["steps"] > 0
-    # its noise stream and accounting are not checkpointed: resuming is refused, not silently weakened
+
+
+def test_dpsgd_with_checkpoints_is_refused_in_process_and_across_processes(tmp_path, capsys):
+    """Its noise stream and accounting are not checkpointed: resuming would replay noise and under-state epsilon."""
+    from secsplit.evaluation.cli import main
+
+    run_file, parties = write_run(tmp_path / "run.toml", extra='defenses = ["dpsgd:noise_multiplier=1.0"]')
+    description, _ = read_party_file(run_file)
     with pytest.raises(ConfigError, match="--checkpoint-dir with defense dpsgd: .*replay noise"):
-        run_party(description, read_party_file(run_file)[1], "client", insecure=True, checkpoint_dir=tmp_path / "c")
+        run_party(description, parties, "client", insecure=True, checkpoint_dir=tmp_path / "c")
+    plain = tmp_path / "plain.toml"
+    plain.write_text('data = "digits"\ndefenses = ["dpsgd:noise_multiplier=1.0"]\n')
+    assert main(["train", "--config", str(plain), "--checkpoint-dir", str(tmp_path / "p")]) == 2
+    assert "--checkpoint-dir with defense dpsgd" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "p").exists()  # refused before anything is written
 
 
 def test_attacks_in_a_run_across_processes_are_refused_saying_why(tmp_path):
