@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass
@@ -289,6 +290,7 @@ class Listener:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=_options(max_message_bytes),
                                    maximum_concurrent_rpcs=max_workers + max_queue)
         methods = {"Exchange": grpc.unary_unary_rpc_method_handler(self._serve)}
+        self._streams = streams
         if streams:
             methods["Stream"] = grpc.stream_unary_rpc_method_handler(self._serve_stream)
         self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("secsplit.Split", methods)])
@@ -307,6 +309,11 @@ class Listener:
 
     def start(self) -> Listener:
         self._server.start()
+        if self._streams:
+            # a peer's open stream holds one of the server's threads, which the interpreter joins at
+            # exit: stop serving first, so a process that never closed its channel still exits
+            server = weakref.ref(self._server)
+            threading._register_atexit(lambda: server() is not None and server().stop(0))
         return self
 
     def stop(self, grace: float | None = 1.0) -> None:
