@@ -449,3 +449,26 @@ def test_streams_are_bounded_per_peer_and_only_training_listeners_accept_them():
         release.set()
         listener.stop(grace=0)
         plain.stop(grace=0)
+
+
+def test_an_inference_client_whose_session_was_forgotten_opens_it_again(digits, tmp_path):
+    """One session per certificate name: a second client's hello forgets the first's, which says hello again."""
+    from secsplit.checkpoint import load_split_model, save_split_model
+    from secsplit.remote import InferenceClient, InferenceServer
+
+    directory = save_split_model(_spec(digits).build(), tmp_path / "m", model_name="mlp", input_shape=digits.input_shape,
+                                 num_classes=digits.num_classes, dataset_name="digits", model_seed=0)
+    serving = InferenceServer(directory, max_sessions=1)
+    listener = Listener(serving.handle, listen="127.0.0.1:0", insecure=True).start()
+    try:
+        first, second = (InferenceClient(load_split_model(directory, parties="client"),
+                                         Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=10))
+                         for _ in range(2))
+        assert list(serving.sessions["client"]) == [second.run_id]  # the first session was forgotten
+        expected = load_split_model(directory).predict(digits.x_test[:8])
+        assert torch.allclose(first.predict(digits.x_test[:8]), expected, atol=1e-6)
+        assert list(serving.sessions["client"]) == [first.run_id]
+        assert torch.allclose(second.predict(digits.x_test[:8]), expected, atol=1e-6)
+        assert serving.requests == 2
+    finally:
+        listener.stop(grace=0)

@@ -22,6 +22,7 @@ import torch
 
 from secsplit.channel import Channel
 from secsplit.channel.codec import WireMessage, check_tensor
+from secsplit.channel.grpc_link import PeerRefused
 from secsplit.errors import ChannelError, ConfigError
 from secsplit.remote.session import PROTOCOL_VERSION, SessionSpec
 from secsplit.topologies.base import Topology
@@ -29,6 +30,8 @@ from secsplit.topologies.chain import chain_routes
 
 log = logging.getLogger("secsplit.inference_server")
 PARTY = "server"
+#: how the server refuses a request of a session it does not hold (the client then says hello again)
+UNKNOWN_SESSION = "send hello first"
 
 
 def spec_from_manifest(manifest: dict) -> SessionSpec:
@@ -66,10 +69,12 @@ class InferenceServer:
         checkpoint: directory written by ``secsplit train --save`` / :func:`save_split_model`.
         max_batch: the largest batch accepted per request.
         max_sessions: open sessions remembered per client (certificate name); a client's hello
-            beyond that forgets its own least recently used session, never another client's.
+            beyond that forgets its own least recently used session, never another client's. One
+            certificate may stand for many client processes (bench_grpc.py's overload run: 128),
+            and a session costs only its run id, so the bound is generous.
     """
 
-    def __init__(self, checkpoint: str | Path, *, max_batch: int = 4096, max_sessions: int = 64) -> None:
+    def __init__(self, checkpoint: str | Path, *, max_batch: int = 4096, max_sessions: int = 1024) -> None:
         from secsplit.checkpoint import load_split_model
 
         topology = load_split_model(checkpoint, parties=PARTY)
@@ -92,7 +97,7 @@ class InferenceServer:
         with self._lock:
             mine = self.sessions.get(peer, {})
             if message.run_id not in mine:
-                raise ChannelError(f"unknown run {message.run_id[:80]!r}: send hello first")
+                raise ChannelError(f"unknown run {message.run_id[:80]!r}: {UNKNOWN_SESSION}")
             mine.move_to_end(message.run_id)
         if message.phase != "eval" or message.kind != "activation":
             raise ChannelError(f"an inference server answers eval activations only, got {message.phase} {message.kind}")
@@ -205,8 +210,17 @@ class InferenceClient(Topology):
             with self.flops.party(CLIENT):
                 z = self.callbacks.transform_activation(self.head(x), party=CLIENT, step=step, phase="eval")
             self.channel.send(CLIENT, PARTY, "activation", z, step=step)
-            reply = exchange_retrying(self.link, WireMessage(run_id=self.run_id, step=step, kind="activation",
-                                                             src=CLIENT, dst=PARTY, phase="eval", tensor=z))
+            request = WireMessage(run_id=self.run_id, step=step, kind="activation", src=CLIENT, dst=PARTY,
+                                  phase="eval", tensor=z)
+            try:
+                reply = exchange_retrying(self.link, request)
+            except PeerRefused as error:
+                if UNKNOWN_SESSION not in str(error):
+                    raise
+                # the server forgot the session (it restarted, or this certificate's oldest session
+                # made way for a newer one): open it again, once
+                self._control("hello", spec=self.spec.to_dict(), protocol=PROTOCOL_VERSION)
+                reply = exchange_retrying(self.link, request)
             kind = "logits" if self.tail is None else "activation"
             shape = (x.shape[0], self.spec.num_classes) if self.tail is None else None
             tensor = check_tensor(reply, kind=kind, shape=shape, dtype=torch.float32, what=f"server's {kind}")
