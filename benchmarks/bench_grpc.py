@@ -2,10 +2,11 @@
 
 `secsplit serve --role inference` in its own process holds the server segments of a saved LeNet
 split model; 1, 4, 16 and 64 client threads, each its own connection and session, send batches for
-a fixed time. Requests/s and p50/p99 latency per concurrency. Then an overload run: more clients
-than the server's workers and queue hold (default 128 clients x 20 requests against 4 workers and a
-queue of 64); a refusal for capacity is retried by the client with jittered exponential backoff
-(``exchange_retrying``), so every request must complete: errors and retried refusals are counted.
+a fixed time. Requests/s and p50/p99 latency per concurrency. Then an overload run against a
+second server that holds fewer requests than there are clients (default 128 clients x 20 requests,
+4 workers and a queue of 8): a refusal for capacity is retried by the client with jittered
+exponential backoff (``exchange_retrying``), so every request must complete; errors and retried
+refusals are counted.
 (Training across processes, every topology: ``bench_transport.py``.)
 
 Run: ``python benchmarks/bench_grpc.py [--seconds S] [--clients 1 4 16 64] [--overload 128 --requests 20]``.
@@ -130,13 +131,19 @@ def inference(args, pki: Path, workdir: Path) -> list[dict]:
             for clients in args.clients:
                 rows.append(run_clients(local, port, pki, clients=clients, batch=batch, seconds=args.seconds))
                 print(json.dumps(rows[-1]), flush=True)
-        if args.overload:
-            rows.append({"overload": True, **run_clients(local, port, pki, clients=args.overload, batch=1,
-                                                         requests=args.requests)})
-            print(json.dumps(rows[-1]), flush=True)
     finally:
         process.terminate()
         process.wait(10)
+    if args.overload:
+        process, port = serve("--role", "inference", "--certs", str(pki), "--checkpoint", str(checkpoint),
+                              "--workers", str(args.workers), "--queue", str(args.overload_queue), threads=args.threads)
+        try:
+            rows.append({"overload": True, "workers": args.workers, "queue": args.overload_queue,
+                         **run_clients(local, port, pki, clients=args.overload, batch=1, requests=args.requests)})
+            print(json.dumps(rows[-1]), flush=True)
+        finally:
+            process.terminate()
+            process.wait(10)
     return rows
 
 
@@ -150,6 +157,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--overload", type=int, default=128, help="clients of the overload run (0: none)")
     parser.add_argument("--requests", type=int, default=20, help="requests per client in the overload run")
+    parser.add_argument("--overload-queue", type=int, default=8, help="the overload run's server queue")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(json.dumps({"load_average": [round(v, 2) for v in os.getloadavg()]}), flush=True)
