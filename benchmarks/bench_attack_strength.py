@@ -199,7 +199,7 @@ def fsha(args) -> None:
 
         class Every(Callback):
             def on_epoch_end(self, *, epoch, metrics):
-                if epoch % 5 == 0:
+                if epoch % 2 == 0:
                     measure(attack, f"epoch {epoch}, {(time.process_time() - budget.start) / 60:.1f} CPU-min")
 
         Trainer(topology, epochs=args.epochs, batch_size=64, seed=seed, callbacks=[attack, budget, Every()],
