@@ -1,6 +1,6 @@
 """Training step across processes (NetworkChannel, gRPC + mutual TLS on loopback) against in process.
 
-LeNet on MNIST-shaped random batches of 64, Adam, one torch thread per process. The same topology
+LeNet on MNIST-shaped random batches of 64, Adam, one torch thread per process (``--threads``). The same topology
 code runs in both: in process (every party here) and across processes (the first client here,
 every other party in its own process started by this script with ``--party NAME``). Blocks of
 steps alternate between the two within one run, so machine noise hits both alike; the ratio of
@@ -126,7 +126,8 @@ def measure(name: str, args, workdir: Path) -> dict:
     addresses = {p: f"127.0.0.1:{free_port()}" for p in parties}
     others = {p: subprocess.Popen([sys.executable, __file__, "--party", p, "--topology", name, "--addresses",
                                    json.dumps(addresses), "--certs", str(workdir / name), "--steps", str(args.steps),
-                                   "--rounds", str(args.rounds)], stdout=subprocess.PIPE, text=True)
+                                   "--rounds", str(args.rounds), "--threads", str(args.threads)],
+                                  stdout=subprocess.PIPE, text=True)
               for p in parties if p != me}
     channel = network(me, addresses, str(workdir / name))
     remote = topology(name, channel)
@@ -153,7 +154,7 @@ def measure(name: str, args, workdir: Path) -> dict:
         raise SystemExit(f"{name}: weights across processes differ from in process for {mismatched}")
     lt, rt = statistics.median(local_times), statistics.median(remote_times)
     steps = len(local_times)
-    return {"topology": name, "processes": len(parties), "in_process_ms": round(lt * 1e3, 2),
+    return {"topology": name, "processes": len(parties), "threads": args.threads, "in_process_ms": round(lt * 1e3, 2),
             "grpc_mtls_ms": round(rt * 1e3, 2), "ratio": round(rt / lt, 3),
             "overhead_ms": round((rt - lt) * 1e3, 2), "cpu_ms_in_process": round(local_cpu / steps * 1e3, 2),
             "cpu_ms_all_processes": round(remote_cpu / steps * 1e3, 2), "cpu_ratio": round(remote_cpu / local_cpu, 3),
@@ -210,12 +211,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per block (SplitFed: per round of its 4 clients)")
     parser.add_argument("--rounds", type=int, default=3, help="blocks per side, alternating, after one to warm up")
     parser.add_argument("--rtt", action="store_true", help="also measure the loopback round trip (the floor)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of every process")
     parser.add_argument("--party", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--addresses", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--certs", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rtt-listener", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.rtt_listener:
         rtt_listener(args.rtt_listener)
         return
