@@ -44,8 +44,10 @@ def test_inverse_network_recovers_shallow_cut_images(mnist):
     targets = mnist.x_test[-8:]
     result = _attack(mnist, create_attack("inverse-network", aux_size=500, epochs=5, targets=targets))
     score = ssim(result.reconstructions, result.originals, data_range=1.0)
-    assert score > 0.5 and score > _mean_image_ssim(mnist, targets) + 0.3
-    assert result.info["aux_size"] == 500
+    # measured 0.98 at this budget (the quick preset's); 0.42 with lr 2e-3 and batch 64, hence the defaults.
+    # He et al. report ~0.99 at the first conv
+    assert score > 0.9 and score > _mean_image_ssim(mnist, targets) + 0.3
+    assert result.info["aux_size"] == 500 and 1 <= result.info["best_epoch"] <= 5
 
 
 def test_reconstruction_is_not_applicable_to_tabular_data_or_when_the_server_sees_no_release():
