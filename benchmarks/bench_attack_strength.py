@@ -139,21 +139,24 @@ def reconstruction(args, attack_name: str) -> None:
     print(f"mean-image SSIM {ssim(mean_image, targets, data_range=1.0):.3f}")
     params = json.loads(args.params) if args.params else {}
     for cut in args.cuts:
-        scores, seconds, accuracies, extra = [], [], [], []
+        scores, seconds, cpu_seconds, accuracies, extra = [], [], [], [], []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             model, accuracy = trained_lenet(data, seed)
             topology = build_topology("vanilla", model, cuts=[cut])
             attack = create_attack(attack_name, targets=targets, seed=seed, **params)
             attack.check_applicable(topology, data)
             attack.attach(topology)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = attack.result()
             seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu)
             scores.append(ssim(result.reconstructions, result.originals, data_range=1.0))
             accuracies.append(accuracy)
             extra.append({k: result.info[k] for k in ("stalled", "starts_kept", "best_epoch") if k in result.info})
-            print(f"  {cut} seed {seed}: SSIM {scores[-1]:.3f}, {seconds[-1]:.0f} s, {extra[-1]}", flush=True)
-        print(f"| {attack_name} | {cut} | {ms(accuracies)} | {ms(scores)} | {np.mean(seconds):.0f} s | {params} |", flush=True)
+            print(f"  {cut} seed {seed}: SSIM {scores[-1]:.3f}, {seconds[-1]:.0f} s wall, {cpu_seconds[-1]:.0f} s CPU, "
+                  f"{extra[-1]}", flush=True)
+        print(f"| {attack_name} | {cut} | {ms(accuracies)} | {ms(scores)} | {np.mean(seconds):.0f} s wall, "
+              f"{np.mean(cpu_seconds):.0f} s CPU | {params} |", flush=True)
 
 
 def fsha(args) -> None:
