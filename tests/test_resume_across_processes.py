@@ -146,14 +146,19 @@ def test_tampered_or_changed_state_on_resume_is_one_line_naming_the_file_and_fie
     options = {p: {"checkpoint_dir": tmp_path / p, "checkpoint_every": 5} for p in ("client", "server")}
     assert all(isinstance(s, dict) for s in _parties(run_file, options).values())
     resume = {p: {**o, "resume": True} for p, o in options.items()}
+    for path in tmp_path.glob("*/*-step000000012*"):  # the run's last steps are still to train
+        path.unlink()
     last = max(checkpointed_steps(tmp_path / "client"))
+    assert last == 10
     state = tmp_path / "client" / f"trainer-step{last:09d}.json"
     saved = state.read_text()
     edited = json.loads(saved)
     edited["sums"] = "lots"
     state.write_text(json.dumps(edited))
-    error = _parties(run_file, resume)["client"]
+    outcome = _parties(run_file, resume)
+    error = outcome["client"]
     assert isinstance(error, ConfigError) and f"{state}: field sums is invalid" in str(error)
+    assert "client failed" in str(outcome["server"]) and "field sums is invalid" in str(outcome["server"])
     state.write_text(saved)
     # the party state of another model (written as this party's, checksum and all)
     from secsplit.models import create_model

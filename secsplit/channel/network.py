@@ -168,8 +168,9 @@ class NetworkChannel(Channel):
                 except ChannelError:
                     with self._cond:
                         reason = self._gone.get(peer)
-                    if reason:  # it failed while we greeted it: its reason, not the connection it closed
-                        raise PeerGone(f"{peer} failed: {reason}") from None
+                    if reason is not None:  # it left while we greeted it: why, not the connection it closed
+                        raise PeerGone(f"{peer} failed: {reason}" if reason else f"{peer} finished before this "
+                                       f"party's hello (do both run the same run file?)") from None
                     raise
                 if reply.meta.get("state") != "stopping":
                     self._met(peer, hello_info(reply.meta))
@@ -334,10 +335,18 @@ class NetworkChannel(Channel):
             with self._cond:
                 self._gone[peer] = str(reason)[:MAX_REASON_CHARS] if reason else ""
                 self._cond.notify_all()
+            self._up(peer)
             if reason:
                 log.warning("%s failed: %s", peer, reason)
             return reply
         raise ChannelError(f"unknown control message {message.tag[:40]!r}; valid: hello, bye")
+
+    def _up(self, peer: str) -> None:
+        """``peer`` said goodbye: a hello to it still retrying a refused connection stops retrying, so
+        this party fails at once with the peer's reason instead of waiting for it to come up."""
+        link = self._links.get(peer)
+        if link is not None:
+            link._connected = True
 
     def _restart(self, peer: str, info: dict, reply: WireMessage) -> WireMessage:
         """``peer`` said hello as a new process mid-run (called holding the lock)."""
