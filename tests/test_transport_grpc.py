@@ -472,3 +472,29 @@ def test_an_inference_client_whose_session_was_forgotten_opens_it_again(digits, 
         assert serving.requests == 2
     finally:
         listener.stop(grace=0)
+
+
+def test_a_streamed_envelope_gets_the_same_checks_as_an_exchanged_one():
+    """Garbage, a forged sender or an oversize message on a stream ends it with the reason; the handler never sees them."""
+    import grpc
+
+    from secsplit.channel.codec import encode
+
+    handled = []
+    listener = Listener(lambda message, peer: handled.append(message) or message, listen="127.0.0.1:0",
+                        insecure=True, streams=True, max_message_bytes=4096).start()
+    good = WireMessage(run_id="r", step=0, kind="activation", src="client", dst="server", tensor=torch.ones(2))
+    bad = [b"\xff\x00garbage", encode(WireMessage(**{**good.__dict__, "src": "mallory"})),
+           encode(WireMessage(**{**good.__dict__, "tensor": torch.zeros(64, 64)}), max_bytes=1 << 20)]
+    try:
+        with Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=5) as link:
+            for data in bad:
+                with pytest.raises(grpc.RpcError) as refused:
+                    link._stream_call(iter([encode(good), data, encode(good)]), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(handled) == len(bad)  # only the first good message of each stream
+        assert len(listener.refusals) == len(bad)
+        assert any("malformed" in r for r in listener.refusals) and any("mallory" in r for r in listener.refusals)
+        assert any("exceeds" in r for r in listener.refusals)
+    finally:
+        listener.stop(grace=0)
