@@ -84,20 +84,6 @@ def _only_rows(t, rows):
     return kept
 
 
-def _own_samples(topology, role: str, n: int):
-    """The training rows ``role`` holds where clients hold samples of their own (relay, SplitFed); else None."""
-    shards = getattr(topology, "shards", None)  # the many-client topologies' partition
-    clients = list(getattr(topology, "clients", ()))
-    if shards is None or role not in clients:
-        return None
-    if topology.partition != "iid":
-        raise ConfigError(f"{topology.name} across processes: a Dirichlet partition is drawn from the training "
-                          f"labels, which not every party holds; use partition = \"iid\"")
-    order, bounds = shards(n)
-    k = clients.index(role)
-    return order[bounds[k]:bounds[k + 1]]
-
-
 def held_data(dataset, topology, role: str):
     """The data set as ``role`` holds it: inputs and labels it does not own are zeros.
 
@@ -109,17 +95,16 @@ def held_data(dataset, topology, role: str):
     """
     by_data_owner = topology.label_source == "data_owner"
     holds_labels = role in topology.data_owners if by_data_owner else role == topology.label_owner
-    views = dict(zip(getattr(topology, "clients", ()), getattr(topology, "views", ()) or ()))  # vertical clients
-    if role in views and role != topology.data_owner:
+    view = topology.feature_view(role)
+    if view is not None and role != topology.data_owner:
         holds_labels = False  # the samples' labels come with the data owner (client0), not with every view
     changes = {}
     if role not in topology.data_owners:
         changes.update(x_train=_zeros(dataset.x_train), x_test=_zeros(dataset.x_test))
     else:
-        if role in views:  # a vertical client: the other clients' features are not its own
-            changes.update(x_train=_only_view(dataset.x_train, views[role]),
-                           x_test=_only_view(dataset.x_test, views[role]))
-        rows = _own_samples(topology, role, len(dataset.y_train))
+        if view is not None:  # a vertical client: the other clients' features are not its own
+            changes.update(x_train=_only_view(dataset.x_train, view), x_test=_only_view(dataset.x_test, view))
+        rows = topology.own_training_rows(role, len(dataset.y_train))
         if rows is not None:
             changes.update(x_train=_only_rows(dataset.x_train, rows))
             if holds_labels:

@@ -154,6 +154,17 @@ def test_shards_are_disjoint_and_cover_the_training_set():
     assert [b - a for a, b in zip(bounds, bounds[1:])] == [6, 6, 6, 5]  # iid: sizes differ by at most one
 
 
+def test_a_clients_own_rows_are_its_shard_and_a_label_drawn_partition_is_refused_without_labels():
+    data = _tiny(n_train=23)
+    topo, _ = _build("relay", data, clients=4)
+    order, bounds = topo.shards(23)
+    assert torch.equal(topo.own_training_rows("client2", 23), order[bounds[2]:bounds[3]])
+    assert topo.own_training_rows("server", 23) is None  # the server holds no samples of its own
+    topo, _ = _build("relay", data, clients=4, partition=("dirichlet", 0.3))
+    with pytest.raises(ConfigError, match="Dirichlet partition are drawn from the training labels"):
+        topo.own_training_rows("client0", 23)
+
+
 def test_splitfed_average_equals_hand_computed_weighted_average():
     """One round, one batch per client (shards of 3, 2, 2): each client steps from the same weights,
     the server's segment is updated by each in turn, and the new global client segment is

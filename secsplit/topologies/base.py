@@ -171,6 +171,17 @@ class Topology(ABC):
         found = self.receivers("activation", src=self.data_owner)
         return found[0] if found else None
 
+    def feature_view(self, party: str):
+        """The part of each sample's input ``party`` holds where data owners hold different features of
+        the same samples (a vertical client's :class:`~secsplit.data.FeatureView`); None: all of it."""
+        return None
+
+    def own_training_rows(self, party: str, n: int) -> torch.Tensor | None:
+        """The training rows (of ``n``) ``party`` holds where data owners hold samples of their own
+        (many clients); None: every row. Only what can be known without the labels: a partition
+        drawn from the labels raises :class:`~secsplit.errors.ConfigError`."""
+        return None
+
     def task_metrics(self, x: torch.Tensor, y: torch.Tensor, *,
                      step: int = 0) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, float]]:
         """One split inference on a labelled batch, as ``Trainer.evaluate`` scores it.

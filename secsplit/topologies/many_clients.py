@@ -230,6 +230,16 @@ class ManyClientTopology(Topology):
             bounds.append(bounds[-1] + len(part))
         return torch.cat([part.sort().values for part in parts]), bounds
 
+    def own_training_rows(self, party: str, n: int) -> torch.Tensor | None:
+        if party not in self.clients:
+            return None
+        if self.partition != "iid":
+            raise ConfigError(f"{self.name}: a client's own samples under a Dirichlet partition are drawn from the "
+                              f"training labels, which not every party holds; use partition = \"iid\"")
+        order, bounds = self.shards(n)
+        k = self.clients.index(party)
+        return order[bounds[k]:bounds[k + 1]]
+
     def _epoch_orders(self, n, labels, generator) -> tuple[torch.Tensor, list[int]]:
         """Each shard in this epoch's order (a seeded permutation per client, client0 first)."""
         order, bounds = self.shards(n, labels)

@@ -287,6 +287,9 @@ class VerticalTopology(Topology):
     def num_classes(self) -> int:
         return self._num_classes
 
+    def feature_view(self, party: str):
+        return dict(zip(self.clients, self.views)).get(party)
+
     def routes(self):
         """Each client's activation to the server and its gradient back; in U-shape the server's
         output to client0 and its gradient back, else client0's labels (``label_source``) and the
