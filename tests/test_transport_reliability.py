@@ -48,11 +48,14 @@ class _Context:
         raise _Aborted(details)
 
 
-def _serve(listener, data: bytes) -> tuple[object, str]:
-    """(status, reason) of one request: ("ok", "") when answered."""
+def _serve(listener, data: bytes, *, stream: bool = False) -> tuple[object, str]:
+    """(status, reason) of one request, exchanged or as a stream of one message: ("ok", "") when answered."""
     context = _Context()
     try:
-        listener._serve(data, context)
+        if stream:
+            listener._serve_stream(iter([data]), context)
+        else:
+            listener._serve(data, context)
     except _Aborted:
         return context.code, context.details
     return "ok", ""
@@ -214,17 +217,19 @@ def _consume(channel: NetworkChannel) -> int:
         return channel._next_in["client"]
 
 
-def fuzz(listener, n_per_kind: int, *, seed: int = 0, channel: NetworkChannel | None = None) -> dict[str, dict]:
+def fuzz(listener, n_per_kind: int, *, seed: int = 0, channel: NetworkChannel | None = None,
+         stream: bool = False) -> dict[str, dict]:
     """Feed ``n_per_kind`` mutated messages of every kind to ``listener``; count outcomes per kind.
 
     With ``channel`` (the listener's party), each mutation starts from the message the party
-    expects next, so intact parts are accepted and the mutations reach past the codec.
+    expects next, so intact parts are accepted and the mutations reach past the codec. With
+    ``stream`` each goes in on the streaming method (how parties send during training).
     """
     rng = random.Random(seed)
     outcomes: dict[str, dict] = {kind: {} for kind in _seeds()}
     for _ in range(n_per_kind):
         for kind, valid in _seeds(_consume(channel) if channel else 0).items():
-            code, _ = _serve(listener, _mutate(rng, valid))
+            code, _ = _serve(listener, _mutate(rng, valid), stream=stream)
             outcomes[kind][code] = outcomes[kind].get(code, 0) + 1
     return outcomes
 
@@ -245,6 +250,7 @@ def test_fuzz_mutated_messages_of_every_kind_are_clean_refusals(party, served, c
 
     caplog.set_level(logging.WARNING)
     _check(fuzz(party.listener, 1000, channel=party), caplog)
+    _check(fuzz(party.listener, 500, seed=3, channel=party, stream=True), caplog)
     inference = Listener(served.handle, listen="127.0.0.1:0", insecure=True)
     _check(fuzz(inference, 1000, seed=1), caplog)
 
@@ -254,11 +260,14 @@ def test_fuzz_mutated_messages_of_every_kind_are_clean_refusals(party, served, c
 def test_fuzz_10000_mutated_messages_per_kind_with_bounded_memory(party, caplog):
     caplog.set_level(logging.ERROR)
     fuzz(party.listener, 200, channel=party)  # warm up allocator and caches
+    fuzz(party.listener, 200, channel=party, stream=True)
     before = _rss_mb()
     outcomes = fuzz(party.listener, 10_000, seed=2, channel=party)
+    streamed = fuzz(party.listener, 10_000, seed=4, channel=party, stream=True)
     growth = _rss_mb() - before
     _check(outcomes, caplog)
-    assert growth < 20, f"RSS grew {growth:.1f} MB over {5 * 10_000} mutated messages"
+    _check(streamed, caplog)
+    assert growth < 20, f"RSS grew {growth:.1f} MB over {2 * 5 * 10_000} mutated messages (exchanged and streamed)"
 
 
 def test_a_hostile_hello_to_the_inference_server_allocates_nothing(served):
