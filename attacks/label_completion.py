@@ -91,6 +91,9 @@ class ModelCompletion(LabelAttack):
         dataset, seed: see :class:`~secsplit.attacks.label_base.LabelAttack`.
     """
 
+    #: its seat is fixed: the data owner completes its own bottom model
+    seat_option = None
+
     name = "model-completion"
     threat_model = ThreatModel(attacker="client", behaviour="honest-but-curious", knows=("few-labels",), target="labels")
     binary = False

@@ -77,6 +77,9 @@ class FORA(LearnsFromReleases):
         targets, max_targets, seed: see :class:`ReconstructionAttack`.
     """
 
+    #: its seat is fixed (the server); its substitute is the client segment's
+    seat_option = None
+
     name = "fora"
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data"), target="inputs")

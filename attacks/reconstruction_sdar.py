@@ -128,6 +128,9 @@ class SDAR(LearnsFromReleases):
         targets, max_targets, seed: see :class:`ReconstructionAttack`.
     """
 
+    #: its seat is fixed (the server); its simulator is the client segment's
+    seat_option = None
+
     name = "sdar"
     threat_model = ThreatModel(attacker="server", behaviour="honest-but-curious",
                                knows=("client-architecture", "auxiliary-data", "few-labels"), target="inputs")

@@ -98,3 +98,11 @@ def test_a_tuned_audit_runs_every_setting_of_a_watching_label_attack_as_its_own_
     # the same training watched by both: same utility; the label-free spectral score is the stronger
     assert tuned[0]["utility"] == tuned[1]["utility"] == plain[0]["utility"]
     assert tuned[1]["leakage"]["leak_auc"] >= 0.95
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_an_attack_that_names_a_seat_option_accepts_it(name):
+    """Tuning trials and every-seat audits seat an attack through its ``seat_option``; an attack whose
+    seat is fixed declares None (model completion once named one it did not accept: a tuned audit failed)."""
+    option = ATTACKS.lookup(name).seat_option
+    assert option is None or option in ATTACKS.parameters(name)
