@@ -15,7 +15,8 @@ import pytest
 
 from secsplit.evaluation.build import build_run
 from secsplit.evaluation.cli import main
-from secsplit.evaluation.commands.launch import launch, read_party_file, weights_digest
+from secsplit.evaluation.commands.launch import launch, read_party_file
+from secsplit.evaluation.party import weights_digest
 
 CHAINS = {
     "vanilla": ["client", "server"],

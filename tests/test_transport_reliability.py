@@ -25,7 +25,8 @@ from secsplit.channel.codec import MAX_NAME_CHARS, CodecError, WireMessage, _env
 from secsplit.channel.network import NetworkChannel
 from secsplit.errors import ChannelError, ConfigError, SecsplitError
 from secsplit.evaluation.cli import main
-from secsplit.evaluation.commands.launch import free_port, read_party_file, run_party
+from secsplit.evaluation.commands.launch import free_port, read_party_file
+from secsplit.evaluation.party import run_party
 
 CLEAN = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED}
 

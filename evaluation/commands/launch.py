@@ -37,8 +37,7 @@ import time
 from pathlib import Path
 
 from secsplit.evaluation.commands.common import positive_float, positive_int
-from secsplit.evaluation.party import (PARTIES_KEY, build_party, party_summary, print_party_summary,  # noqa: F401
-                                       run_digest, run_party, weights_digest)
+from secsplit.evaluation.party import PARTIES_KEY, print_party_summary
 
 #: the largest seed every seeded component takes (the data split's random_state)
 MAX_SEED = 2**32 - 1
