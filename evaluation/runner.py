@@ -6,6 +6,7 @@ is recorded as a row with its error and does not stop the audit.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -178,7 +179,10 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
     return rows
 
 
+@functools.lru_cache(maxsize=None)
 def _default_seat(attack_spec: str) -> str | None:
+    """The seat ``attack_spec`` takes when none is given (its rows there keep the attack's own key); one
+    attack is built per spec to learn it, not one per row."""
     if attack_spec == "none":
         return None
     from secsplit.evaluation.build import create_attack_from_spec
