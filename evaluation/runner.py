@@ -244,6 +244,22 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # several runs share the cores; more threads each only contend
 
 
+def add_worker_seconds(phases: dict, rows: list[dict]) -> None:
+    """Add one training run's time by phase to ``phases`` (seconds of one worker: with ``--jobs N`` the
+    phases of N runs overlap, so they sum to about N x the wall time). Training counts once per run and
+    only when it trained (a model loaded from the cache cost nothing); tuning is its searches, attacks
+    are the attacks' own runs (the declared one and the tuned one)."""
+    if not rows:
+        return
+    first = rows[0]
+    if first.get("trained") == "fresh":
+        phases["training"] += first.get("train_wall_time_s") or 0.0
+    for row in rows:
+        phases["attacks"] += row.get("attack_wall_time_s") or 0.0
+        phases["tuning"] += (row.get("tuning") or {}).get("seconds") or 0.0
+    phases["total"] += first.get("wall_time_s") or 0.0
+
+
 def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str = "process", quiet: bool = False,
               artifacts_dir=None, on_row: Callable[[dict], None] | None = None, ray_address: str | None = None) -> dict:
     """Run every unfinished run of ``config``, appending rows to ``results_path`` as they finish.
@@ -256,10 +272,12 @@ def run_audit(config: AuditConfig, results_path, *, jobs: int = 1, executor: str
     cache_dir = str(Path(results_path).parent / "cache")
     done = finished_keys(results_path)
     todo = [spec for spec in config.runs if not set(spec.row_keys().values()) <= done]  # attack keys of finished runs
-    counts = {"runs": len(config.runs), "skipped": len(config.runs) - len(todo), "rows": 0, "failed": 0}
+    counts = {"runs": len(config.runs), "skipped": len(config.runs) - len(todo), "rows": 0, "failed": 0,
+              "worker_seconds": {"training": 0.0, "attacks": 0.0, "tuning": 0.0, "total": 0.0}}
     bar = tqdm(total=len(todo), desc=f"audit {config.name}", disable=quiet, unit="run")
 
     def record(rows: list[dict]) -> None:
+        add_worker_seconds(counts["worker_seconds"], rows)
         for row in rows:
             if row["config_hash"] in done:
                 continue

@@ -218,3 +218,17 @@ def test_runs_without_training_observers_reuse_the_cached_model(tmp_path):
     # run, so its cached weights are loaded instead
     assert {(r["topology"], r["trained"]) for r in second} == {("vanilla", "fresh"), ("ushape", "cache")}
     assert _comparable(fresh) == _comparable(second)  # same weights -> same utility, dCor, bytes
+
+def test_worker_seconds_count_a_training_once_and_never_a_cached_one():
+    from secsplit.evaluation.runner import add_worker_seconds
+
+    phases = {"training": 0.0, "attacks": 0.0, "tuning": 0.0, "total": 0.0}
+    fresh = [{"trained": "fresh", "train_wall_time_s": 10.0, "attack_wall_time_s": 2.0, "wall_time_s": 20.0,
+              "tuning": {"seconds": 5.0}},
+             {"trained": "fresh", "train_wall_time_s": 10.0, "attack_wall_time_s": 1.5, "wall_time_s": 20.0}]
+    cached = [{"trained": "cache", "train_wall_time_s": 10.0, "attack_wall_time_s": 3.0, "wall_time_s": 4.0,
+               "tuning": {"skipped": "no search space"}}]
+    add_worker_seconds(phases, fresh)
+    add_worker_seconds(phases, cached)
+    add_worker_seconds(phases, [])
+    assert phases == {"training": 10.0, "attacks": 6.5, "tuning": 5.0, "total": 24.0}

@@ -109,10 +109,14 @@ def test_audit_json_prints_only_the_summary_and_tables_only_when_asked(tmp_path)
     run = subprocess.run([*audit, "--json"], capture_output=True, text=True, check=True)
     summary = json.loads(run.stdout)  # the whole of stdout is one JSON object
     assert summary["new_rows"] == 2 and summary["rows_by_status"] == {"ok": 2}
+    phases = summary["worker_seconds"]  # two fresh trainings; the phases lie within the runs' time
+    assert 0 < phases["training"] <= phases["total"] and phases["tuning"] == 0
+    assert phases["training"] + phases["attacks"] <= phases["total"] + 0.1
     assert summary["paths"]["html"].endswith("report.html") and summary["paths"]["results"].endswith("results.jsonl")
     (finding,) = summary["findings"]
     assert finding["worst_leak"]["attack"] == "norm-attack" and finding["worst_leak"]["seat"] == "client"
     quiet = subprocess.run([*audit, "--quiet"], capture_output=True, text=True, check=True).stdout
     assert "| defense |" not in quiet and "report:" in quiet and "worst:" in quiet
+    assert "time:    0 s of worker time" in quiet  # every run was done: nothing trained or attacked again
     tables = subprocess.run([*audit, "--quiet", "--print-tables"], capture_output=True, text=True, check=True).stdout
     assert "### norm-attack from the client seat" in tables

@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         return 1 if counts["failed"] else 0
     print(f"audit {config.name}: {counts['runs']} training runs ({counts['skipped']} already done), "
           f"{counts['rows']} new rows, {counts['failed']} failed, {elapsed:.0f} s")
+    phases = counts["worker_seconds"]
+    print(f"time:    {phases['total']:.0f} s of worker time (--jobs {args.jobs}): training {phases['training']:.0f} s, "
+          f"attacks {phases['attacks']:.0f} s, tuning {phases['tuning']:.0f} s")
     print(f"results: {results}")
     print(f"report:  {written['html']}")
     print(f"tables:  {written['markdown']}, {written['csv']}, {written['latex']}")
@@ -145,6 +148,7 @@ def summary(name: str, counts: dict, elapsed: float, results: Path, written: dic
     paths = {key: str(value) for key, value in written.items() if isinstance(value, Path)}
     return {"audit": name, "wall_time_s": round(elapsed, 1), "training_runs": counts["runs"],
             "skipped_runs": counts["skipped"], "new_rows": counts["rows"], "failed_rows": counts["failed"],
+            "worker_seconds": {k: round(v, 1) for k, v in counts["worker_seconds"].items()},
             "rows_by_status": written["counts"], "paths": {"results": str(results), **paths},
             "findings": written["findings"]}
 
