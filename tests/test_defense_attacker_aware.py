@@ -88,3 +88,37 @@ def test_ssim_hinge_holds_the_simulated_attacker_down_and_a_fresh_one_too():
 def test_ssim_loss_needs_images():
     with pytest.raises(ConfigError, match="loss"):
         create_defense("attacker-aware", loss="l1")
+
+
+def test_pretraining_against_the_simulated_attacker_raises_a_fresh_attackers_error():
+    # epochs=0: the client segment is what the pretraining made; control: the same pretraining with lam 0
+    plain_topo, data, plain, _ = _run(epochs=0, lam=0.0, pretrain_epochs=3, pretrain_data="digits")
+    armed_topo, _, armed, _ = _run(epochs=0, lam=5.0, pretrain_epochs=3, pretrain_data="digits")
+    assert plain.pretrain_summary["train_accuracy"] > 0.5  # the simulated head learned the task with the client
+    assert armed.last_decoder_mse > 2 * plain.last_decoder_mse, (plain.last_decoder_mse, armed.last_decoder_mse)
+    assert _fresh_decoder_mse(armed_topo, data) > 1.5 * _fresh_decoder_mse(plain_topo, data)
+
+
+def test_pretraining_changes_the_client_segment_and_split_training_starts_from_it():
+    untouched, _, _, _ = _run(epochs=0, lam=1.0)
+    pretrained, _, defense, _ = _run(epochs=0, lam=1.0, pretrain_epochs=1, pretrain_data="digits")
+    before = torch.cat([p.flatten() for p in untouched.segments[0].parameters()])
+    after = torch.cat([p.flatten() for p in pretrained.segments[0].parameters()])
+    assert not torch.allclose(before, after)
+    assert defense.report()["pretrain"]["samples"] == 1437
+
+
+def test_client_lr_scale_scales_only_the_clients_optimizer():
+    topo, _, _, _ = _run(epochs=0, lam=1.0, client_lr_scale=0.1)
+    assert topo.parties[topo.data_owner].optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    server = next(p for name, p in topo.parties.items() if name != topo.data_owner)
+    assert server.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_bad_pretraining_settings_are_one_line_config_errors():
+    with pytest.raises(ConfigError, match="pretrain_data"):
+        create_defense("attacker-aware", pretrain_epochs=2)
+    with pytest.raises(ConfigError, match="client_lr_scale"):
+        create_defense("attacker-aware", client_lr_scale=0)
+    with pytest.raises(ConfigError, match="shape"):
+        _run(epochs=0, pretrain_epochs=1, pretrain_data="breast-cancer")
