@@ -132,7 +132,8 @@ class Link:
         self._call = self._channel.unary_unary(METHOD)
         self._stream_call = self._channel.stream_unary(STREAM_METHOD)
         self._connected = False
-        self._stream: tuple[queue.SimpleQueue, grpc.Future] | None = None  # the open stream: its queue and call
+        # the open stream: its queue, its call, and an event set once the call has ended
+        self._stream: tuple[queue.SimpleQueue, grpc.Future, threading.Event] | None = None
 
     def exchange(self, message: WireMessage, *, quiet: bool = False) -> WireMessage:
         """Send ``message``; return the peer's reply, or raise :class:`ChannelError` saying why not.
@@ -186,20 +187,23 @@ class Link:
                 while (item := pending.get()) is not None:
                     yield item
 
-            self._stream = (pending, self._stream_call.future(requests()))
+            call, ended = self._stream_call.future(requests()), threading.Event()
+            # a flag, not call.done(): done() takes the lock gRPC's writer holds while it writes a message
+            call.add_done_callback(lambda _call: ended.set())
+            self._stream = (pending, call, ended)
         self._stream[0].put(data)
         self.stats.record_sent(message, len(data))
 
     def raise_if_failed(self) -> None:
         """Raise why the open stream ended early (the peer refused a message, or is gone); else nothing."""
-        if self._stream is not None and self._stream[1].done():
+        if self._stream is not None and self._stream[2].is_set():
             self.finish()
 
     def finish(self) -> None:
         """End the open stream and wait (up to the timeout) until the peer has taken every message; raise any failure."""
         if self._stream is None:
             return
-        (pending, call), self._stream = self._stream, None
+        (pending, call, _), self._stream = self._stream, None
         pending.put(None)
         what = f"the messages streamed to {self.peer} at {self.address}"
         try:
