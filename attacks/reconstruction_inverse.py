@@ -17,98 +17,15 @@ they are not counted as channel traffic.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from secsplit.attacks.base import ATTACKS, ThreatModel
+from secsplit.attacks.decoders import ImageDecoder, fit_decoder, geometry_plan, image_loss
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, frozen_copy
 from secsplit.errors import ConfigError
 
-
-def _block(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-
-
-def geometry_plan(small: tuple[int, int], big: tuple[int, int]) -> tuple[int, tuple[int, int]] | None:
-    """(doublings, start size) with start * 2**doublings == big and start >= small per side, or None.
-
-    Mirrors how convolutional clients shrink an image: unpadded convolutions trim a few pixels, pooling
-    halves. The decoder first grows ``small`` to ``start`` with an unpadded transposed convolution, then
-    doubles: each decoder pixel then stands where its features came from (a bilinear resize would
-    stretch the map and shift every pixel by a different amount, which no convolution can undo).
-    """
-    doublings = 0
-    while all(b % 2 ** (doublings + 1) == 0 and b // 2 ** (doublings + 1) >= s for s, b in zip(small, big)):
-        doublings += 1
-    start = tuple(b // 2 ** doublings for b in big)
-    return (doublings, start) if all(0 <= st - s <= 8 for s, st in zip(small, start)) else None
-
-
-class _Decoder(nn.Module):
-    """Activations -> images, shaped like the cut's geometry.
-
-    Spatial cuts: convolutions at the map's resolution, an unpadded transposed convolution to the
-    size the image has at that depth, then transposed convolutions that double it (the client's
-    pooling in reverse). Flat cuts: a fully connected layer to a small map (an image prior), then
-    the same doublings. BatchNorm throughout. The earlier design (a fully connected global path plus a
-    conv refinement on a bilinearly resized map) was weaker on MNIST LeNet: SSIM 0.57 / 0.49 / 0.32 at
-    relu1 / pool1 / pool2 with 500 images x 5 epochs (this one: 0.98 / 0.97 / 0.85, similar CPU time),
-    0.960 at pool1 with 3,000 x 20 (this one: 0.99 with 3,000 x 10).
-    """
-
-    def __init__(self, z_shape: tuple[int, ...], x_shape: tuple[int, ...], width: int = 64) -> None:
-        super().__init__()
-        self.x_shape = tuple(x_shape)
-        z_size, x_size = int(torch.Size(z_shape).numel()), int(torch.Size(x_shape).numel())
-        self.image = len(x_shape) == 3
-        if not self.image:
-            self.net = nn.Sequential(nn.Flatten(), nn.Linear(z_size, 8 * width), nn.ReLU(), nn.Linear(8 * width, x_size))
-            return
-        channels, size = x_shape[0], tuple(x_shape[1:])
-        plan = geometry_plan(tuple(z_shape[1:]), size) if len(z_shape) == 3 else None
-        if len(z_shape) == 3 and plan is not None:
-            doublings, start = plan
-            if start[0] * start[1] > 256:  # full-resolution maps: a quarter of the channels
-                width //= 4
-            stem = [*_block(z_shape[0], width), *_block(width, width)]
-            kernel = tuple(st - s + 1 for s, st in zip(z_shape[1:], start))
-            if kernel != (1, 1):
-                stem += [nn.ConvTranspose2d(width, width, kernel), nn.BatchNorm2d(width), nn.ReLU()]
-        else:  # flat cut (or a map whose geometry does not fit): a learned map of the image's coarse layout
-            doublings, start = geometry_plan((4, 4), size) or (0, size)
-            stem = [nn.Flatten(), nn.Linear(z_size, width * start[0] * start[1]), nn.Unflatten(1, (width, *start)),
-                    nn.BatchNorm2d(width), nn.ReLU(), *_block(width, width)]
-        layers, c = stem, width
-        for _ in range(doublings):
-            layers += [nn.ConvTranspose2d(c, max(c // 2, 16), 4, stride=2, padding=1), nn.BatchNorm2d(max(c // 2, 16)),
-                       nn.ReLU()]
-            c = max(c // 2, 16)
-        layers += [*_block(c, c), nn.Conv2d(c, channels, 3, padding=1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.net(z)
-        if self.image and tuple(out.shape[1:]) != self.x_shape:
-            out = F.interpolate(out, size=self.x_shape[1:], mode="bilinear", align_corners=False)
-        return torch.sigmoid(out).reshape(-1, *self.x_shape)
-
-
-def _ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Differentiable SSIM per image (7x7 uniform window, valid region; as secsplit.metrics.ssim), shape (N,)."""
-    if min(x.shape[-2:]) < window:
-        return torch.zeros(len(x), device=x.device)
-    c = x.shape[1]
-    kernel = torch.full((c, 1, window, window), 1.0 / window**2, device=x.device, dtype=x.dtype)
-    mean = lambda t: F.conv2d(t, kernel, groups=c)  # noqa: E731
-    ux, uy = mean(x), mean(y)
-    norm = window**2 / (window**2 - 1)
-    vx, vy, vxy = norm * (mean(x * x) - ux * ux), norm * (mean(y * y) - uy * uy), norm * (mean(x * y) - ux * uy)
-    c1, c2 = 0.01**2, 0.03**2
-    s = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1)
+__all__ = ["InverseNetwork", "geometry_plan"]  # geometry_plan: the shared decoder's, kept importable here
 
 
 def _shifted(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -161,10 +78,7 @@ class InverseNetwork(ReconstructionAttack):
                 "lr": self.lr, "batch_size": self.batch_size, "ssim_weight": self.ssim_weight, "shift": self.shift}
 
     def _loss(self, rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        loss = F.mse_loss(rec, x)
-        if self.ssim_weight and x.dim() == 4:
-            loss = loss + self.ssim_weight * (1 - _ssim_map(rec, x)).mean()
-        return loss
+        return image_loss(rec, x, self.ssim_weight)
 
     def reconstruct(self, z):
         if self.auxiliary is None:
@@ -181,35 +95,14 @@ class InverseNetwork(ReconstructionAttack):
             train, val = aux[held:], aux[:held]
             with torch.no_grad():  # the queries: the client segment's answers on the attacker's own images
                 z_train, z_val = query(train), query(val)
-            decoder = _Decoder(tuple(z.shape[1:]), tuple(aux.shape[1:])).to(z.device)
-            opt = torch.optim.Adam(decoder.parameters(), lr=self.lr)
-            per_epoch = -(-len(train) // self.batch_size)
-            schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=self.epochs * per_epoch)
-            losses, val_scores, best = [], [], (-float("inf"), None)
-            for _ in range(self.epochs):
-                decoder.train()
+            decoder = ImageDecoder(tuple(z.shape[1:]), tuple(aux.shape[1:])).to(z.device)
+
+            def shifted_queries() -> tuple[torch.Tensor, torch.Tensor]:
                 x_epoch = _shifted(train, self.shift, gen)
-                if self.shift:
-                    with torch.no_grad():
-                        z_train = query(x_epoch)
-                total = 0.0
-                for idx in torch.randperm(len(train), generator=gen).split(self.batch_size):
-                    if len(idx) < 2:  # BatchNorm needs two samples
-                        continue
-                    opt.zero_grad(set_to_none=True)
-                    loss = self._loss(decoder(z_train[idx]), x_epoch[idx])
-                    loss.backward()
-                    opt.step()
-                    schedule.step()
-                    total += float(loss.detach()) * len(idx)
-                losses.append(total / len(train))
-                with torch.no_grad():
-                    rec = decoder.eval()(z_val)
-                    score = float(-F.mse_loss(rec, val) if val.dim() != 4 else _ssim_map(rec, val).mean())
-                val_scores.append(score)
-                if score > best[0]:
-                    best = (score, copy.deepcopy(decoder.state_dict()))
-            decoder.load_state_dict(best[1])
+                return query(x_epoch), x_epoch
+
+            log = fit_decoder(decoder, z_train, train, z_val, val, epochs=self.epochs, lr=self.lr,
+                              batch_size=self.batch_size, ssim_weight=self.ssim_weight, generator=gen,
+                              refresh=shifted_queries if self.shift else None)
         with torch.no_grad():
-            return decoder.eval()(z), {"decoder_loss_per_epoch": losses, "held_out_score_per_epoch": val_scores,
-                                       "best_epoch": val_scores.index(best[0]) + 1}
+            return decoder.eval()(z), log

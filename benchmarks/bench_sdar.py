@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from attack_bench import arguments, fmt, header, over_seeds, parse, per_seed, row
 from secsplit.attacks import create_attack
+from secsplit.attacks.reconstruction_fora import mmd2
 from secsplit.evaluation.metrics import mse, ssim
 
 from secsplit.data import load_dataset
@@ -46,25 +47,55 @@ def ushape_labels(seed: int, epochs: int) -> dict:
             "test_accuracy": report.history[-1]["test_accuracy"]}
 
 
-def vanilla_reconstruction(cut: str, seed: int, epochs: int, inverse_aux: int, inverse_epochs: int) -> dict:
+def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two feature sets of the same images: 1 = the same up to a rotation
+    and a scale, 0 = unrelated."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    a, b = a - a.mean(0), b - b.mean(0)
+    return float((b.T @ a).norm() ** 2 / ((a.T @ a).norm() * (b.T @ b).norm()))
+
+
+def feature_gap(sdar, topology, images: torch.Tensor, targets: torch.Tensor) -> dict:
+    """How far the simulator is from the client, measured with the client's weights (the benchmark may read
+    them; the attack never does): on the same images, linear CKA, the MMD^2 of the two feature sets and the
+    simulator's error relative to the client features' spread; then the SDAR decoder's SSIM on the
+    simulator's own features of the targets (what it would reach were the simulator the client)."""
+    with torch.no_grad():
+        client = topology.segments[0].eval()
+        real = client(images).flatten(1)
+        client.train()
+        sim = sdar.simulate(images).flatten(1)
+        labels = sdar.guess_labels(topology.segments[0](targets))
+        rec_own = sdar.decoder.eval()(sdar.simulate(targets), labels)
+    spread = (real - real.mean(0)).pow(2).sum(1).mean()
+    return {"cka": linear_cka(sim, real), "mmd2": float(mmd2(sim[:500], real[:500])),
+            "rel_error": float((sim - real).pow(2).sum(1).mean() / spread),
+            "ssim_own": ssim(rec_own.clamp(0, 1), targets, data_range=1.0)}
+
+
+def vanilla_reconstruction(cut: str, seed: int, epochs: int, inverse_aux: int, inverse_epochs: int,
+                           sdar_params: dict) -> dict:
     data = load_dataset("mnist", seed=seed)
     model = create_model("lenet", input_shape=data.input_shape, num_classes=10, seed=seed)
     topology = build_topology("vanilla", model, cuts=[cut], optimizer=OptimizerSpec("adam", lr=1e-3))
     targets = data.x_test[-32:]
-    sdar = create_attack("sdar", targets=targets, seed=seed)
+    sdar = create_attack("sdar", targets=targets, seed=seed, **sdar_params)
     sdar.check_applicable(topology, data)
     start = time.perf_counter()
     report = Trainer(topology, epochs=epochs, batch_size=64, seed=seed, callbacks=[sdar]).fit(data)
+    rec_s = sdar.result().reconstructions
+    sdar_seconds = time.perf_counter() - start
     # the same auxiliary images as SDAR's (the last ``inverse_aux`` training images), at a stated budget
     inverse = create_attack("inverse-network", targets=targets, seed=seed, aux_size=inverse_aux, epochs=inverse_epochs)
     inverse.check_applicable(topology, data)
     inverse.attach(topology)
-    rec_s, rec_i = sdar.result().reconstructions, inverse.result().reconstructions
+    rec_i = inverse.result().reconstructions
     mean = data.x_train.mean(0, keepdim=True).expand_as(targets)
+    gap = feature_gap(sdar, topology, data.x_test[:-32], targets)
     return {"sdar_ssim": ssim(rec_s, targets, data_range=1.0), "sdar_mse": mse(rec_s, targets),
             "inv_ssim": ssim(rec_i, targets, data_range=1.0), "inv_mse": mse(rec_i, targets),
             "mean_ssim": ssim(mean, targets, data_range=1.0), "mean_mse": mse(mean, targets),
-            "test_accuracy": report.history[-1]["test_accuracy"], "seconds": time.perf_counter() - start}
+            "test_accuracy": report.history[-1]["test_accuracy"], "seconds": sdar_seconds, **gap}
 
 
 def main() -> None:
@@ -73,6 +104,8 @@ def main() -> None:
     parser.add_argument("--ushape-epochs", type=int, default=25, help="0 skips the U-shape rows")
     parser.add_argument("--inverse-aux", type=int, default=1000, help="auxiliary images of the inverse network (SDAR's: 1000)")
     parser.add_argument("--inverse-epochs", type=int, default=10, help="passes of the inverse network over them")
+    parser.add_argument("--sdar", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="SDAR parameters other than its defaults (numbers), e.g. steps_per_batch=1")
     args = parse(parser)
     if args.ushape_epochs:
         col = over_seeds(ushape_labels, args.seeds, epochs=args.ushape_epochs)
@@ -81,13 +114,18 @@ def main() -> None:
         print()
     if args.cuts:
         header("MNIST vanilla cut", "SDAR SSIM", f"inverse-network SSIM ({args.inverse_aux} aux x {args.inverse_epochs} ep.)",
-               "mean image SSIM", "SDAR MSE", "inverse-network MSE", "mean image MSE", "model test acc.", "s/run")
+               "mean image SSIM", "SDAR MSE", "inverse-network MSE", "mean image MSE", "model test acc.", "SDAR s/run")
+    sdar_params = {key: float(value) if "." in value or "e" in value else int(value)
+                   for key, value in (item.split("=", 1) for item in args.sdar)}
     for cut in args.cuts:
         col = over_seeds(vanilla_reconstruction, args.seeds, cut, epochs=args.epochs, inverse_aux=args.inverse_aux,
-                         inverse_epochs=args.inverse_epochs)
+                         inverse_epochs=args.inverse_epochs, sdar_params=sdar_params)
         row(cut, *(fmt(col[k]) for k in ("sdar_ssim", "inv_ssim", "mean_ssim", "sdar_mse", "inv_mse", "mean_mse", "test_accuracy")),
             f"{np.mean(col['seconds']):.0f}")
         print("per seed SDAR/INV SSIM:", per_seed(col, "sdar_ssim", "inv_ssim"), flush=True)
+        print(f"feature gap at {cut} (simulator vs client, the other 968 test images): CKA {fmt(col['cka'])}, "
+              f"MMD^2 {fmt(col['mmd2'])}, relative error {fmt(col['rel_error'])}; "
+              f"SDAR decoder on the simulator's own features of the targets: SSIM {fmt(col['ssim_own'])}", flush=True)
 
 
 if __name__ == "__main__":
