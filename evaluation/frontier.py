@@ -17,6 +17,7 @@ A frontier file is a run description (the configuration and the attacks watching
     confirm_seeds = [1, 2]        # optional: rerun the undefended run and each family's best point on these too
     confirm_attacks = ["whitebox-inversion"]  # optional: judge those reruns with these (one per attack; e.g. full strength)
     families = ["nopeek", "noise", "mid", "attacker-aware"]   # default: every family for the attacks' target
+    workers = 2                   # optional: runs in that many processes (families searched side by side)
     # family options: [frontier.family.noise] low = 0.01, high = 10, clip = 8
 
 Search. A family has one strength knob, monotone by construction (NoPeek's alpha, MID's lam, a noise
@@ -114,6 +115,7 @@ class FrontierConfig:
     confirm_attacks: tuple[str, ...] = ()
     families: tuple[str, ...] = ()
     family_options: dict = field(default_factory=dict)
+    workers: int = 1
 
     def family(self, name: str) -> Family:
         family = FAMILIES[name]
@@ -126,7 +128,8 @@ class FrontierConfig:
         return FAMILIES[name].setting(value, **options)
 
 
-FRONTIER_KEYS = ("name", "budget", "trials", "seeds", "confirm_seeds", "confirm_attacks", "families", "family")
+FRONTIER_KEYS = ("name", "budget", "trials", "seeds", "confirm_seeds", "confirm_attacks", "families", "family",
+                 "workers")
 
 
 def load_frontier_config(path) -> FrontierConfig:
@@ -170,6 +173,9 @@ def frontier_config(base: RunDescription, table: dict, *, origin: str = "frontie
     trials = table.get("trials", 6)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
         raise ConfigError(f"{origin}: [frontier].trials must be an integer >= 0, got {trials!r}")
+    workers = table.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"{origin}: [frontier].workers must be an integer >= 1, got {workers!r}")
     seeds = table.get("seeds", [base.seed])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{origin}: [frontier].seeds must be a non-empty list of integers, got {seeds!r}")
@@ -208,7 +214,8 @@ def frontier_config(base: RunDescription, table: dict, *, origin: str = "frontie
             raise ConfigError(f"{origin}: [frontier.family.{name}] must name a family and be a table")
     config = FrontierConfig(name=str(table.get("name", Path(origin).stem)), base=base, budget=budget, trials=trials,
                             seeds=tuple(seeds), confirm_seeds=tuple(confirm),
-                            confirm_attacks=tuple(confirm_attacks), families=tuple(families), family_options=options)
+                            confirm_attacks=tuple(confirm_attacks), families=tuple(families), family_options=options,
+                            workers=workers)
     for name in families:
         family = config.family(name)
         if not (0 < family.low < family.high or (family.fixed and 0 < family.low)):
@@ -259,16 +266,37 @@ def normalized(leak: float, chance: float, undefended: float) -> float | None:
 
 # -- running points ----------------------------------------------------------------------------------
 
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)  # each worker as many torch threads as the parent: N workers share the cores
+
+
+def _train_run(description: RunDescription, cache_dir: str) -> tuple[list[dict], float]:
+    """One (setting, seed) run: its rows (the parent appends them, one writer per file) and the CPU seconds
+    it took in this process (a worker's are not the parent's)."""
+    from secsplit.evaluation.audit_config import RunSpec
+    from secsplit.evaluation.runner import execute_run
+
+    cpu = time.process_time()
+    rows = execute_run(RunSpec(description), None, cache_dir)
+    return rows, time.process_time() - cpu
+
+
 class PointRunner:
-    """Trains (or reloads from ``runs.jsonl``) one setting over the config's seeds; means its rows."""
+    """Trains (or reloads from ``runs.jsonl``) one setting over the config's seeds; means its rows.
+
+    With a process ``pool`` (``workers`` > 1), :meth:`submit` starts a setting's missing seeds there and
+    :meth:`record` takes their rows back; :meth:`point` alone runs them here, one after another.
+    """
 
     def __init__(self, config: FrontierConfig, out: Path, *, quiet: bool = True, seeds=None, base=None,
-                 reuse=(), cache_dir=None) -> None:
+                 reuse=(), cache_dir=None, pool=None) -> None:
         """``reuse``: other results files (an audit's results.jsonl) whose rows stand for the same runs;
         ``cache_dir``: the model cache (default ``out/cache``), so another attack on a trained point loads it."""
         from secsplit.evaluation.results import latest_rows, load_rows
 
-        self.config, self.out, self.quiet = config, out, quiet
+        self.config, self.out, self.quiet, self.pool = config, out, quiet, pool
         self.seeds = tuple(config.seeds if seeds is None else seeds)
         self.base = config.base if base is None else base
         self.runs_path = out / "runs.jsonl"
@@ -277,43 +305,77 @@ class PointRunner:
         for path in (*map(Path, reuse), self.runs_path):
             if path.exists():
                 self.done.update({r["config_hash"]: r for r in latest_rows(load_rows(path)) if r.get("status") == "ok"})
+        self.fresh: set[str] = set()  # row keys run in this session (found again later: not counted as reused)
         self.trainings = 0
         self.reused = 0
         self.loaded = 0
+        self.worker_cpu = 0.0  # CPU seconds of the runs done in worker processes
 
     def description(self, defense: str | None, seed: int) -> RunDescription:
         return replace(self.base, defenses=(defense,) if defense else (), seed=seed)
 
+    def found(self, defense: str | None, seed: int, *, count: bool = True) -> list[dict] | None:
+        """The finished rows of (setting, seed), or None when one is missing; counts reuse of earlier runs."""
+        from secsplit.evaluation.audit_config import RunSpec
+
+        keys = list(RunSpec(self.description(defense, seed)).row_keys().values())
+        if not all(k in self.done for k in keys):
+            return None
+        if count and not any(k in self.fresh for k in keys):
+            self.reused += 1
+        return [self.done[k] for k in keys]
+
+    def record(self, done: tuple[list[dict], float], defense: str | None, seed: int, *, here: bool = False) -> list[dict]:
+        """Append a run's rows (:func:`_train_run`'s result) to ``runs.jsonl`` and count it (trained, or
+        loaded from the model cache); ``here``: it ran in this process, so its CPU time is already ours."""
+        from secsplit.evaluation.results import append_row
+
+        fresh, cpu = done
+        if not here:
+            self.worker_cpu += cpu
+        if any(r.get("trained") == "cache" for r in fresh):
+            self.loaded += 1  # a trained point attacked anew (a confirm attack): weights from the cache
+        else:
+            self.trainings += 1
+        for row in fresh:
+            append_row(self.runs_path, row)
+            if row.get("status") == "ok":
+                self.done[row["config_hash"]] = row
+                self.fresh.add(row["config_hash"])
+        failed = [r for r in fresh if r.get("status") == "failed"]
+        if failed:
+            raise ConfigError(f"frontier point {defense or 'none'} (seed {seed}) failed: {failed[0].get('error')}")
+        if not self.quiet:
+            verb = "loaded" if fresh and fresh[0].get("trained") == "cache" else "trained"
+            print(f"  {verb} {defense or 'none'} seed {seed}: utility {fresh[0].get('utility') if fresh else None}",
+                  flush=True)
+        return fresh
+
+    def submit(self, defense: str | None) -> dict:
+        """Start the setting's seeds that have no rows yet in the pool: {future: seed}."""
+        return {self.pool.submit(_train_run, self.description(defense, seed), self.cache_dir): seed
+                for seed in self.seeds if self.found(defense, seed, count=False) is None}
+
+    def prefetch(self, defenses) -> None:
+        """Run every missing (setting, seed) of ``defenses`` in the pool at once (no-op without one)."""
+        from concurrent.futures import as_completed
+
+        if self.pool is None:
+            return
+        futures = {}
+        for defense in dict.fromkeys(defenses):
+            futures.update({f: (defense, seed) for f, seed in self.submit(defense).items()})
+        for future in as_completed(futures):
+            self.record(future.result(), *futures[future])
+
     def point(self, defense: str | None) -> dict:
         """{"utility": mean, "utility_sd", "leakage": {attack: (metric, mean, sd)}, "rows": [...]}."""
-        from secsplit.evaluation.audit_config import RunSpec
-        from secsplit.evaluation.results import append_row
-        from secsplit.evaluation.runner import execute_run
-
         rows = []
         for seed in self.seeds:
-            spec = RunSpec(self.description(defense, seed))
-            keys = spec.row_keys()
-            if all(k in self.done for k in keys.values()):
-                rows.extend(self.done[k] for k in keys.values())
-                self.reused += 1
-                continue
-            fresh = execute_run(spec, None, self.cache_dir)
-            if any(r.get("trained") == "cache" for r in fresh):
-                self.loaded += 1  # a trained point attacked anew (a confirm attack): weights from the cache
-            else:
-                self.trainings += 1
-            for row in fresh:
-                append_row(self.runs_path, row)
-                if row.get("status") == "ok":
-                    self.done[row["config_hash"]] = row
-            failed = [r for r in fresh if r.get("status") == "failed"]
-            if failed:
-                raise ConfigError(f"frontier point {defense or 'none'} (seed {seed}) failed: {failed[0].get('error')}")
-            rows.extend(fresh)
-            if not self.quiet:
-                verb = "loaded" if fresh[0].get("trained") == "cache" else "trained"
-                print(f"  {verb} {defense or 'none'} seed {seed}: utility {fresh[0].get('utility')}", flush=True)
+            found = self.found(defense, seed)
+            if found is None:
+                found = self.record(_train_run(self.description(defense, seed), self.cache_dir), defense, seed, here=True)
+            rows.extend(found)
         return summarize_point(defense, rows)
 
 
@@ -340,33 +402,105 @@ def summarize_point(defense: str | None, rows: list[dict]) -> dict:
     }
 
 
-def search_family(runner: PointRunner, family: Family, spec_for, *, baseline_utility: float, budget: float,
-                  trials: int) -> list[dict]:
-    """Bisection in log space on a monotone knob: the strongest feasible setting, every point kept."""
+def bisection(family: Family, *, budget: float, trials: int, baseline_utility):
+    """Bisection in log space on a monotone knob, as a generator: yields a knob value to try, is sent its
+    point, returns every point (judged against ``baseline_utility()``, called when a point comes back)."""
     points = []
 
-    def evaluate(value: float) -> bool:
-        point = runner.point(spec_for(value))
+    def judge(point: dict, value: float) -> bool:
         point["value"] = value
-        point["utility_loss"] = None if point["utility"] is None else baseline_utility - point["utility"]
+        point["utility_loss"] = None if point["utility"] is None else baseline_utility() - point["utility"]
         point["feasible"] = point["utility_loss"] is not None and point["utility_loss"] <= budget + 1e-12
         points.append(point)
         return point["feasible"]
 
     strong, weak = (family.high, family.low) if family.stronger > 0 else (family.low, family.high)
-    if evaluate(strong) or family.fixed:
+    if judge((yield strong), strong) or family.fixed:
         return points
     infeasible, feasible = math.log(strong), math.log(weak)  # the weakest end is assumed feasible (not trained)
     found = False
     for _ in range(trials):
         middle = (infeasible + feasible) / 2
-        if evaluate(math.exp(middle)):
+        if judge((yield math.exp(middle)), math.exp(middle)):
             feasible, found = middle, True
         else:
             infeasible = middle
     if not found:  # the weakest end was only assumed feasible: measure it (a layer may cost utility by itself)
-        evaluate(weak)
+        judge((yield weak), weak)
     return points
+
+
+def search_family(runner: PointRunner, family: Family, spec_for, *, baseline_utility: float, budget: float,
+                  trials: int) -> list[dict]:
+    """The bisection run point by point: the strongest feasible setting, every point kept."""
+    steps = bisection(family, budget=budget, trials=trials, baseline_utility=lambda: baseline_utility)
+    value = next(steps)
+    while True:
+        try:
+            value = steps.send(runner.point(spec_for(value)))
+        except StopIteration as stop:
+            return stop.value
+
+
+def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]) -> tuple[dict, dict, dict]:
+    """The undefended run and every family's bisection at once in the runner's pool: each family's next
+    point starts as soon as its last one is back, so the workers stay busy. Returns (baseline point,
+    {family: points}, {family: trainings})."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    baseline: dict = {}
+    searches = {name: bisection(config.family(name), budget=config.budget, trials=config.trials,
+                                baseline_utility=lambda: baseline["utility"]) for name in names}
+    results: dict = {}
+    trainings = dict.fromkeys(names, 0)
+    owner: dict = {}  # future -> (family or None for the undefended run, setting, seed)
+    waiting: dict = {}  # family or None -> (setting, futures left)
+    held: list = []  # families whose point is back before the undefended run is
+
+    def start(name, setting) -> None:
+        futures = runner.submit(setting)
+        waiting[name] = (setting, set(futures))
+        owner.update({f: (name, setting, seed) for f, seed in futures.items()})
+        if not futures:
+            finish(name)
+
+    def finish(name) -> None:
+        setting, _ = waiting.pop(name)
+        point = summarize_point(setting, [r for seed in runner.seeds for r in runner.found(setting, seed)])
+        if name is None:
+            baseline.update(point)
+            for other, other_point in held:
+                advance(other, other_point)
+            held.clear()
+        elif not baseline:
+            held.append((name, point))
+        else:
+            advance(name, point)
+
+    def advance(name, point) -> None:
+        try:
+            value = searches[name].send(point) if point is not None else next(searches[name])
+        except StopIteration as stop:
+            results[name] = stop.value
+            return
+        start(name, config.spec_for(name, value))
+
+    start(None, None)
+    for name in names:
+        advance(name, None)
+    while owner:
+        finished, _ = wait(owner, return_when=FIRST_COMPLETED)
+        for future in finished:
+            name, setting, seed = owner.pop(future)
+            rows = runner.record(future.result(), setting, seed)
+            if name is not None and not any(r.get("trained") == "cache" for r in rows):
+                trainings[name] += 1
+            waiting[name][1].discard(future)
+            if not waiting[name][1]:
+                finish(name)
+    if baseline.get("utility") is None:
+        raise ConfigError("the undefended run reports no utility; a frontier needs one")
+    return baseline, results, trainings
 
 
 # -- the frontier ------------------------------------------------------------------------------------
@@ -375,33 +509,70 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False, reuse=(), 
     """Search every family, write the frontier table, points and plots under ``out``; returns the summary.
 
     ``reuse``/``cache_dir``: rows and trained models of an audit that ran the same settings (see PointRunner).
+    With ``config.workers`` > 1 the runs go to that many worker processes (each with this process's torch
+    threads): the families' searches run side by side, and the confirmation's runs all at once.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start, cpu_start = time.perf_counter(), time.process_time()
-    runner = PointRunner(config, out, quiet=quiet, reuse=reuse, cache_dir=cache_dir)
-    baseline = runner.point(None)
-    if baseline["utility"] is None:
-        raise ConfigError("the undefended run reports no utility; a frontier needs one")
+    pool = None
+    if config.workers > 1:
+        import multiprocessing
+
+        import torch
+        from concurrent.futures import ProcessPoolExecutor
+
+        # forked from a fresh server process that has imported the runner, not from this one: a fork of a
+        # process that has run torch can deadlock in its thread pools (measured here), and spawning
+        # imports torch and secsplit anew in every worker
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["secsplit.evaluation.runner", "secsplit.evaluation.build"])
+        pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=context,
+                                   initializer=_set_threads, initargs=(torch.get_num_threads(),))
+    try:
+        summary = _search_and_confirm(config, out, quiet=quiet, reuse=reuse, cache_dir=cache_dir, pool=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    # with workers: this process's CPU time plus the runs' own in the workers (their start-up not counted)
+    cpu = time.process_time() - cpu_start + summary.pop("_worker_cpu")
+    summary.update({"wall_time_s": round(time.perf_counter() - start, 1), "cpu_time_s": round(cpu, 1),
+                    "workers": config.workers})
+    write_outputs(out, summary, summary.pop("_points"))
+    return summary
+
+
+def _search_and_confirm(config: FrontierConfig, out: Path, *, quiet, reuse, cache_dir, pool) -> dict:
+    runner = PointRunner(config, out, quiet=quiet, reuse=reuse, cache_dir=cache_dir, pool=pool)
     attacks = [a for a in config.base.attacks if a != "none"]
+    targets = {a: attack_target(a) for a in attacks}
+    names = [n for n in config.families if config.family(n).target in targets.values()]
+    if not quiet:
+        for name in names:
+            family = config.family(name)
+            print(f"family {name}: searching {family.low:g}..{family.high:g}", flush=True)
+    trials_per_family = {}
+    if pool is not None:
+        baseline, found, trainings = search_in_pool(runner, config, names)
+        for name in names:
+            trials_per_family[name] = {"points": len(found[name]), "trainings": trainings[name]}
+    else:
+        baseline, found = runner.point(None), {}
+        if baseline["utility"] is None:
+            raise ConfigError("the undefended run reports no utility; a frontier needs one")
+        for name in names:
+            before = runner.trainings
+            found[name] = search_family(runner, config.family(name), lambda v, n=name: config.spec_for(n, v),
+                                        baseline_utility=baseline["utility"], budget=config.budget,
+                                        trials=config.trials)
+            trials_per_family[name] = {"points": len(found[name]), "trainings": runner.trainings - before}
     chance = {a: attack_chance(baseline["rows"], a, baseline["leakage"][a]["metric"])
               for a in attacks if a in baseline["leakage"]}
     all_points = [{**baseline, "family": "none", "value": None, "utility_loss": 0.0, "feasible": True}]
-    trials_per_family = {}
-    targets = {a: attack_target(a) for a in attacks}
-    for name in config.families:
-        family = config.family(name)
-        if family.target not in targets.values():
-            continue
-        if not quiet:
-            print(f"family {name}: searching {family.low:g}..{family.high:g}", flush=True)
-        before = runner.trainings
-        points = search_family(runner, family, lambda v, n=name: config.spec_for(n, v),
-                               baseline_utility=baseline["utility"], budget=config.budget, trials=config.trials)
-        for p in points:
+    for name in names:
+        for p in found[name]:
             p["family"] = name
-        all_points.extend(points)
-        trials_per_family[name] = {"points": len(points), "trainings": runner.trainings - before}
+        all_points.extend(found[name])
     table = frontier_table(config, attacks, targets, baseline, all_points, chance)
     if config.confirm_seeds or config.confirm_attacks:
         seeds = tuple(config.seeds) + tuple(config.confirm_seeds)
@@ -409,21 +580,20 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False, reuse=(), 
         if not quiet:
             print(f"confirming the best points on seeds {list(seeds)}"
                   + (f" with {', '.join(config.confirm_attacks)}" if config.confirm_attacks else ""), flush=True)
-        confirmer = PointRunner(config, out, quiet=quiet, seeds=seeds, base=base, cache_dir=runner.cache_dir)
+        confirmer = PointRunner(config, out, quiet=quiet, seeds=seeds, base=base, cache_dir=runner.cache_dir, pool=pool)
         confirmer.done = runner.done  # rows already trained (same run, same attack) are reused, not retrained
+        confirmer.prefetch([None, *(r["setting"] for r in table if r["within_budget"] and r["setting"] is not None)])
         confirm_rows(config, table, confirmer, dict(zip(attacks, config.confirm_attacks or attacks)))
         runner.trainings += confirmer.trainings
         runner.reused += confirmer.reused
         runner.loaded += confirmer.loaded
-    elapsed = time.perf_counter() - start
-    summary = {"name": config.name, "budget": config.budget, "seeds": list(config.seeds),
-               "confirm_seeds": list(config.confirm_seeds), "trials": config.trials,
-               "wall_time_s": round(elapsed, 1), "cpu_time_s": round(time.process_time() - cpu_start, 1),
-               "trainings": runner.trainings, "reused": runner.reused, "loaded_from_cache": runner.loaded,
-               "points_per_family": trials_per_family, "baseline_utility": baseline["utility"],
-               "configuration": configuration_label(config.base), "rows": table}
-    write_outputs(out, summary, all_points)
-    return summary
+        runner.worker_cpu += confirmer.worker_cpu
+    return {"name": config.name, "budget": config.budget, "seeds": list(config.seeds),
+            "confirm_seeds": list(config.confirm_seeds), "trials": config.trials,
+            "trainings": runner.trainings, "reused": runner.reused, "loaded_from_cache": runner.loaded,
+            "points_per_family": trials_per_family, "baseline_utility": baseline["utility"],
+            "configuration": configuration_label(config.base), "rows": table,
+            "_points": all_points, "_worker_cpu": runner.worker_cpu}
 
 
 def confirm_rows(config: FrontierConfig, table: list[dict], runner, attack_map: dict | None = None) -> None:
@@ -528,7 +698,8 @@ def markdown_table(summary: dict) -> str:
              (f"{summary['configuration']}; undefended utility {summary['baseline_utility']:.3f}; seeds "
               f"{summary['seeds']}; {summary['trainings']} trainings ({summary['reused']} reused, "
               f"{summary.get('loaded_from_cache', 0)} loaded from the model cache) in "
-              f"{summary['wall_time_s']:.0f} s wall, {summary.get('cpu_time_s', 0):.0f} s CPU."), "",
+              f"{summary['wall_time_s']:.0f} s wall, {summary.get('cpu_time_s', 0):.0f} s CPU"
+              f" ({summary.get('workers', 1)} worker(s))."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in summary["rows"]:
         cells = []

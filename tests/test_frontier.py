@@ -166,3 +166,24 @@ def test_confirm_attacks_judge_the_best_point_with_the_stronger_attack():
     assert row["confirm_attack"] == "a:full" and row["search_leakage"] == 0.53
     assert row["leakage"] == 0.8 and row["chance"] == 0.52 and not row["reaches_chance"]
     assert row["within_budget"]
+
+
+def test_two_workers_find_the_same_frontier_as_one(tmp_path):
+    from secsplit.evaluation.frontier import run_frontier
+
+    raw = {**BASE, "epochs": 1, "frontier": {"budget": 0.05, "trials": 1, "seeds": [0], "confirm_seeds": [1],
+                                             "families": ["gradient-noise"]}}
+    serial = run_frontier(build_frontier_config(raw), tmp_path / "one", quiet=True)
+    raw["frontier"]["workers"] = 2
+    pooled = run_frontier(build_frontier_config(raw), tmp_path / "two", quiet=True)
+    keys = ("defense", "setting", "utility_loss", "leakage", "within_budget", "seeds")
+    assert [[r[k] for k in keys] for r in pooled["rows"]] == [[r[k] for k in keys] for r in serial["rows"]]
+    assert pooled["trainings"] == serial["trainings"] and pooled["workers"] == 2
+    assert pooled["points_per_family"] == serial["points_per_family"]
+    again = run_frontier(build_frontier_config(raw), tmp_path / "two", quiet=True)  # resumes from runs.jsonl
+    assert again["trainings"] == 0 and again["reused"] > 0
+
+
+def test_workers_must_be_a_positive_integer():
+    with pytest.raises(ConfigError, match="workers"):
+        build_frontier_config({**BASE, "frontier": {"workers": 0}})
