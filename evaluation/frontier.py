@@ -468,6 +468,8 @@ def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]
         setting, _ = waiting.pop(name)
         point = summarize_point(setting, [r for seed in runner.seeds for r in runner.found(setting, seed)])
         if name is None:
+            if point["utility"] is None:
+                raise ConfigError("the undefended run reports no utility; a frontier needs one")
             baseline.update(point)
             for other, other_point in held:
                 advance(other, other_point)
@@ -498,8 +500,6 @@ def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]
             waiting[name][1].discard(future)
             if not waiting[name][1]:
                 finish(name)
-    if baseline.get("utility") is None:
-        raise ConfigError("the undefended run reports no utility; a frontier needs one")
     return baseline, results, trainings
 
 
