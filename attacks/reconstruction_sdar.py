@@ -115,6 +115,8 @@ class SDAR(LearnsFromReleases):
             simulator's features (one-cycle Adam up to ``final_lr``, the epoch best on a held-out tenth kept,
             as the inverse network trains its own); 0 = the paper's schedule (the online decoder as is).
         steps_per_batch: attack updates per received training batch (each on a fresh auxiliary batch).
+        online_decoder: train the decoder (and D_x) beside the simulator during training, as the paper does;
+            False trains it only after training (the final passes, from scratch): a tenth of the CPU time.
         targets, max_targets, seed: see :class:`ReconstructionAttack`.
     """
 
@@ -134,8 +136,8 @@ class SDAR(LearnsFromReleases):
                  simulator_adv_weight: float = 0.02, decoder_adv_weight: float = 1e-5,
                  simulator_mmd_weight: float = 10.0, ssim_weight: float = 0.1,
                  flip_rate: float = 0.0, critic_width: int = 128, final_epochs: int = 10, final_lr: float = 1e-2,
-                 steps_per_batch: int = 4, targets: torch.Tensor | None = None, max_targets: int = 32,
-                 seed: int = 0) -> None:
+                 steps_per_batch: int = 4, online_decoder: bool = True, targets: torch.Tensor | None = None,
+                 max_targets: int = 32, seed: int = 0) -> None:
         super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
         if aux_size < 2 or min(lr, decoder_lr, critic_lr, final_lr) <= 0 or critic_width < 1 or final_epochs < 0 \
                 or steps_per_batch < 1:
@@ -145,6 +147,9 @@ class SDAR(LearnsFromReleases):
             raise ConfigError(f"{self.name} needs 0 <= flip_rate < 1, got {flip_rate}")
         if min(simulator_adv_weight, decoder_adv_weight, simulator_mmd_weight, ssim_weight) < 0:
             raise ConfigError(f"{self.name} needs non-negative adversarial, MMD and SSIM weights")
+        if not online_decoder and not final_epochs:
+            raise ConfigError(f"{self.name} with online_decoder=False trains its decoder only in the final passes: "
+                              "it needs final_epochs >= 1")
         if (auxiliary is None) != (auxiliary_labels is None):
             raise ConfigError(f"{self.name} needs auxiliary images and their labels together")
         self.auxiliary, self.auxiliary_labels, self.aux_size = auxiliary, auxiliary_labels, aux_size
@@ -152,6 +157,7 @@ class SDAR(LearnsFromReleases):
         self.critic_width, self.final_epochs, self.flip_rate = critic_width, final_epochs, flip_rate
         self.simulator_adv_weight, self.decoder_adv_weight = simulator_adv_weight, decoder_adv_weight
         self.simulator_mmd_weight, self.ssim_weight = simulator_mmd_weight, ssim_weight
+        self.online_decoder = bool(online_decoder)
         self.dataset = None
         self.simulator = self.tail = self.decoder = None
         self.last_labels: torch.Tensor | None = None
@@ -164,7 +170,8 @@ class SDAR(LearnsFromReleases):
                 "decoder_lr": self.decoder_lr, "critic_lr": self.critic_lr, "flip_rate": self.flip_rate,
                 "simulator_adv_weight": self.simulator_adv_weight, "decoder_adv_weight": self.decoder_adv_weight,
                 "simulator_mmd_weight": self.simulator_mmd_weight, "ssim_weight": self.ssim_weight, "critic_width": self.critic_width, "final_epochs": self.final_epochs,
-                "final_lr": self.final_lr, "steps_per_batch": self.steps_per_batch}
+                "final_lr": self.final_lr, "steps_per_batch": self.steps_per_batch,
+                "online_decoder": self.online_decoder}
 
     # -- applicability ---------------------------------------------------------------------------
     def check_applicable(self, topology, dataset) -> None:
@@ -277,6 +284,10 @@ class SDAR(LearnsFromReleases):
             critic_loss = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
             critic_loss.backward()
             self._opt_cz.step()
+            log = {"task_loss": float(task.detach()), "critic_loss": float(critic_loss.detach()),
+                   "mmd2": float(distance.detach())}
+            if not self.online_decoder:
+                return log
             # (3) the decoder learns the (updated) simulator's inverse on auxiliary images, while its decodings
             # of the *received* activations must pass D_x as real images of their label (the authors' code)
             with torch.no_grad():
@@ -294,8 +305,7 @@ class SDAR(LearnsFromReleases):
             real_x, fake_x = self.critic_x(x_a, y_a), self.critic_x(x_priv.detach(), y_priv)
             (bce(real_x, torch.ones_like(real_x)) + bce(fake_x, torch.zeros_like(fake_x))).backward()
             self._opt_cx.step()
-        return {"task_loss": float(task.detach()), "critic_loss": float(critic_loss.detach()), "mmd2": float(distance.detach()),
-                "decoder_mse": float(F.mse_loss(x_hat.detach(), x_a))}
+        return {**log, "decoder_mse": float(F.mse_loss(x_hat.detach(), x_a))}
 
     @torch.no_grad()
     def simulate(self, x: torch.Tensor) -> torch.Tensor:
@@ -320,7 +330,7 @@ class SDAR(LearnsFromReleases):
         with torch.enable_grad():
             self.final_log = fit_decoder(self.decoder.inner, z[train], self._aux[train], z[val], self._aux[val],
                                          epochs=self.final_epochs, lr=self.final_lr, batch_size=32,
-                                         ssim_weight=self.ssim_weight, generator=gen, start_is_candidate=True)
+                                         ssim_weight=self.ssim_weight, generator=gen, start_is_candidate=self.online_decoder)
 
     # -- result ----------------------------------------------------------------------------------
     def reconstruct(self, z):

@@ -86,10 +86,12 @@ def vanilla_reconstruction(cut: str, seed: int, epochs: int, inverse_aux: int, i
     rec_s = sdar.result().reconstructions
     sdar_seconds = time.perf_counter() - start
     # the same auxiliary images as SDAR's (the last ``inverse_aux`` training images), at a stated budget
-    inverse = create_attack("inverse-network", targets=targets, seed=seed, aux_size=inverse_aux, epochs=inverse_epochs)
-    inverse.check_applicable(topology, data)
-    inverse.attach(topology)
-    rec_i = inverse.result().reconstructions
+    rec_i = torch.full_like(targets, float("nan"))
+    if inverse_epochs:
+        inverse = create_attack("inverse-network", targets=targets, seed=seed, aux_size=inverse_aux, epochs=inverse_epochs)
+        inverse.check_applicable(topology, data)
+        inverse.attach(topology)
+        rec_i = inverse.result().reconstructions
     mean = data.x_train.mean(0, keepdim=True).expand_as(targets)
     gap = feature_gap(sdar, topology, data.x_test[:-32], targets)
     return {"sdar_ssim": ssim(rec_s, targets, data_range=1.0), "sdar_mse": mse(rec_s, targets),
@@ -103,9 +105,9 @@ def main() -> None:
     parser.add_argument("--cuts", nargs="*", default=["pool2", "relu3"], help="none: only the U-shape rows")
     parser.add_argument("--ushape-epochs", type=int, default=25, help="0 skips the U-shape rows")
     parser.add_argument("--inverse-aux", type=int, default=1000, help="auxiliary images of the inverse network (SDAR's: 1000)")
-    parser.add_argument("--inverse-epochs", type=int, default=10, help="passes of the inverse network over them")
+    parser.add_argument("--inverse-epochs", type=int, default=10, help="passes of the inverse network over them (0: no inverse network)")
     parser.add_argument("--sdar", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="SDAR parameters other than its defaults (numbers), e.g. steps_per_batch=1")
+                        help="SDAR parameters other than its defaults (numbers, true/false), e.g. steps_per_batch=1")
     args = parse(parser)
     if args.ushape_epochs:
         col = over_seeds(ushape_labels, args.seeds, epochs=args.ushape_epochs)
@@ -115,8 +117,8 @@ def main() -> None:
     if args.cuts:
         header("MNIST vanilla cut", "SDAR SSIM", f"inverse-network SSIM ({args.inverse_aux} aux x {args.inverse_epochs} ep.)",
                "mean image SSIM", "SDAR MSE", "inverse-network MSE", "mean image MSE", "model test acc.", "SDAR s/run")
-    sdar_params = {key: float(value) if "." in value or "e" in value else int(value)
-                   for key, value in (item.split("=", 1) for item in args.sdar)}
+    sdar_params = {key: value == "true" if value in ("true", "false") else float(value) if "." in value or "e" in value
+                   else int(value) for key, value in (item.split("=", 1) for item in args.sdar)}
     for cut in args.cuts:
         col = over_seeds(vanilla_reconstruction, args.seeds, cut, epochs=args.epochs, inverse_aux=args.inverse_aux,
                          inverse_epochs=args.inverse_epochs, sdar_params=sdar_params)

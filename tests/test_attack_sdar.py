@@ -106,5 +106,7 @@ def test_sdar_applicability(digits):
         create_attack("sdar", flip_rate=1.0)
     with pytest.raises(ConfigError):
         create_attack("sdar", critic_lr=0)
+    with pytest.raises(ConfigError, match="final_epochs"):
+        create_attack("sdar", online_decoder=False, final_epochs=0)  # a decoder never trained
     with pytest.raises(ConfigError, match="MMD"):
         create_attack("sdar", simulator_mmd_weight=-1.0)
