@@ -114,7 +114,10 @@ class SDAR(LearnsFromReleases):
         final_epochs, final_lr: after training, the decoder's passes over the auxiliary set on the final
             simulator's features (one-cycle Adam up to ``final_lr``, the epoch best on a held-out tenth kept,
             as the inverse network trains its own); 0 = the paper's schedule (the online decoder as is).
-        steps_per_batch: attack updates per received training batch (each on a fresh auxiliary batch).
+        steps_per_batch: simulator updates per received training batch (each on a fresh auxiliary batch).
+        decoder_steps_per_batch: decoder (and D_x) updates per received batch, at most ``steps_per_batch``
+            (the paper: one of each per batch; the decoder costs ~10x the simulator's update on MNIST LeNet,
+            and the final passes train it on the final simulator anyway).
         online_decoder: train the decoder (and D_x) beside the simulator during training, as the paper does;
             False trains it only after training (the final passes, from scratch): a tenth of the CPU time.
         targets, max_targets, seed: see :class:`ReconstructionAttack`.
@@ -136,7 +139,7 @@ class SDAR(LearnsFromReleases):
                  simulator_adv_weight: float = 0.02, decoder_adv_weight: float = 1e-5,
                  simulator_mmd_weight: float = 10.0, ssim_weight: float = 0.1,
                  flip_rate: float = 0.0, critic_width: int = 128, final_epochs: int = 10, final_lr: float = 1e-2,
-                 steps_per_batch: int = 4, online_decoder: bool = True, targets: torch.Tensor | None = None,
+                 steps_per_batch: int = 4, decoder_steps_per_batch: int = 1, online_decoder: bool = True, targets: torch.Tensor | None = None,
                  max_targets: int = 32, seed: int = 0) -> None:
         super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
         if aux_size < 2 or min(lr, decoder_lr, critic_lr, final_lr) <= 0 or critic_width < 1 or final_epochs < 0 \
@@ -147,6 +150,9 @@ class SDAR(LearnsFromReleases):
             raise ConfigError(f"{self.name} needs 0 <= flip_rate < 1, got {flip_rate}")
         if min(simulator_adv_weight, decoder_adv_weight, simulator_mmd_weight, ssim_weight) < 0:
             raise ConfigError(f"{self.name} needs non-negative adversarial, MMD and SSIM weights")
+        if not 1 <= decoder_steps_per_batch <= steps_per_batch:
+            raise ConfigError(f"{self.name} needs 1 <= decoder_steps_per_batch <= steps_per_batch, got "
+                              f"{decoder_steps_per_batch} and {steps_per_batch}")
         if not online_decoder and not final_epochs:
             raise ConfigError(f"{self.name} with online_decoder=False trains its decoder only in the final passes: "
                               "it needs final_epochs >= 1")
@@ -157,7 +163,8 @@ class SDAR(LearnsFromReleases):
         self.critic_width, self.final_epochs, self.flip_rate = critic_width, final_epochs, flip_rate
         self.simulator_adv_weight, self.decoder_adv_weight = simulator_adv_weight, decoder_adv_weight
         self.simulator_mmd_weight, self.ssim_weight = simulator_mmd_weight, ssim_weight
-        self.online_decoder = bool(online_decoder)
+        self.online_decoder, self.decoder_steps_per_batch = bool(online_decoder), decoder_steps_per_batch
+        self._decoder_steps_left = 0
         self.dataset = None
         self.simulator = self.tail = self.decoder = None
         self.last_labels: torch.Tensor | None = None
@@ -171,6 +178,7 @@ class SDAR(LearnsFromReleases):
                 "simulator_adv_weight": self.simulator_adv_weight, "decoder_adv_weight": self.decoder_adv_weight,
                 "simulator_mmd_weight": self.simulator_mmd_weight, "ssim_weight": self.ssim_weight, "critic_width": self.critic_width, "final_epochs": self.final_epochs,
                 "final_lr": self.final_lr, "steps_per_batch": self.steps_per_batch,
+                "decoder_steps_per_batch": self.decoder_steps_per_batch,
                 "online_decoder": self.online_decoder}
 
     # -- applicability ---------------------------------------------------------------------------
@@ -199,6 +207,7 @@ class SDAR(LearnsFromReleases):
             self._received_labels = message.tensor.detach()
 
     def on_step_end(self, *, step, loss) -> None:
+        self._decoder_steps_left = self.decoder_steps_per_batch
         super().on_step_end(step=step, loss=loss)
         self._received_labels = None
 
@@ -286,8 +295,9 @@ class SDAR(LearnsFromReleases):
             self._opt_cz.step()
             log = {"task_loss": float(task.detach()), "critic_loss": float(critic_loss.detach()),
                    "mmd2": float(distance.detach())}
-            if not self.online_decoder:
+            if not self.online_decoder or self._decoder_steps_left <= 0:
                 return log
+            self._decoder_steps_left -= 1
             # (3) the decoder learns the (updated) simulator's inverse on auxiliary images, while its decodings
             # of the *received* activations must pass D_x as real images of their label (the authors' code)
             with torch.no_grad():
@@ -343,8 +353,9 @@ class SDAR(LearnsFromReleases):
         with torch.no_grad():
             rec = self.decoder.eval()(z, labels)
         last = self.history[-1] if self.history else {}
+        decoded = [row["decoder_mse"] for row in self.history if "decoder_mse" in row]
         return rec, {"sdar_steps": len(self.history), "final_task_loss": last.get("task_loss"),
-                     "final_decoder_mse": last.get("decoder_mse"), "ushape": self.ushape,
+                     "final_decoder_mse": decoded[-1] if decoded else None, "ushape": self.ushape,
                      "true_label_steps": self.true_label_steps,
                      "final_best_epoch": None if self.final_log is None else self.final_log["best_epoch"]}
 
