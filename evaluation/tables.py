@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ def table_records(rows: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
         record["tuning"] = _tuning(group[0].get("tuning"))
         metric = next((m for m in PRIMARY if m in record), None)
         if metric:
-            record.update(metric=metric, leak=record.get(f"{metric}_norm"))
+            record.update(metric=metric, leak=record.get(f"{metric}_norm"), leak_sd=record.get(f"{metric}_norm_sd"))
         records[(attack, seat)].append(record)
     for recs in records.values():
         undefended = {record_configuration(r): r.get("utility") for r in recs if r["defense"] == "none"}
@@ -96,8 +97,10 @@ def columns(group: tuple[str, str | None], records: list[dict]) -> list[Column]:
     """The columns a group's table shows: only those some record fills."""
     metric = next((r["metric"] for r in records if r.get("metric")), None)
     candidates = [Column("dataset", "data", "text"), Column("topology", "topology", "text"), Column("cuts", "cuts", "text"),
-                  Column("defense", "defense", "text"), Column("tuning", "tuned settings", "text"),
-                  Column("utility", "utility (chance)")]
+                  Column("defense", "defense", "text"), Column("tuning", "tuned settings", "text")]
+    if any(r.get("seeds", 1) > 1 for r in records):
+        candidates.append(Column("seeds", "seeds", digits=0))
+    candidates.append(Column("utility", "utility (chance)"))
     if metric and metric != "dcor_unbiased":
         candidates.append(Column(metric, f"{METRIC_NAMES[metric]} (chance)"))
         candidates += [Column("psnr", "PSNR dB (chance)", digits=1), Column("mse", "MSE (chance)")] if metric == "ssim" else []
@@ -109,9 +112,16 @@ def columns(group: tuple[str, str | None], records: list[dict]) -> list[Column]:
     return [c for c in candidates if any(r.get(c.key) not in (None, "") for r in records)]
 
 
+#: columns shown as mean ± sd over seeds (costs and probes are shown as means)
+SPREAD_SHOWN = {"utility", "ssim", "psnr", "mse", "leak_auc", "label_accuracy", "leak"}
+
+
 def cell(record: dict, column: Column) -> str:
     """A record's value in a column as text, with its chance level beside it where it has one."""
     text = fmt(record.get(column.key), column.digits)
+    spread = record.get(f"{column.key}_sd") if column.key in SPREAD_SHOWN else None
+    if text and spread is not None:
+        text += f" \u00b1 {fmt(spread, column.digits)}"
     chance = record.get(f"{column.key}_chance")
     if text and chance is not None and column.key != "dcor_unbiased":
         text += f" ({fmt(chance, column.digits)})"
@@ -149,7 +159,8 @@ def to_markdown(records_by_group: dict, apart: dict[str, list[dict]] | None = No
 
 def to_csv(records_by_group: dict) -> str:
     fields = ["attack", "seat", *CONFIG_FIELDS, "defense", "tuning", "status", "seeds", "utility", "utility_chance",
-              "metric", "leak", *(f for m in ("ssim", "psnr", "mse", "leak_auc", "label_accuracy") for f in (m, f"{m}_chance")),
+              "utility_sd", "metric", "leak", "leak_sd",
+              *(f for m in ("ssim", "psnr", "mse", "leak_auc", "label_accuracy") for f in (m, f"{m}_sd", f"{m}_chance")),
               "dcor", "dcor_unbiased", "dcor_n", "epsilon", "traffic_mb", "train_s", "score", "note"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -180,7 +191,7 @@ def to_latex(records_by_group: dict) -> str:
 
 STATUS_TITLES = {"not_applicable": "Not applicable", "failed": "Failed"}
 LEGEND = ("Each value is followed by its chance level in parentheses (what an attacker or model that "
-          "learned nothing reaches). leak 0-1: the headline metric normalized, 0 = chance, 1 = full leak. "
+          "learned nothing reaches); over several seeds, utility and leakage are mean \u00b1 sample sd. leak 0-1: the headline metric normalized, 0 = chance, 1 = full leak. "
           "dCor\u00b2: bias-corrected distance correlation between test inputs and what the client releases "
           "for them (0 = independent); dCor: the biased V-statistic NoPeek optimizes (no fixed chance level). "
           "DCS: VFLAIR's defense capability score on normalized axes, 1 / (1 + sqrt((1 - b)(1 - u)^2 + b l^2)) "
@@ -224,11 +235,14 @@ def _numbers(row: dict) -> dict:
 
 
 def _mean_numbers(items: list[dict]) -> dict:
+    """Seeds' numbers averaged; ``KEY_sd`` is the sample standard deviation where two or more seeds gave one."""
     out = {}
     for key in dict.fromkeys(k for item in items for k in item):
         values = [item.get(key) for item in items if item.get(key) is not None]
         if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             out[key] = sum(values) / len(values)
+            if len(values) > 1:
+                out[f"{key}_sd"] = statistics.stdev(values)
         elif values:
             out[key] = values[0]
     out.pop("headline", None)

@@ -84,6 +84,21 @@ def test_scores_rank_a_useful_defense_above_one_at_chance_utility(records):
     assert norm["gradient-noise:scale=1"]["score"] == 0.0  # utility 0.80 is below chance (0.90)
 
 
+def test_several_seeds_are_shown_as_mean_and_sample_sd():
+    import statistics
+
+    auc = lambda value: {"leak_auc": value, "chance_auc": 0.55}  # noqa: E731
+    rows = [row(seed=seed, utility=u, leakage=auc(a)) for seed, u, a in ((0, 0.95, 0.90), (1, 0.97, 0.80), (2, 0.96, 0.70))]
+    ((group, (record,)),) = tables.table_records(rows).items()
+    assert record["seeds"] == 3 and record["utility"] == pytest.approx(0.96)
+    assert record["leak_auc_sd"] == pytest.approx(statistics.stdev([0.90, 0.80, 0.70]))  # 0.1
+    markdown = tables.to_markdown({group: [record]})
+    assert "| 3 | 0.960 \u00b1 0.010 (0.90" in markdown and "0.800 \u00b1 0.100 (0.550)" in markdown
+    single = tables.to_markdown(tables.table_records(rows[:1]))
+    assert "\u00b1" not in single.split("Each value")[0] and "| seeds |" not in single  # one seed: no spread shown
+    assert "leak_auc_sd" in tables.to_csv({group: [record]}).splitlines()[0]
+
+
 def test_rows_without_seat_or_tuning_from_old_results_files_still_tabulate():
     old = row(leakage={"leak_auc": 0.9, "chance_auc": 0.55})
     del old["seat"], old["run"]
