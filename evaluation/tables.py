@@ -120,8 +120,9 @@ def cell(record: dict, column: Column) -> str:
     """A record's value in a column as text, with its chance level beside it where it has one."""
     text = fmt(record.get(column.key), column.digits)
     spread = record.get(f"{column.key}_sd") if column.key in SPREAD_SHOWN else None
-    if text and spread is not None:
-        text += f" \u00b1 {fmt(spread, column.digits)}"
+    if text and spread is not None:  # to the mean's decimals: "1.000 ± 0.000", not "1.000 ± 7.14e-8"
+        fixed = "e" not in text
+        text += f" \u00b1 {f'{spread:.{column.digits}f}' if fixed else fmt(spread, column.digits)}"
     chance = record.get(f"{column.key}_chance")
     if text and chance is not None and column.key != "dcor_unbiased":
         text += f" ({fmt(chance, column.digits)})"
