@@ -5,6 +5,8 @@
 name = "mine"
 seeds = [0, 1, 2]                    # a grid over the seed (same as seed = [0, 1, 2])
 epochs = 10                          # any run key here is a default for every experiment
+                                     # (neither epochs nor early_stopping: train to convergence,
+                                     #  early stopping with patience 5, at most 40 epochs)
 
 [[experiment]]
 data = { source = "patients.csv", label = "outcome" }
@@ -46,6 +48,9 @@ LEGACY = {"topologies": "topology"}
 LIST_VALUED = {"cuts", "features", "views", "image_shape", "hidden", "tasks", "task_weights", "channels", "widths",
                "labels", "region", "regions"}
 COMPONENT_KEYS = ("data", "model", "topology", "optimizer", "early_stopping")
+#: an experiment that sets neither ``epochs`` nor ``early_stopping`` trains to convergence: an attack on an
+#: under-trained model under-reports (or over-reports) what a deployed one leaks
+CONVERGENCE_DEFAULTS = {"epochs": 40, "early_stopping": {"patience": 5}}
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
         wanted = _frontier_table(frontier, experiment.pop("frontier", None), where)
         _check_run_keys(experiment, where)
         merged = _merge_defaults(audit, experiment, where)
+        if "epochs" not in merged and "early_stopping" not in merged:
+            merged.update(CONVERGENCE_DEFAULTS)
         descriptions = expand_experiment(merged, where=where)
         for description in descriptions:
             check_components(description, where=where)

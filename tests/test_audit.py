@@ -232,3 +232,19 @@ def test_worker_seconds_count_a_training_once_and_never_a_cached_one():
     add_worker_seconds(phases, cached)
     add_worker_seconds(phases, [])
     assert phases == {"training": 10.0, "attacks": 6.5, "tuning": 5.0, "total": 24.0}
+
+
+def test_an_experiment_without_epochs_trains_to_convergence_and_explicit_epochs_are_kept():
+    from secsplit.evaluation.audit_config import build_audit_config
+
+    def first_run(audit: dict, experiment: dict):
+        raw = {"audit": audit, "experiment": [{"data": "digits", "model": "mlp", **experiment}]}
+        return build_audit_config(raw).runs[0].description
+
+    converge = first_run({}, {})
+    assert converge.epochs == 40 and converge.early_stopping.patience == 5
+    fixed = first_run({"epochs": 3}, {})
+    assert fixed.epochs == 3 and fixed.early_stopping is None  # a number of epochs asked for is trained as asked
+    assert first_run({}, {"epochs": 2}).early_stopping is None
+    own = first_run({}, {"early_stopping": {"patience": 2}})
+    assert own.early_stopping.patience == 2 and own.epochs == 5  # the user's stopping rule, the usual cap
