@@ -30,6 +30,12 @@ def searched(row) -> str:
     return ""
 
 
+def stalled(row) -> str:
+    """Seeds whose attack stalled (no gradient reached the input) are left out of the leakage mean."""
+    n = row.get("stalled_seeds") or 0
+    return f" ({n} seed{'s' if n > 1 else ''} stalled, left out)" if n else ""
+
+
 def main(paths: list[str]) -> None:
     print("| configuration | attack (metric) | family | best setting within 1 pt | utility loss (pts) | leakage | "
           "undefended | chance | normalized | within 0.05 of chance | seeds |")
@@ -46,7 +52,7 @@ def main(paths: list[str]) -> None:
             seeds = row.get("seeds") or summary["seeds"]
             print(f"| {row['configuration']} | {row['attack'].split(':')[0]} ({row['metric']}) | {row['defense']} | "
                   f"{setting} | {fmt(None if loss is None else 100 * loss, None, 1)} | "
-                  f"{fmt(row['leakage'], row.get('leakage_sd'))}{searched(row)} | {fmt(row['undefended_leakage'])} | "
+                  f"{fmt(row['leakage'], row.get('leakage_sd'))}{stalled(row)}{searched(row)} | {fmt(row['undefended_leakage'])} | "
                   f"{fmt(row['chance'])} | {fmt(row['normalized_leakage'], None, 2)} | "
                   f"{'yes' if row['reaches_chance'] else 'no'} | {len(seeds)} |")
 

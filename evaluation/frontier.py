@@ -237,8 +237,15 @@ def attack_target(spec: str) -> str:
 LEAKAGE_KEYS = ("ssim", "leak_auc", "label_accuracy", "accuracy")
 
 
+#: a finished row whose attack stalled (white-box inversion with no gradient reaching the input): its score
+#: is the attack's start image's, not a defended result, so it counts as no leakage measurement at all
+STALLED = "attack_stalled"
+
+
 def leakage_of(row: dict) -> tuple[str, float] | None:
-    """(metric, value) an attack row is judged by: SSIM, leak AUC, or label accuracy."""
+    """(metric, value) an attack row is judged by: SSIM, leak AUC, or label accuracy (None when it stalled)."""
+    if row.get("status") == STALLED:
+        return None
     leakage = row.get("leakage") or {}
     for key in LEAKAGE_KEYS:
         value = leakage.get(key)
@@ -304,7 +311,8 @@ class PointRunner:
         self.done = {}
         for path in (*map(Path, reuse), self.runs_path):
             if path.exists():
-                self.done.update({r["config_hash"]: r for r in latest_rows(load_rows(path)) if r.get("status") == "ok"})
+                self.done.update({r["config_hash"]: r for r in latest_rows(load_rows(path))
+                                  if r.get("status") in ("ok", STALLED)})
         self.fresh: set[str] = set()  # row keys run in this session (found again later: not counted as reused)
         self.trainings = 0
         self.reused = 0
@@ -339,7 +347,7 @@ class PointRunner:
             self.trainings += 1
         for row in fresh:
             append_row(self.runs_path, row)
-            if row.get("status") == "ok":
+            if row.get("status") in ("ok", STALLED):  # a stalled attack is finished: rerunning it stalls again
                 self.done[row["config_hash"]] = row
                 self.fresh.add(row["config_hash"])
         failed = [r for r in fresh if r.get("status") == "failed"]
@@ -390,6 +398,10 @@ def summarize_point(defense: str | None, rows: list[dict]) -> dict:
         found = leakage_of(r)
         if found:
             by_attack.setdefault(r["attack"], []).append(found)
+    stalled: dict[str, int] = {}
+    for r in rows:
+        if r.get("status") == STALLED:
+            stalled[r["attack"]] = stalled.get(r["attack"], 0) + 1
     seeds = sorted({r["seed"] for r in rows})
     # a run stopped before training finished (a detection defense) has no utility: it is no feasible point
     utility = statistics.fmean(utilities) if len(utilities) == len(seeds) and utilities else None
@@ -398,6 +410,7 @@ def summarize_point(defense: str | None, rows: list[dict]) -> dict:
         "utility": utility, "utility_sd": statistics.stdev(utilities) if len(utilities) > 1 else 0.0,
         "leakage": {a: {"metric": v[0][0], "mean": statistics.fmean(x for _, x in v),
                         "sd": statistics.stdev([x for _, x in v]) if len(v) > 1 else 0.0} for a, v in by_attack.items()},
+        "stalled": stalled,  # attack -> seeds whose attack stalled (left out of the leakage mean)
         "rows": rows,
     }
 
@@ -628,7 +641,7 @@ def confirm_rows(config: FrontierConfig, table: list[dict], runner, attack_map: 
             "leakage": leak["mean"], "leakage_sd": leak["sd"], "undefended_leakage": undefended["mean"],
             "undefended_leakage_sd": undefended["sd"],
             "normalized_leakage": None if c is None else normalized(leak["mean"], c, undefended["mean"]),
-            "within_budget": within, "confirmed": True,
+            "within_budget": within, "confirmed": True, "stalled_seeds": point.get("stalled", {}).get(attack, 0),
             "reaches_chance": bool(within and c is not None and leak["mean"] - c <= 0.05),
         })
 
@@ -667,6 +680,7 @@ def frontier_table(config, attacks, targets, baseline, points, chance) -> list[d
                 "undefended_leakage": undefended["mean"], "chance": c, "normalized_leakage": norm,
                 "reaches_chance": bool(best is not None and c is not None and leak["mean"] - c <= 0.05),
                 "points_tried": len(family_points),
+                "stalled_seeds": shown.get("stalled", {}).get(attack, 0) if shown else 0,
             })
     return rows
 
@@ -707,6 +721,8 @@ def markdown_table(summary: dict) -> str:
             value = row.get(c)
             if c == "leakage" and value is not None and row.get("leakage_sd"):
                 value = f"{value:.3f} ± {row['leakage_sd']:.3f}"
+            if c == "leakage" and value is not None and row.get("stalled_seeds"):
+                value = f"{_cell(value)} ({row['stalled_seeds']} seed(s) stalled, left out)"
             if c == "seeds":
                 value = ",".join(map(str, row.get("seeds") or summary["seeds"]))
             if c == "setting" and value and not row["within_budget"]:

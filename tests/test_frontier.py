@@ -187,3 +187,13 @@ def test_two_workers_find_the_same_frontier_as_one(tmp_path):
 def test_workers_must_be_a_positive_integer():
     with pytest.raises(ConfigError, match="workers"):
         build_frontier_config({**BASE, "frontier": {"workers": 0}})
+
+
+def test_a_stalled_attack_is_left_out_of_the_leakage_not_read_as_protection():
+    from secsplit.evaluation.frontier import summarize_point
+
+    rows = [{"seed": s, "attack": "w", "utility": 0.9, "status": "ok", "leakage": {"ssim": 0.9 + s / 100}} for s in (0, 1)]
+    rows.append({"seed": 2, "attack": "w", "utility": 0.9, "status": "attack_stalled", "leakage": {"ssim": 0.004}})
+    point = summarize_point("x", rows)
+    assert point["leakage"]["w"]["mean"] == pytest.approx(0.905)
+    assert point["stalled"] == {"w": 1} and point["utility"] == pytest.approx(0.9)
