@@ -6,7 +6,9 @@ label inference in U-shape.
   training the client runs split inference on 32 held-out test images, which SDAR and the inverse
   network (query access to the trained client segment, same 1,000 auxiliary images) reconstruct
   from the same released activations. Printed: SSIM and MSE in [0, 1] of both, and of the mean
-  training image (a data-free control).
+  training image (a data-free control); then how far SDAR's simulator is from the client (read with
+  the client's weights, for measuring only): linear CKA, MMD^2 and relative error on the same test
+  images, and the SDAR decoder's SSIM on the simulator's own features of the targets.
 - digits, U-shape (default cuts pool1, relu4), ``--ushape-epochs`` epochs (default 25): SDAR's label inference on 128 held-out
   test images (argmax of its simulated tail over the server's own segment), beside the majority
   class, and its reconstruction SSIM.
