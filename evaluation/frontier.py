@@ -467,19 +467,20 @@ def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]
     results: dict = {}
     trainings = dict.fromkeys(names, 0)
     owner: dict = {}  # future -> (family or None for the undefended run, setting, seed)
-    waiting: dict = {}  # family or None -> (setting, futures left)
+    waiting: dict = {}  # family or None -> (setting, futures left, rows by seed)
     held: list = []  # families whose point is back before the undefended run is
 
     def start(name, setting) -> None:
         futures = runner.submit(setting)
-        waiting[name] = (setting, set(futures))
+        rows = {seed: runner.found(setting, seed) for seed in runner.seeds if seed not in futures.values()}
+        waiting[name] = (setting, set(futures), rows)  # rows by seed, as they come back
         owner.update({f: (name, setting, seed) for f, seed in futures.items()})
         if not futures:
             finish(name)
 
     def finish(name) -> None:
-        setting, _ = waiting.pop(name)
-        point = summarize_point(setting, [r for seed in runner.seeds for r in runner.found(setting, seed)])
+        setting, _, rows = waiting.pop(name)
+        point = summarize_point(setting, [r for seed in runner.seeds for r in rows[seed]])
         if name is None:
             if point["utility"] is None:
                 raise ConfigError("the undefended run reports no utility; a frontier needs one")
@@ -510,6 +511,7 @@ def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]
             rows = runner.record(future.result(), setting, seed)
             if name is not None and not any(r.get("trained") == "cache" for r in rows):
                 trainings[name] += 1
+            waiting[name][2][seed] = rows
             waiting[name][1].discard(future)
             if not waiting[name][1]:
                 finish(name)
