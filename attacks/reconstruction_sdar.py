@@ -39,9 +39,9 @@ discriminators matter: with every network at 1e-3, D_f separated the two sides o
 ~0.001), its gradient swamped the simulator's task loss (still ~1.0 after 3 MNIST epochs) and the
 SSIM at pool2 fell from 0.80 to 0.53 on the same trained model (benchmarks/README.md). Differences,
 on purpose: small MLP discriminators; the MMD term (measured on MNIST LeNet, seed 0: without it the
-simulator's relu3 features sit at 8.8x the client features' spread from them, and the decoder that
-reads 0.71 SSIM from the simulator's features reads 0.27 from the client's; with weight 10: 0.23x and
-0.64; docs/attacks.md); the inverse network's decoder, loss and final passes.
+simulator's relu3 features sit 8.8 spreads from the client's, and the decoder that reads 0.76 SSIM
+from the simulator's features reads 0.26 from the client's; with weight 10: 0.23 and 0.66;
+docs/attacks.md); the inverse network's decoder, loss and final passes.
 
 Threat model: honest-but-curious server; knows the client segment's architecture (not its
 weights), labeled auxiliary data from the same distribution ("auxiliary-data" for the images,
