@@ -42,7 +42,6 @@ forward/backward at the client every step, and the accuracy the adversarial term
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -50,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from secsplit.defenses.base import DEFENSES, Defense
-from secsplit.defenses.layers import add_layer, chain_segments, output_shape, segment_device
+from secsplit.defenses.layers import add_layer, chain_segments, output_shape, reinitialized, segment_device
 from secsplit.errors import ConfigError
 
 
@@ -96,17 +95,6 @@ def _bottleneck_pair(shape, channels: int) -> tuple[nn.Module, nn.Module]:
     if len(shape) == 1:
         return nn.Linear(shape[0], channels), nn.Linear(channels, shape[0])
     raise ConfigError(f"attacker-aware bottleneck needs a (C, H, W) or flat activation, got shape {shape}")
-
-
-def _reinitialized(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with fresh weights (the caller seeds), trainable, in training mode."""
-    clone = copy.deepcopy(module)
-    for layer in clone.modules():
-        if layer is not clone and hasattr(layer, "reset_parameters"):
-            layer.reset_parameters()
-    for p in clone.parameters():
-        p.requires_grad_(True)
-    return clone.train()
 
 
 @DEFENSES.register("attacker-aware")
@@ -275,7 +263,7 @@ class AttackerAwareTraining(Defense):
         correct = seen = 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + 2)
-            head = nn.Sequential(*[_reinitialized(s) for s in segments[1:]]).to(device)
+            head = nn.Sequential(*[reinitialized(s) for s in segments[1:]]).to(device)
             optimizer = opt_class([*client.parameters(), *head.parameters()], **defaults)
             generator = torch.Generator().manual_seed(self.seed + 2)
             client.train()

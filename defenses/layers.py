@@ -8,6 +8,7 @@ They need one chain of segments (vanilla, U-shape, multi-hop: :attr:`Topology.se
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -22,6 +23,21 @@ def chain_segments(topology, defense: str) -> tuple[list[nn.Module], list[str]]:
         raise ConfigError(f"{defense} adds layers to a segment and needs one chain of segments "
                           f"(vanilla, U-shape, multi-hop); {topology.name} has none")
     return list(topology.segments), list(topology.owners)
+
+
+def reinitialized(module: nn.Module, *, seed: int | None = None) -> nn.Module:
+    """A trainable copy of ``module`` in training mode with fresh weights: drawn from ``seed`` without
+    touching the global generator, or from the global generator (the caller seeds) when ``seed`` is None."""
+    clone = copy.deepcopy(module)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for layer in clone.modules():
+            if layer is not clone and hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+    for p in clone.parameters():
+        p.requires_grad_(True)
+    return clone.train()
 
 
 def segment_device(segment: nn.Module) -> torch.device:

@@ -22,7 +22,6 @@ none; detection rate and false alarms are measured (docs/defenses.md).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from secsplit.defenses.base import DEFENSES, Defense
-from secsplit.defenses.layers import chain_segments
+from secsplit.defenses.layers import chain_segments, reinitialized
 from secsplit.errors import ConfigError, TrainingStopped
 
 
@@ -45,18 +44,6 @@ def _flat_grad(module: torch.nn.Module, features: str = "raw") -> np.ndarray:
     if features == "direction":
         flat = flat / flat.norm().clamp_min(1e-12)
     return flat.numpy()
-
-
-def _reinitialized(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    clone = copy.deepcopy(module)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for layer in clone.modules():
-            if layer is not clone and hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
-    for p in clone.parameters():
-        p.requires_grad_(True)
-    return clone.train()
 
 
 @DEFENSES.register("splitout")
@@ -142,7 +129,7 @@ class SplitOut(Defense):
     # -- honest simulation -------------------------------------------------------------------------
     def simulate(self, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         """Gradients of the client segment's weights along a fresh, honest, end-to-end training run on (x, y)."""
-        model = torch.nn.Sequential(*[_reinitialized(s, self.seed + i) for i, s in enumerate(self.segments)])
+        model = torch.nn.Sequential(*[reinitialized(s, seed=self.seed + i) for i, s in enumerate(self.segments)])
         head = model[0]
         opt_class = type(self.client_optimizer) if self.client_optimizer is not None else torch.optim.Adam
         defaults = dict(self.client_optimizer.defaults) if self.client_optimizer is not None else {"lr": 1e-3}
