@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from secsplit.metrics import SSIM_WINDOW
+from secsplit.metrics import ssim_per_image as metric_ssim_per_image
+
 
 def _block(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -84,19 +87,12 @@ class ImageDecoder(nn.Module):
         return torch.sigmoid(out).reshape(-1, *self.x_shape)
 
 
-def ssim_per_image(x: torch.Tensor, y: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Differentiable SSIM per image (7x7 uniform window, valid region; as secsplit.metrics.ssim), shape (N,)."""
-    if min(x.shape[-2:]) < window:
+def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Differentiable SSIM per image of [0, 1] images (:func:`secsplit.metrics.ssim_per_image`), shape (N,);
+    0 for images smaller than its 7x7 window (they are scored by MSE alone)."""
+    if min(x.shape[-2:]) < SSIM_WINDOW:
         return torch.zeros(len(x), device=x.device)
-    c = x.shape[1]
-    kernel = torch.full((c, 1, window, window), 1.0 / window**2, device=x.device, dtype=x.dtype)
-    mean = lambda t: F.conv2d(t, kernel, groups=c)  # noqa: E731
-    ux, uy = mean(x), mean(y)
-    norm = window**2 / (window**2 - 1)
-    vx, vy, vxy = norm * (mean(x * x) - ux * ux), norm * (mean(y * y) - uy * uy), norm * (mean(x * y) - ux * uy)
-    c1, c2 = 0.01**2, 0.03**2
-    s = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1)
+    return metric_ssim_per_image(x, y)
 
 
 def image_loss(rec: torch.Tensor, x: torch.Tensor, ssim_weight: float) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from secsplit.attacks.base import ATTACKS, ThreatModel
-from secsplit.attacks.decoders import ImageDecoder, fit_decoder, geometry_plan, image_loss
+from secsplit.attacks.decoders import ImageDecoder, fit_decoder, geometry_plan
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, frozen_copy
 from secsplit.errors import ConfigError
 
@@ -76,9 +76,6 @@ class InverseNetwork(ReconstructionAttack):
     def params(self) -> dict:
         return {"aux_size": None if self.auxiliary is None else len(self.auxiliary), "epochs": self.epochs,
                 "lr": self.lr, "batch_size": self.batch_size, "ssim_weight": self.ssim_weight, "shift": self.shift}
-
-    def _loss(self, rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return image_loss(rec, x, self.ssim_weight)
 
     def reconstruct(self, z):
         if self.auxiliary is None:

@@ -51,6 +51,7 @@ from torch import nn
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.defenses.layers import add_layer, chain_segments, output_shape, reinitialized, segment_device
 from secsplit.errors import ConfigError
+from secsplit.metrics import SSIM_WINDOW, ssim_per_image
 
 
 class SimulatedDecoder(nn.Module):
@@ -73,20 +74,10 @@ class SimulatedDecoder(nn.Module):
         return self.net(z).reshape(z.shape[0], *self.x_shape)
 
 
-SSIM_WINDOW = 7  # the window of secsplit.metrics.ssim, so the threshold reads like the audit's SSIM
-
-
 def soft_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Differentiable mean SSIM of two [0, 1] image batches (N, C, H, W): secsplit.metrics.ssim's formula
-    (7x7 uniform window, K1 0.01, K2 0.03) in the batch's dtype, gradients kept."""
-    n, c, h, w = x.shape
-    window = torch.full((1, 1, SSIM_WINDOW, SSIM_WINDOW), 1.0 / SSIM_WINDOW**2, dtype=x.dtype, device=x.device)
-    stacked = torch.cat([x, y, x * x, y * y, x * y]).reshape(5 * n * c, 1, h, w)
-    ux, uy, uxx, uyy, uxy = F.conv2d(stacked, window).reshape(5, n, c, h - SSIM_WINDOW + 1, w - SSIM_WINDOW + 1)
-    norm = SSIM_WINDOW**2 / (SSIM_WINDOW**2 - 1)
-    vx, vy, vxy = norm * (uxx - ux * ux), norm * (uyy - uy * uy), norm * (uxy - ux * uy)
-    c1, c2 = 0.01**2, 0.03**2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))).mean()
+    """Differentiable mean SSIM of two [0, 1] image batches (N, C, H, W): the formula secsplit.metrics.ssim
+    reports (7x7 uniform window, K1 0.01, K2 0.03), so the threshold reads like the audit's SSIM."""
+    return ssim_per_image(x, y).mean()
 
 
 def _bottleneck_pair(shape, channels: int) -> tuple[nn.Module, nn.Module]:

@@ -76,9 +76,16 @@ def _ssim_per_image(x, y, data_range: float) -> torch.Tensor:
     x, y = _images(x, y, "ssim", data_range)
     if min(x.shape[-2:]) < SSIM_WINDOW:
         raise ConfigError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {tuple(x.shape[-2:])}")
+    return ssim_per_image(x, y, data_range=data_range)
+
+
+def ssim_per_image(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:
+    """SSIM of each image pair (N, C, H, W), shape (N,), in the inputs' dtype with gradients kept: the
+    formula :func:`ssim` reports, for losses that optimize it (attack decoders, attacker-aware training).
+    Images must be at least 7x7 (unchecked here: callers decide what a smaller image scores)."""
     n, c, h, w = x.shape
     # valid convolution = skimage's reflect-padded filter cropped by (win - 1) // 2 on every side
-    window = torch.full((1, 1, SSIM_WINDOW, SSIM_WINDOW), 1.0 / SSIM_WINDOW**2, dtype=torch.float64)
+    window = torch.full((1, 1, SSIM_WINDOW, SSIM_WINDOW), 1.0 / SSIM_WINDOW**2, dtype=x.dtype, device=x.device)
     stacked = torch.cat([x, y, x * x, y * y, x * y]).reshape(5 * n * c, 1, h, w)
     ux, uy, uxx, uyy, uxy = F.conv2d(stacked, window).reshape(5, n, c, h - SSIM_WINDOW + 1, w - SSIM_WINDOW + 1)
     cov_norm = SSIM_WINDOW**2 / (SSIM_WINDOW**2 - 1)
