@@ -108,6 +108,12 @@ def held_out_score(rec: torch.Tensor, x: torch.Tensor) -> float:
     return float(-F.mse_loss(rec, x) if x.dim() != 4 else ssim_per_image(rec, x).mean())
 
 
+def held_out_size(n: int, batch_size: int) -> int:
+    """How many of ``n`` auxiliary samples are held out to pick the best epoch: a tenth, at least one
+    batch (or half), always leaving one to train on."""
+    return min(max(n // 10, min(batch_size, n // 2)), n - 1)
+
+
 def fit_decoder(decoder: nn.Module, z_train: torch.Tensor, x_train: torch.Tensor, z_val: torch.Tensor,
                 x_val: torch.Tensor, *, epochs: int, lr: float, batch_size: int, ssim_weight: float,
                 generator: torch.Generator, refresh: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,

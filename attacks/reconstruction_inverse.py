@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from secsplit.attacks.base import ATTACKS, ThreatModel
-from secsplit.attacks.decoders import ImageDecoder, fit_decoder, geometry_plan
+from secsplit.attacks.decoders import ImageDecoder, fit_decoder, geometry_plan, held_out_size
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, frozen_copy
 from secsplit.errors import ConfigError
 
@@ -88,7 +88,7 @@ class InverseNetwork(ReconstructionAttack):
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
             aux = self.auxiliary[torch.randperm(len(self.auxiliary), generator=gen)].to(z.device)
-            held = min(max(len(aux) // 10, min(self.batch_size, len(aux) // 2)), len(aux) - 1)
+            held = held_out_size(len(aux), self.batch_size)
             train, val = aux[held:], aux[:held]
             with torch.no_grad():  # the queries: the client segment's answers on the attacker's own images
                 z_train, z_val = query(train), query(val)

@@ -58,12 +58,16 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatModel
-from secsplit.attacks.decoders import ImageDecoder, fit_decoder, image_loss
+from secsplit.attacks.decoders import ImageDecoder, fit_decoder, held_out_size, image_loss
 from secsplit.attacks.reconstruction_base import LearnsFromReleases, reset_parameters
 from secsplit.attacks.reconstruction_fora import mmd2
 from torch import nn
 
 from secsplit.errors import ConfigError
+
+
+#: the final decoder passes' batch (the inverse network's default)
+FINAL_BATCH_SIZE = 32
 
 
 def with_label(z: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -334,12 +338,12 @@ class SDAR(LearnsFromReleases):
             return
         gen = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(self._aux), generator=gen).to(self._aux.device)
-        held = min(max(len(order) // 10, min(32, len(order) // 2)), len(order) - 1)
+        held = held_out_size(len(order), FINAL_BATCH_SIZE)
         val, train = order[:held], order[held:]
         z = with_label(self.simulate(self._aux), self._aux_y, self.k)
         with torch.enable_grad():
             self.final_log = fit_decoder(self.decoder.inner, z[train], self._aux[train], z[val], self._aux[val],
-                                         epochs=self.final_epochs, lr=self.final_lr, batch_size=32,
+                                         epochs=self.final_epochs, lr=self.final_lr, batch_size=FINAL_BATCH_SIZE,
                                          ssim_weight=self.ssim_weight, generator=gen, start_is_candidate=self.online_decoder)
 
     # -- result ----------------------------------------------------------------------------------
