@@ -32,6 +32,12 @@ KNOWLEDGE = (
 )
 
 
+def in_batches(fn, x: torch.Tensor, size: int = 256) -> torch.Tensor:
+    """``fn`` applied to ``x`` in chunks of ``size`` rows, concatenated: an attacker's network over a whole
+    auxiliary or test set without holding every intermediate activation at once."""
+    return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
+
+
 def is_intermediate_party(name: str) -> bool:
     """A party between the data owner and the server in a chain (``hop1``, ``hop2``, ...)."""
     return isinstance(name, str) and re.fullmatch(r"hop[1-9][0-9]*", name) is not None

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from secsplit.attacks.base import ATTACKS, NotApplicable, ThreatModel
+from secsplit.attacks.base import ATTACKS, NotApplicable, ThreatModel, in_batches
 from secsplit.attacks.label_base import LabelAttack
 from secsplit.errors import ConfigError
 
@@ -163,7 +163,7 @@ class ModelCompletion(LabelAttack):
         was_training = bottom.training
         bottom.eval()
         try:
-            return torch.cat([bottom(x[i:i + 1024].to(device)).flatten(1).cpu() for i in range(0, len(x), 1024)])
+            return in_batches(lambda chunk: bottom(chunk.to(device)).flatten(1).cpu(), x, 1024)
         finally:
             bottom.train(was_training)
 
@@ -234,8 +234,7 @@ class ModelCompletion(LabelAttack):
                 optimizer.step()
         net.eval()
         with torch.no_grad():
-            controls["scratch_accuracy"] = self._accuracy(torch.cat([net(self.dataset.x_test[i:i + 1024].float())
-                                                                     for i in range(0, len(self.dataset.x_test), 1024)]))
+            controls["scratch_accuracy"] = self._accuracy(in_batches(lambda chunk: net(chunk.float()), self.dataset.x_test, 1024))
         return controls
 
     def result(self):

@@ -41,7 +41,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from secsplit.attacks.base import ATTACKS, ThreatModel
+from secsplit.attacks.base import ATTACKS, ThreatModel, in_batches
 from secsplit.attacks.reconstruction_base import LearnsFromReleases, reset_parameters
 from torch import nn
 
@@ -175,7 +175,7 @@ class FORA(LearnsFromReleases):
     def _train_decoder(self, z_shape) -> None:
         with torch.no_grad():
             self.substitute.eval()
-            z_aux = torch.cat([self.substitute(self._aux[i:i + 256]) for i in range(0, len(self._aux), 256)])
+            z_aux = in_batches(self.substitute, self._aux)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + 1)
             self.decoder = CoarseFineDecoder(tuple(z_shape), tuple(self._aux.shape[1:])).to(z_aux.device)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from secsplit.attacks.base import ATTACKS, ThreatModel
+from secsplit.attacks.base import ATTACKS, ThreatModel, in_batches
 from secsplit.attacks.decoders import ImageDecoder, fit_decoder, geometry_plan, held_out_size
 from secsplit.attacks.reconstruction_base import ReconstructionAttack, frozen_copy
 from secsplit.errors import ConfigError
@@ -83,7 +83,6 @@ class InverseNetwork(ReconstructionAttack):
         if len(self.auxiliary) < 2:
             raise ConfigError(f"{self.name} needs at least 2 auxiliary images, got {len(self.auxiliary)}")
         segment = frozen_copy(self.topology.segments[0]).to(z.device)
-        query = lambda x: torch.cat([segment(x[i:i + 256]) for i in range(0, len(x), 256)])  # noqa: E731
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
@@ -91,12 +90,12 @@ class InverseNetwork(ReconstructionAttack):
             held = held_out_size(len(aux), self.batch_size)
             train, val = aux[held:], aux[:held]
             with torch.no_grad():  # the queries: the client segment's answers on the attacker's own images
-                z_train, z_val = query(train), query(val)
+                z_train, z_val = in_batches(segment, train), in_batches(segment, val)
             decoder = ImageDecoder(tuple(z.shape[1:]), tuple(aux.shape[1:])).to(z.device)
 
             def shifted_queries() -> tuple[torch.Tensor, torch.Tensor]:
                 x_epoch = _shifted(train, self.shift, gen)
-                return query(x_epoch), x_epoch
+                return in_batches(segment, x_epoch), x_epoch
 
             log = fit_decoder(decoder, z_train, train, z_val, val, epochs=self.epochs, lr=self.lr,
                               batch_size=self.batch_size, ssim_weight=self.ssim_weight, generator=gen,
