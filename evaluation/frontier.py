@@ -51,6 +51,7 @@ import json
 import math
 import statistics
 import time
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -293,8 +294,9 @@ def _train_run(description: RunDescription, cache_dir: str) -> tuple[list[dict],
 class PointRunner:
     """Trains (or reloads from ``runs.jsonl``) one setting over the config's seeds; means its rows.
 
-    With a process ``pool`` (``workers`` > 1), :meth:`submit` starts a setting's missing seeds there and
-    :meth:`record` takes their rows back; :meth:`point` alone runs them here, one after another.
+    :meth:`submit` starts a setting's missing seeds in ``pool`` (worker processes when ``workers`` > 1, an
+    :class:`InlineExecutor` otherwise) and :meth:`record` takes their rows back; :meth:`point` alone runs
+    them here, one after another.
     """
 
     def __init__(self, config: FrontierConfig, out: Path, *, quiet: bool = True, seeds=None, base=None,
@@ -443,16 +445,16 @@ def bisection(family: Family, *, budget: float, trials: int, baseline_utility):
     return points
 
 
-def search_family(runner: PointRunner, family: Family, spec_for, *, baseline_utility: float, budget: float,
-                  trials: int) -> list[dict]:
-    """The bisection run point by point: the strongest feasible setting, every point kept."""
-    steps = bisection(family, budget=budget, trials=trials, baseline_utility=lambda: baseline_utility)
-    value = next(steps)
-    while True:
+class InlineExecutor(Executor):
+    """Runs each submitted call at once, here: :func:`search_in_pool`'s path when there are no workers."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
         try:
-            value = steps.send(runner.point(spec_for(value)))
-        except StopIteration as stop:
-            return stop.value
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # handed to whoever reads the result, as a pool would
+            future.set_exception(error)
+        return future
 
 
 def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]) -> tuple[dict, dict, dict]:
@@ -461,6 +463,7 @@ def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]
     {family: points}, {family: trainings})."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
+    here = isinstance(runner.pool, InlineExecutor)  # runs made in this process: their CPU time is ours already
     baseline: dict = {}
     searches = {name: bisection(config.family(name), budget=config.budget, trials=config.trials,
                                 baseline_utility=lambda: baseline["utility"]) for name in names}
@@ -476,6 +479,18 @@ def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]
         waiting[name] = (setting, set(futures), rows)  # rows by seed, as they come back
         owner.update({f: (name, setting, seed) for f, seed in futures.items()})
         if not futures:
+            finish(name)
+        for future in [f for f in futures if f.done()]:  # inline: at once, so the search goes depth first
+            collect(future)
+
+    def collect(future) -> None:
+        name, setting, seed = owner.pop(future)
+        rows = runner.record(future.result(), setting, seed, here=here)
+        if name is not None and not any(r.get("trained") == "cache" for r in rows):
+            trainings[name] += 1
+        waiting[name][2][seed] = rows
+        waiting[name][1].discard(future)
+        if not waiting[name][1]:
             finish(name)
 
     def finish(name) -> None:
@@ -507,14 +522,8 @@ def search_in_pool(runner: PointRunner, config: FrontierConfig, names: list[str]
     while owner:
         finished, _ = wait(owner, return_when=FIRST_COMPLETED)
         for future in finished:
-            name, setting, seed = owner.pop(future)
-            rows = runner.record(future.result(), setting, seed)
-            if name is not None and not any(r.get("trained") == "cache" for r in rows):
-                trainings[name] += 1
-            waiting[name][2][seed] = rows
-            waiting[name][1].discard(future)
-            if not waiting[name][1]:
-                finish(name)
+            if future in owner:
+                collect(future)
     return baseline, results, trainings
 
 
@@ -558,7 +567,9 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False, reuse=(), 
 
 
 def _search_and_confirm(config: FrontierConfig, out: Path, *, quiet, reuse, cache_dir, pool) -> dict:
-    runner = PointRunner(config, out, quiet=quiet, reuse=reuse, cache_dir=cache_dir, pool=pool)
+    # the search always goes through search_in_pool: without workers its runs are made here, one at a time
+    runner = PointRunner(config, out, quiet=quiet, reuse=reuse, cache_dir=cache_dir,
+                         pool=pool if pool is not None else InlineExecutor())
     attacks = [a for a in config.base.attacks if a != "none"]
     targets = {a: attack_target(a) for a in attacks}
     names = [n for n in config.families if config.family(n).target in targets.values()]
@@ -566,21 +577,8 @@ def _search_and_confirm(config: FrontierConfig, out: Path, *, quiet, reuse, cach
         for name in names:
             family = config.family(name)
             print(f"family {name}: searching {family.low:g}..{family.high:g}", flush=True)
-    trials_per_family = {}
-    if pool is not None:
-        baseline, found, trainings = search_in_pool(runner, config, names)
-        for name in names:
-            trials_per_family[name] = {"points": len(found[name]), "trainings": trainings[name]}
-    else:
-        baseline, found = runner.point(None), {}
-        if baseline["utility"] is None:
-            raise ConfigError("the undefended run reports no utility; a frontier needs one")
-        for name in names:
-            before = runner.trainings
-            found[name] = search_family(runner, config.family(name), lambda v, n=name: config.spec_for(n, v),
-                                        baseline_utility=baseline["utility"], budget=config.budget,
-                                        trials=config.trials)
-            trials_per_family[name] = {"points": len(found[name]), "trainings": runner.trainings - before}
+    baseline, found, trainings = search_in_pool(runner, config, names)
+    trials_per_family = {name: {"points": len(found[name]), "trainings": trainings[name]} for name in names}
     chance = {a: attack_chance(baseline["rows"], a, baseline["leakage"][a]["metric"])
               for a in attacks if a in baseline["leakage"]}
     all_points = [{**baseline, "family": "none", "value": None, "utility_loss": 0.0, "feasible": True}]

@@ -7,7 +7,7 @@ import pytest
 
 from secsplit.errors import ConfigError
 from secsplit.evaluation.cli import main
-from secsplit.evaluation.frontier import FAMILIES, build_frontier_config, normalized, search_family
+from secsplit.evaluation.frontier import FAMILIES, bisection, build_frontier_config, normalized
 
 BASE = {"data": "breast-cancer-imbalanced", "model": "mlp", "epochs": 2, "batch_size": 32,
         "topology": {"name": "vanilla", "label_source": "label_owner"}, "attacks": ["norm-attack"]}
@@ -35,6 +35,17 @@ def test_normalized_is_zero_at_chance_and_one_undefended():
     assert normalized(0.5, 0.5, 0.9) == 0
     assert normalized(0.9, 0.5, 0.9) == 1
     assert normalized(0.7, 0.7, 0.7) is None
+
+
+def search_family(runner, family, spec_for, *, baseline_utility, budget, trials):
+    """The bisection driven point by point by ``runner.point`` (the frontier's own driver is search_in_pool)."""
+    steps = bisection(family, budget=budget, trials=trials, baseline_utility=lambda: baseline_utility)
+    value = next(steps)
+    while True:
+        try:
+            value = steps.send(runner.point(spec_for(value)))
+        except StopIteration as stop:
+            return stop.value
 
 
 class FakeRunner:
