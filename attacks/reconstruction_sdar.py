@@ -70,6 +70,21 @@ from secsplit.errors import ConfigError
 FINAL_BATCH_SIZE = 32
 
 
+def class_mmd2(a: torch.Tensor, y_a: torch.Tensor, b: torch.Tensor, y_b: torch.Tensor,
+               bandwidths=(0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
+    """Squared MMD of two labeled batches under the kernel k(z, z') [y = y']: the Gaussian kernels of
+    :func:`~secsplit.attacks.reconstruction_fora.mmd2` (median-scaled) times label equality, so the features
+    of class c are compared only with features of class c (zero iff the class-conditional distributions
+    and the label shares agree)."""
+    a, b = a.flatten(1), b.flatten(1)
+    joint, labels = torch.cat([a, b]), torch.cat([y_a, y_b])
+    d2 = torch.cdist(joint, joint).pow(2)
+    scale = d2.detach()[d2.detach() > 0].median().clamp_min(1e-12)
+    k = sum(torch.exp(-d2 / (2 * w * w * scale)) for w in bandwidths) * (labels[:, None] == labels[None, :])
+    n = len(a)
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
 def with_label(z: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """``z`` with its label appended, one-hot: as ``k`` constant channels for maps, ``k`` features for vectors."""
     onehot = F.one_hot(y, k).to(z.dtype)
@@ -143,8 +158,9 @@ class SDAR(LearnsFromReleases):
                  simulator_adv_weight: float = 0.02, decoder_adv_weight: float = 1e-5,
                  simulator_mmd_weight: float = 10.0, ssim_weight: float = 0.1,
                  flip_rate: float = 0.0, critic_width: int = 128, final_epochs: int = 10, final_lr: float = 1e-2,
-                 steps_per_batch: int = 4, decoder_steps_per_batch: int = 1, online_decoder: bool = True, targets: torch.Tensor | None = None,
-                 max_targets: int = 32, seed: int = 0) -> None:
+                 steps_per_batch: int = 4, decoder_steps_per_batch: int = 1, online_decoder: bool = True,
+                 class_mmd_weight: float = 0.0, bank_size: int = 0, align_steps: int = 0, align_batch: int = 256,
+                 targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
         super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
         if aux_size < 2 or min(lr, decoder_lr, critic_lr, final_lr) <= 0 or critic_width < 1 or final_epochs < 0 \
                 or steps_per_batch < 1:
@@ -152,8 +168,14 @@ class SDAR(LearnsFromReleases):
                               "critic_lr, final_lr > 0 and final_epochs >= 0")
         if not 0 <= flip_rate < 1:
             raise ConfigError(f"{self.name} needs 0 <= flip_rate < 1, got {flip_rate}")
-        if min(simulator_adv_weight, decoder_adv_weight, simulator_mmd_weight, ssim_weight) < 0:
+        if min(simulator_adv_weight, decoder_adv_weight, simulator_mmd_weight, class_mmd_weight, ssim_weight) < 0:
             raise ConfigError(f"{self.name} needs non-negative adversarial, MMD and SSIM weights")
+        if bank_size < 0 or align_steps < 0 or align_batch < 2:
+            raise ConfigError(f"{self.name} needs bank_size >= 0, align_steps >= 0 and align_batch >= 2, got "
+                              f"{bank_size}, {align_steps} and {align_batch}")
+        if bool(bank_size) != bool(align_steps):
+            raise ConfigError(f"{self.name} refines its simulator against a bank of releases: bank_size and align_steps "
+                              f"go together (both 0 or both >= 1), got {bank_size} and {align_steps}")
         if not 1 <= decoder_steps_per_batch <= steps_per_batch:
             raise ConfigError(f"{self.name} needs 1 <= decoder_steps_per_batch <= steps_per_batch, got "
                               f"{decoder_steps_per_batch} and {steps_per_batch}")
@@ -168,6 +190,11 @@ class SDAR(LearnsFromReleases):
         self.simulator_adv_weight, self.decoder_adv_weight = simulator_adv_weight, decoder_adv_weight
         self.simulator_mmd_weight, self.ssim_weight = simulator_mmd_weight, ssim_weight
         self.online_decoder, self.decoder_steps_per_batch = bool(online_decoder), decoder_steps_per_batch
+        self.class_mmd_weight, self.bank_size, self.align_steps, self.align_batch = \
+            class_mmd_weight, bank_size, align_steps, align_batch
+        self._bank: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._batch_seen: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.align_log: dict | None = None
         self._decoder_steps_left = 0
         self.dataset = None
         self.simulator = self.tail = self.decoder = None
@@ -183,7 +210,8 @@ class SDAR(LearnsFromReleases):
                 "simulator_mmd_weight": self.simulator_mmd_weight, "ssim_weight": self.ssim_weight, "critic_width": self.critic_width, "final_epochs": self.final_epochs,
                 "final_lr": self.final_lr, "steps_per_batch": self.steps_per_batch,
                 "decoder_steps_per_batch": self.decoder_steps_per_batch,
-                "online_decoder": self.online_decoder}
+                "online_decoder": self.online_decoder, "class_mmd_weight": self.class_mmd_weight,
+                "bank_size": self.bank_size, "align_steps": self.align_steps, "align_batch": self.align_batch}
 
     # -- applicability ---------------------------------------------------------------------------
     def check_applicable(self, topology, dataset) -> None:
@@ -214,6 +242,11 @@ class SDAR(LearnsFromReleases):
         self._decoder_steps_left = self.decoder_steps_per_batch
         super().on_step_end(step=step, loss=loss)
         self._received_labels = None
+        if self._batch_seen is not None and self.bank_size:
+            self._bank.append(self._batch_seen)
+            while sum(len(z) for z, _ in self._bank) - len(self._bank[0][0]) >= self.bank_size:
+                self._bank.pop(0)  # the oldest releases go first: the bank follows the client as it trains
+        self._batch_seen = None
 
     # -- the attack networks ---------------------------------------------------------------------
     def _build(self, z: torch.Tensor) -> None:
@@ -245,6 +278,7 @@ class SDAR(LearnsFromReleases):
         self._aux = self.auxiliary.to(device)
         self._aux_y = self.auxiliary_labels.to(device)
         self._generator = torch.Generator().manual_seed(self.seed)
+        self._aux_by_class = [torch.nonzero(self.auxiliary_labels.cpu() == c).flatten() for c in range(k)]
 
     def _logits(self, z: torch.Tensor) -> torch.Tensor:
         """The server's own segment on ``z`` (then the simulated tail in U-shape), without touching its gradients."""
@@ -272,10 +306,32 @@ class SDAR(LearnsFromReleases):
         random = torch.randint(self.k, (len(y),), generator=self._generator)
         return torch.where(redraw.to(y.device), random.to(y.device), y)
 
+    def _aux_index(self, y: torch.Tensor) -> torch.Tensor:
+        """Indices of ``len(y)`` auxiliary images: with the labels ``y`` (one random image of each row's class)
+        when the class-conditional MMD is on, so that both batches have the same label shares; else uniform."""
+        uniform = torch.randint(len(self._aux), (len(y),), generator=self._generator)
+        if not self.class_mmd_weight:
+            return uniform.to(self._aux.device)
+        index = uniform.clone()
+        y = y.cpu()
+        for c in y.unique():
+            rows, pool = torch.nonzero(y == c).flatten(), self._aux_by_class[int(c)]
+            if len(pool):  # a class missing from the auxiliary set keeps its uniform draws
+                index[rows] = pool[torch.randint(len(pool), (len(rows),), generator=self._generator)]
+        return index.to(self._aux.device)
+
+    def _alignment(self, z_a: torch.Tensor, y_a: torch.Tensor, z_priv: torch.Tensor, y_priv: torch.Tensor) -> torch.Tensor:
+        """The weighted MMD terms between the simulator's features ``z_a`` and the released ``z_priv``."""
+        distance = self.simulator_mmd_weight * mmd2(z_a, z_priv) if self.simulator_mmd_weight else torch.zeros((), device=z_a.device)
+        if self.class_mmd_weight:
+            distance = distance + self.class_mmd_weight * class_mmd2(z_a, y_a, z_priv, y_priv)
+        return distance
+
     def _update(self, z_priv: torch.Tensor) -> dict:
-        index = torch.randint(len(self._aux), (len(z_priv),), generator=self._generator).to(z_priv.device)
-        x_a, y_a = self._aux[index], self._flip(self._aux_y[index])
         y_priv = self._private_labels(z_priv)
+        self._batch_seen = (z_priv, y_priv)
+        index = self._aux_index(y_priv)
+        x_a, y_a = self._aux[index], self._flip(self._aux_y[index])
         bce = F.binary_cross_entropy_with_logits
         with torch.enable_grad():
             # (1) the simulator: the server's segment must classify its outputs, D_f must take them for real ones,
@@ -284,8 +340,8 @@ class SDAR(LearnsFromReleases):
             task = F.cross_entropy(self._logits(z_a), y_a)
             fake = self.critic_z(z_a, y_a)
             sim_loss = task + self.simulator_adv_weight * bce(fake, torch.ones_like(fake))
-            distance = mmd2(z_a, z_priv) if self.simulator_mmd_weight else torch.zeros(())
-            sim_loss = sim_loss + self.simulator_mmd_weight * distance
+            distance = self._alignment(z_a, self._aux_y[index], z_priv, y_priv)
+            sim_loss = sim_loss + distance
             grads = torch.autograd.grad(sim_loss, self._sim_params, allow_unused=True)
             self._opt_sim.zero_grad(set_to_none=True)
             for p, g in zip(self._sim_params, grads):
@@ -330,6 +386,35 @@ class SDAR(LearnsFromReleases):
         finally:
             self.simulator.train()
 
+    def _align_to_bank(self) -> None:
+        """After training, ``align_steps`` simulator updates against the banked releases (the last ``bank_size``
+        received activations, from the client as it ended training) with batches of ``align_batch``: the task
+        loss through the server's final segment plus the MMD terms, larger batches than the online updates'
+        and a client that no longer moves."""
+        if not self.align_steps or not self._bank:
+            return
+        z_bank = torch.cat([z for z, _ in self._bank])[-self.bank_size:]
+        y_bank = torch.cat([y for _, y in self._bank])[-self.bank_size:]
+        n = min(self.align_batch, len(z_bank))
+        first = last = None
+        with torch.enable_grad():
+            for _ in range(self.align_steps):
+                pick = torch.randperm(len(z_bank), generator=self._generator)[:n].to(z_bank.device)
+                z_priv, y_priv = z_bank[pick], y_bank[pick]
+                index = self._aux_index(y_priv)
+                x_a, y_a = self._aux[index], self._aux_y[index]
+                z_a = self.simulator(x_a)
+                task = F.cross_entropy(self._logits(z_a), self._flip(y_a))
+                distance = self._alignment(z_a, y_a, z_priv, y_priv)
+                grads = torch.autograd.grad(task + distance, self._sim_params, allow_unused=True)
+                self._opt_sim.zero_grad(set_to_none=True)
+                for p, g in zip(self._sim_params, grads):
+                    p.grad = g
+                self._opt_sim.step()
+                last = {"task_loss": float(task.detach()), "distance": float(distance.detach())}
+                first = first or last
+        self.align_log = {"bank": len(z_bank), "first": first, "last": last}
+
     def _final_decoder_passes(self) -> None:
         """The inverse network's training of its decoder, on the final simulator's features of the auxiliary set,
         warm-started from the online decoder (which is kept if no epoch beats it on the held-out tenth)."""
@@ -351,6 +436,7 @@ class SDAR(LearnsFromReleases):
         if self.decoder is None:
             raise ConfigError(f"{self.name} never saw a training step: it must watch training (pass it to a Trainer)")
         if not getattr(self, "final_epochs_done", False):
+            self._align_to_bank()
             self._final_decoder_passes()
         labels = self.guess_labels(z)
         self.last_labels = labels.cpu()
