@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from secsplit.channel.certs import CertificateError, PartyCredentials, init_pki, issue, load_credentials
-from secsplit.channel.codec import WireMessage
+from secsplit.channel.codec import WireMessage, encode
 from secsplit.channel.grpc_link import Link, Listener, PeerBusy, PeerRefused
 from secsplit.channel.network import NetworkChannel, PeerGone
 from secsplit.data import load_dataset
@@ -200,7 +200,6 @@ def test_a_message_out_of_step_is_refused_with_what_was_expected():
     with _pair() as (client, server):
         _both(client.open, server.open)
         client.send("client", "server", "activation", torch.ones(2, 3), step=4)
-        client.flush()
         with pytest.raises(ChannelError, match=r"client is out of step: expected its activation of step 0 .*got "
                                                r"activation of step 4"):
             server.send("client", "server", "activation", None, step=0)
@@ -211,9 +210,13 @@ def test_oversize_messages_are_refused_on_both_sides():
     with _pair(server={"max_message_bytes": 4096}, client={"max_message_bytes": 1 << 20}) as (client, server):
         _both(client.open, server.open)
         client.send("client", "server", "activation", big, step=0)
-        with pytest.raises(PeerRefused, match="exceeds|too large|limit"):
-            client.flush()
-        assert any("exceeds" in reason for reason in server.listener.refusals)
+        with pytest.raises(ChannelError, match="exceeds"):  # the receiver's codec refuses it
+            server.send("client", "server", "activation", None, step=0)
+    with _pair(server={"max_message_bytes": 4096}, client={"max_message_bytes": 8 << 20}) as (client, server):
+        _both(client.open, server.open)
+        client.send("client", "server", "activation", torch.zeros(1 << 20), step=0)  # 4 MiB
+        with pytest.raises(ChannelError, match="exceeds"):  # cut off by gRPC before it is buffered
+            server.send("client", "server", "activation", None, step=0)
     with _pair(client={"max_message_bytes": 1024}) as (client, server):
         _both(client.open, server.open)
         with pytest.raises(ChannelError, match="exceeds"):
@@ -227,7 +230,7 @@ def test_a_killed_peer_fails_the_other_side_within_its_timeout():
         _both(client.open, server.open)
         server.listener.stop(grace=0)  # killed: no goodbye, nothing listens any more
         start = time.monotonic()
-        with pytest.raises(ChannelError, match="cannot reach|no reply"):
+        with pytest.raises(ChannelError, match="server has not taken the messages .* gone or stuck"):
             client.send("client", "server", "activation", torch.ones(2, 2), step=0)
             client.flush()
         assert time.monotonic() - start < 2.0 + 1.0
@@ -245,15 +248,11 @@ def test_a_hung_peer_is_detected_within_the_timeout_plus_one_second():
         with pytest.raises(ChannelError, match="within 1.5 s: server is gone or stuck"):
             client.send("server", "client", "gradient", None, step=0)
         assert 1.5 <= time.monotonic() - start < 1.5 + 1.0
-        release = threading.Event()
-        server._handle = lambda message, peer: (release.wait(10), None)[1]  # stuck inside its listener
-        server.listener.handler = server._handle
-        start = time.monotonic()
-        with pytest.raises(ChannelError, match="no reply .* within 1.5 s"):
+        start = time.monotonic()  # and a peer that never takes what it was sent
+        with pytest.raises(ChannelError, match="server has not taken the messages client sent it within 1.5 s"):
             client.send("client", "server", "activation", torch.ones(2, 2), step=0)
             client.flush()
         assert time.monotonic() - start < 1.5 + 1.0
-        release.set()
 
 
 def test_a_failing_peer_says_why_and_the_other_stops_at_once():
@@ -408,47 +407,60 @@ def test_inference_clients_retry_a_server_at_capacity_with_backoff(digits, tmp_p
     assert len(done) == 16 and serving.requests == 16 * 5
 
 
-def test_streams_are_bounded_per_peer_and_only_training_listeners_accept_them():
-    """A peer may hold at most 2 streams open (each holds a listener thread); an inference server takes none."""
-    import grpc
+def test_pulls_are_bounded_per_peer_and_only_training_listeners_accept_them():
+    """A peer may hold at most 2 pulls open (each holds a listener thread); an inference server takes none."""
+    from secsplit.channel.codec import decode
+    from secsplit.channel.grpc_link import MAX_STREAMS_PER_PEER, Outbox
 
-    from secsplit.channel.grpc_link import MAX_STREAMS_PER_PEER, STREAM_METHOD
+    outboxes = []
 
-    release = threading.Event()
+    def source(request, peer):
+        outboxes.append(Outbox(window=8, max_bytes=1 << 20))
+        return outboxes[-1]
 
-    def held():  # a stream that stays open until released
-        release.wait(10)
-        return
-        yield
-
-    received = []
-    listener = Listener(lambda message, peer: received.append(message) or message, listen="127.0.0.1:0",
-                        insecure=True, streams=True).start()
+    listener = Listener(lambda message, peer: message, listen="127.0.0.1:0", insecure=True, source=source).start()
     plain = Listener(lambda message, peer: message, listen="127.0.0.1:0", insecure=True).start()
+    request = WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="pull")
     try:
         with Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=5) as link:
-            open_streams = [link._stream_call.future(held()) for _ in range(MAX_STREAMS_PER_PEER)]
-            time.sleep(0.5)
-            with pytest.raises(grpc.RpcError) as refused:
-                link._stream_call(iter(()), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "open streams" in refused.value.details()
-            release.set()
-            for call in open_streams:
-                call.result(timeout=5)
-            link._connected = True
-            link.send(WireMessage(run_id="r", step=3, kind="activation", src="client", dst="server",
-                                  tensor=torch.ones(2)))
-            link.finish()  # the stream ends once the listener took every message
-            assert [m.step for m in received] == [3]
+            held = [link.pull(request) for _ in range(MAX_STREAMS_PER_PEER)]
+            deadline = time.monotonic() + 5
+            while len(outboxes) < MAX_STREAMS_PER_PEER and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with pytest.raises(PeerRefused, match="open pulls"):
+                link.pull(request).read()
+            sent = [torch.ones(2) * i for i in range(3)]
+            for i, tensor in enumerate(sent):
+                outboxes[0].put(encode(WireMessage(run_id="r", step=i, kind="activation", src="server", dst="client",
+                                                   tensor=tensor)), timeout_s=1, peer="client")
+            outboxes[0].close()
+            received = [decode(held[0].read()).tensor for _ in sent]
+            assert all(torch.equal(a, b) for a, b in zip(sent, received, strict=True))
+            assert held[0].read() is None and "ended its stream" in held[0].ended  # in order, then the end
+            assert outboxes[0].drain(1.0)
+            outboxes[1].close()
         with Link(f"127.0.0.1:{plain.port}", party="client", insecure=True, timeout_s=5) as link:
-            with pytest.raises(grpc.RpcError) as refused:
-                link._channel.stream_unary(STREAM_METHOD)(iter(()), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            inbound = link.pull(request)
+            assert inbound.read() is None and "UNIMPLEMENTED" in inbound.ended
     finally:
-        release.set()
         listener.stop(grace=0)
         plain.stop(grace=0)
+
+
+def test_a_sender_far_ahead_of_its_receiver_waits_then_fails():
+    from secsplit.channel.grpc_link import Outbox
+
+    outbox = Outbox(window=2, max_bytes=1 << 20)
+    outbox.put(b"a", timeout_s=0.1, peer="server")
+    outbox.put(b"b", timeout_s=0.1, peer="server")
+    start = time.monotonic()
+    with pytest.raises(ChannelError, match="server has not taken the last 2 messages .* within 0.3 s"):
+        outbox.put(b"c", timeout_s=0.3, peer="server")
+    assert 0.3 <= time.monotonic() - start < 1.0
+    big = Outbox(window=8, max_bytes=10)
+    big.put(b"x" * 20, timeout_s=0.1, peer="server")  # one message larger than the budget still goes out alone
+    with pytest.raises(ChannelError, match="20 bytes"):
+        big.put(b"y", timeout_s=0.1, peer="server")
 
 
 def test_an_inference_client_whose_session_was_forgotten_opens_it_again(digits, tmp_path):
@@ -474,25 +486,25 @@ def test_an_inference_client_whose_session_was_forgotten_opens_it_again(digits, 
         listener.stop(grace=0)
 
 
-def test_a_streamed_envelope_gets_the_same_checks_as_an_exchanged_one():
-    """Garbage, a forged sender or an oversize message on a stream ends it with the reason; the handler never sees them."""
+def test_a_pull_request_gets_the_same_checks_as_an_exchanged_message():
+    """Garbage, a forged sender or an oversize pull request is refused with the reason; the source never sees them."""
     import grpc
 
     from secsplit.channel.codec import encode
 
-    handled = []
-    listener = Listener(lambda message, peer: handled.append(message) or message, listen="127.0.0.1:0",
-                        insecure=True, streams=True, max_message_bytes=4096).start()
-    good = WireMessage(run_id="r", step=0, kind="activation", src="client", dst="server", tensor=torch.ones(2))
+    asked = []
+    listener = Listener(lambda message, peer: message, listen="127.0.0.1:0", insecure=True,
+                        source=lambda request, peer: asked.append(request), max_message_bytes=4096).start()
+    good = WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="pull")
     bad = [b"\xff\x00garbage", encode(WireMessage(**{**good.__dict__, "src": "mallory"})),
-           encode(WireMessage(**{**good.__dict__, "tensor": torch.zeros(64, 64)}), max_bytes=1 << 20)]
+           encode(WireMessage(**{**good.__dict__, "kind": "activation", "tensor": torch.zeros(64, 64)}), max_bytes=1 << 20)]
     try:
         with Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=5) as link:
             for data in bad:
                 with pytest.raises(grpc.RpcError) as refused:
-                    link._stream_call(iter([encode(good), data, encode(good)]), timeout=5)
+                    next(link._pull_call(data, timeout=5))
                 assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert len(handled) == len(bad)  # only the first good message of each stream
+        assert not asked
         assert len(listener.refusals) == len(bad)
         assert any("malformed" in r for r in listener.refusals) and any("mallory" in r for r in listener.refusals)
         assert any("exceeds" in r for r in listener.refusals)

@@ -1,10 +1,12 @@
 """A peer holding a valid certificate cannot crash, stall or bloat another party: clean refusals only.
 
-Every message a party's listener receives goes through :meth:`Listener._serve` (the gRPC method);
-here it is called directly with a stand-in for gRPC's context, so thousands of hostile messages run
-in seconds. What must hold: each one is answered or refused (INVALID_ARGUMENT or
-PERMISSION_DENIED with a reason), never an INTERNAL error or a logged traceback; overflowing shapes,
-seeds and names are refused by name; a sender cannot park requests far ahead of the stream; a
+Every request a party's listener receives goes through :meth:`Listener._serve` (the gRPC method),
+and every training message it pulls from a peer through :meth:`NetworkChannel._accept`; here both
+are called directly (the listener with a stand-in for gRPC's context), so thousands of hostile
+messages run in seconds. What must hold: each one is answered or refused (INVALID_ARGUMENT or
+PERMISSION_DENIED with a reason, or a ChannelError on the pulling side), never an INTERNAL error or
+a logged traceback; overflowing shapes, seeds and names are refused by name; a message out of order
+is refused at once; a
 client cannot evict another client's inference session; a party that fails after the first message
 says goodbye, so the others stop at once with the real cause.
 """
@@ -49,16 +51,26 @@ class _Context:
         raise _Aborted(details)
 
 
-def _serve(listener, data: bytes, *, stream: bool = False) -> tuple[object, str]:
-    """(status, reason) of one request, exchanged or as a stream of one message: ("ok", "") when answered."""
+#: how the pulling side reports a refusal (it raises; nothing goes back to the sender)
+REFUSED = "refused"
+
+
+def _serve(listener, data: bytes) -> tuple[object, str]:
+    """(status, reason) of one exchanged request: ("ok", "") when answered."""
     context = _Context()
     try:
-        if stream:
-            listener._serve_stream(iter([data]), context)
-        else:
-            listener._serve(data, context)
+        listener._serve(data, context)
     except _Aborted:
         return context.code, context.details
+    return "ok", ""
+
+
+def _pulled(channel: NetworkChannel, data: bytes) -> tuple[object, str]:
+    """(outcome, reason) of one envelope the party pulled from the client: ("ok", "") when accepted."""
+    try:
+        channel._accept(data, "client")
+    except ChannelError as error:
+        return REFUSED, str(error)
     return "ok", ""
 
 
@@ -97,11 +109,17 @@ def test_names_and_run_ids_of_any_length_are_refused_or_bounded(party):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "run files differ" in reason and len(reason) < 400
 
 
-def test_a_message_far_ahead_of_the_stream_is_refused_at_once(party):
+def test_a_message_out_of_order_is_refused_at_once(party):
     start = time.monotonic()
-    code, reason = _serve(party.listener, _wire(tensor=torch.ones(2), seq=2**62))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "far ahead" in reason
-    assert time.monotonic() - start < 0.5 and not party._inbox["client"]
+    outcome, reason = _pulled(party, _wire(tensor=torch.ones(2), seq=2**62))
+    assert outcome == REFUSED and "out of order: expected message 0" in reason
+    assert time.monotonic() - start < 0.5 and party._next_in["client"] == 0
+
+
+def test_a_training_message_sent_as_a_request_is_refused(party):
+    """Training messages travel only on the receiver's pull; a request carrying one is refused unread."""
+    code, reason = _serve(party.listener, _wire(tensor=torch.ones(2)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "by its pull of client's messages" in reason
 
 
 def test_seeds_that_overflow_are_refused_by_name(tmp_path, capsys):
@@ -207,30 +225,21 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(data)
 
 
-def _consume(channel: NetworkChannel) -> int:
-    """The party takes in whatever was filed (as its step would); returns the next sequence number expected."""
-    with channel._cond:
-        inbox = channel._inbox["client"]
-        if inbox:
-            channel._next_in["client"] = max(inbox) + 1
-            inbox.clear()
-            channel._buffered["client"] = 0
-        return channel._next_in["client"]
-
-
 def fuzz(listener, n_per_kind: int, *, seed: int = 0, channel: NetworkChannel | None = None,
-         stream: bool = False) -> dict[str, dict]:
+         pulled: bool = False) -> dict[str, dict]:
     """Feed ``n_per_kind`` mutated messages of every kind to ``listener``; count outcomes per kind.
 
     With ``channel`` (the listener's party), each mutation starts from the message the party
     expects next, so intact parts are accepted and the mutations reach past the codec. With
-    ``stream`` each goes in on the streaming method (how parties send during training).
+    ``pulled`` each goes to the party as a message pulled from the client (how parties receive
+    training messages) instead of as a request to its listener.
     """
     rng = random.Random(seed)
     outcomes: dict[str, dict] = {kind: {} for kind in _seeds()}
     for _ in range(n_per_kind):
-        for kind, valid in _seeds(_consume(channel) if channel else 0).items():
-            code, _ = _serve(listener, _mutate(rng, valid), stream=stream)
+        for kind, valid in _seeds(channel._next_in["client"] if channel else 0).items():
+            data = _mutate(rng, valid)
+            code, _ = _pulled(channel, data) if pulled else _serve(listener, data)
             outcomes[kind][code] = outcomes[kind].get(code, 0) + 1
     return outcomes
 
@@ -241,8 +250,8 @@ def _rss_mb() -> float:
 
 def _check(outcomes, caplog) -> None:
     for kind, counts in outcomes.items():
-        assert set(counts) <= CLEAN | {"ok"}, (kind, counts)
-        assert sum(v for k, v in counts.items() if k in CLEAN) > 0, kind  # the mutations do get refused
+        assert set(counts) <= CLEAN | {"ok", REFUSED}, (kind, counts)
+        assert sum(v for k, v in counts.items() if k in CLEAN | {REFUSED}) > 0, kind  # the mutations do get refused
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
@@ -251,7 +260,7 @@ def test_fuzz_mutated_messages_of_every_kind_are_clean_refusals(party, served, c
 
     caplog.set_level(logging.WARNING)
     _check(fuzz(party.listener, 1000, channel=party), caplog)
-    _check(fuzz(party.listener, 500, seed=3, channel=party, stream=True), caplog)
+    _check(fuzz(party.listener, 500, seed=3, channel=party, pulled=True), caplog)
     inference = Listener(served.handle, listen="127.0.0.1:0", insecure=True)
     _check(fuzz(inference, 1000, seed=1), caplog)
 
@@ -261,14 +270,14 @@ def test_fuzz_mutated_messages_of_every_kind_are_clean_refusals(party, served, c
 def test_fuzz_10000_mutated_messages_per_kind_with_bounded_memory(party, caplog):
     caplog.set_level(logging.ERROR)
     fuzz(party.listener, 200, channel=party)  # warm up allocator and caches
-    fuzz(party.listener, 200, channel=party, stream=True)
+    fuzz(party.listener, 200, channel=party, pulled=True)
     before = _rss_mb()
     outcomes = fuzz(party.listener, 10_000, seed=2, channel=party)
-    streamed = fuzz(party.listener, 10_000, seed=4, channel=party, stream=True)
+    streamed = fuzz(party.listener, 10_000, seed=4, channel=party, pulled=True)
     growth = _rss_mb() - before
     _check(outcomes, caplog)
     _check(streamed, caplog)
-    assert growth < 20, f"RSS grew {growth:.1f} MB over {2 * 5 * 10_000} mutated messages (exchanged and streamed)"
+    assert growth < 20, f"RSS grew {growth:.1f} MB over {2 * 5 * 10_000} mutated messages (exchanged and pulled)"
 
 
 def test_a_hostile_hello_to_the_inference_server_allocates_nothing(served):

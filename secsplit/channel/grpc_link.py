@@ -1,12 +1,17 @@
-"""gRPC with mutual TLS between two parties: codec envelopes, one at a time or streamed.
+"""gRPC with mutual TLS between two parties: codec envelopes, one at a time or pulled in order.
 
 ``/secsplit.Split/Exchange`` takes an encoded envelope and returns one (control messages,
-inference). ``/secsplit.Split/Stream`` (only on listeners that enable it: the parties of a
-training run) carries one sender's envelopes in order over one long-lived call and answers once,
-when the sender ends it; a refusal ends the stream with the reason. Streaming costs about half the
-CPU of a call per message (no per-message call set-up, no acknowledgement) and fewer thread
-hand-offs. Bytes go in and out of gRPC untouched (no gRPC-side serializers), so the only parser
-that ever sees a peer's bytes is :func:`secsplit.channel.codec.decode`, with its size and shape checks.
+inference). ``/secsplit.Split/Pull`` (only on listeners given an outbox source: the parties of a
+training run) is how a party receives a peer's training messages: the receiver opens one long-lived
+unary-stream call to the sender's listener and reads it in its own thread (gRPC's
+``SingleThreadedUnaryStream``), and the sender's listener writes what the sender put in its
+:class:`Outbox` for that receiver, in order. A message so passes the sender's writer thread and the
+receiving party's own thread, instead of four gRPC threads with a pushed stream (request iterator,
+channel spin, server poll, worker): each hand-off costs a GIL acquisition on a busy host. The
+receiving side checks every pulled envelope itself (through the codec), so refusals of training
+messages happen there. Bytes go in and out of gRPC untouched (no gRPC-side serializers), so the
+only parser that ever sees a peer's bytes is :func:`secsplit.channel.codec.decode`, with its size
+and shape checks.
 
 Security: mutual TLS unless ``insecure=True``. The server demands a client certificate signed by
 its CA and then checks the certificate's common name against the parties it expects; the client
@@ -18,10 +23,10 @@ Refusals are logged on the side that refuses and raised as :class:`ChannelError`
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass
@@ -35,10 +40,14 @@ from secsplit.errors import ChannelError, ConfigError, SecsplitError
 log = logging.getLogger("secsplit.transport")
 
 METHOD = "/secsplit.Split/Exchange"
-STREAM_METHOD = "/secsplit.Split/Stream"
-#: streams one peer may hold open at once at a listener (its process, and a restarted one while the
-#: old stream is being torn down); more would let one peer tie up the listener's threads
+PULL_METHOD = "/secsplit.Split/Pull"
+#: pulls one peer may hold open at once at a listener (its process, and a restarted one while the
+#: old pull is being torn down); more would let one peer tie up the listener's threads
 MAX_STREAMS_PER_PEER = 2
+#: a pull is read by the thread that calls next() on it, not by a gRPC thread that hands each message over
+_SINGLE_THREADED_PULL = ("grpc.experimental.SingleThreadedUnaryStream", 1)
+#: how often a listener's writer thread waiting for the next message checks that its pull is still wanted
+_PULL_POLL_S = 0.5
 #: gRPC's own limit sits this far above the codec's, so slightly oversize messages reach the codec
 #: and get its precise, logged refusal; grossly oversize ones are cut off by gRPC before buffering.
 _GRPC_SLACK = 1 << 20
@@ -84,6 +93,86 @@ def _options(max_message_bytes: int) -> list[tuple[str, int | str]]:
     return [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
 
 
+class Outbox:
+    """Encoded envelopes one party sends one peer, in order, until that peer pulls them.
+
+    The sending party puts; the listener's writer thread of the peer's pull takes and writes. At
+    most ``window`` messages or ``max_bytes`` wait (a sender further ahead of its receiver waits,
+    then fails). One pull owns the outbox at a time: a new pull from the peer (its process
+    reconnecting) takes over, and the old one stops.
+    """
+
+    def __init__(self, *, window: int, max_bytes: int) -> None:
+        self.window, self.max_bytes = window, max_bytes
+        self._queue: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self._waiting_bytes = 0
+        self._put = self._written = 0
+        self._owner: object | None = None
+        self.closed = False
+
+    def put(self, data: bytes, *, timeout_s: float, peer: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue and (len(self._queue) >= self.window or self._waiting_bytes + len(data) > self.max_bytes):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ChannelError(f"{peer} has not taken the last {len(self._queue)} messages "
+                                       f"({self._waiting_bytes} bytes) within {timeout_s:g} s: it is gone or stuck")
+                self._cond.wait(min(left, _PULL_POLL_S))
+            self._queue.append(data)
+            self._waiting_bytes += len(data)
+            self._put += 1
+            self._cond.notify_all()
+
+    def claim(self) -> object:
+        """A new owner (a pull); the previous one, if any, stops at its next take."""
+        with self._cond:
+            self._owner = object()
+            self._cond.notify_all()
+            return self._owner
+
+    def take(self, owner: object, timeout_s: float) -> bytes | None:
+        """The next envelope for ``owner``; None when there is none within ``timeout_s``; EOFError when
+        the outbox closed and is empty, or another pull owns it now."""
+        with self._cond:
+            deadline = time.monotonic() + timeout_s
+            while not self._queue or self._owner is not owner:
+                if self._owner is not owner or (self.closed and not self._queue):
+                    raise EOFError
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            data = self._queue.popleft()
+            self._waiting_bytes -= len(data)
+            self._cond.notify_all()
+            return data
+
+    def wrote(self) -> None:
+        """gRPC has written the envelope last taken."""
+        with self._cond:
+            self._written += 1
+            self._cond.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until every envelope put was written; False if some were not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._written < self._put:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, _PULL_POLL_S))
+            return True
+
+    def close(self) -> None:
+        """No more messages: the pull ends once it has written what is left."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
 def _credentials(certs, party: str) -> PartyCredentials:
     if isinstance(certs, PartyCredentials):
         return certs
@@ -123,17 +212,16 @@ class Link:
         self.insecure = insecure
         options = _options(max_message_bytes)
         if insecure:
-            self._channel = grpc.insecure_channel(address, options=options)
+            self._channel = grpc.insecure_channel(address, options=[*options, _SINGLE_THREADED_PULL])
         else:
             cred = _credentials(certs, party)
             tls = grpc.ssl_channel_credentials(root_certificates=cred.ca, private_key=cred.key,
                                                certificate_chain=cred.certificate)
-            self._channel = grpc.secure_channel(address, tls, options=[*options, ("grpc.ssl_target_name_override", peer)])
+            self._channel = grpc.secure_channel(address, tls, options=[*options, _SINGLE_THREADED_PULL,
+                                                                       ("grpc.ssl_target_name_override", peer)])
         self._call = self._channel.unary_unary(METHOD)
-        self._stream_call = self._channel.stream_unary(STREAM_METHOD)
+        self._pull_call = self._channel.unary_stream(PULL_METHOD)
         self._connected = False
-        # the open stream: its queue, its call, and an event set once the call has ended
-        self._stream: tuple[queue.SimpleQueue, grpc.Future, threading.Event] | None = None
 
     def exchange(self, message: WireMessage, *, quiet: bool = False) -> WireMessage:
         """Send ``message``; return the peer's reply, or raise :class:`ChannelError` saying why not.
@@ -167,60 +255,11 @@ class Link:
         self.stats.record(sent=message, sent_wire=len(data), received=reply, received_wire=len(reply_bytes))
         return reply
 
-    # -- streaming ---------------------------------------------------------------------------------
-    def send(self, message: WireMessage) -> None:
-        """Stream ``message`` to the peer without waiting for it to arrive (in order, on one long-lived call).
-
-        A refusal or a lost connection surfaces at a later :meth:`raise_if_failed` (each send calls
-        it) or at :meth:`finish`. Before the first exchange the message is exchanged instead, so
-        connecting (waiting for a starting peer) is settled first.
-        """
-        if not self._connected:
-            self.exchange(message)
-            return
-        self.raise_if_failed()
-        data = encode(message, max_bytes=self.max_message_bytes)
-        if self._stream is None:
-            pending: queue.SimpleQueue = queue.SimpleQueue()
-
-            def requests():
-                while (item := pending.get()) is not None:
-                    yield item
-
-            call, ended = self._stream_call.future(requests()), threading.Event()
-            # a flag, not call.done(): done() takes the lock gRPC's writer holds while it writes a message
-            call.add_done_callback(lambda _call: ended.set())
-            self._stream = (pending, call, ended)
-        self._stream[0].put(data)
-        self.stats.record_sent(message, len(data))
-
-    def raise_if_failed(self) -> None:
-        """Raise why the open stream ended early (the peer refused a message, or is gone); else nothing."""
-        if self._stream is not None and self._stream[2].is_set():
-            self.finish()
-
-    def finish(self) -> None:
-        """End the open stream and wait (up to the timeout) until the peer has taken every message; raise any failure."""
-        if self._stream is None:
-            return
-        (pending, call, _), self._stream = self._stream, None
-        pending.put(None)
-        what = f"the messages streamed to {self.peer} at {self.address}"
-        try:
-            reply_bytes = call.result(timeout=self.timeout_s)
-        except grpc.FutureTimeoutError:
-            call.cancel()
-            raise ChannelError(f"no reply to {what} within {self.timeout_s:g} s: the peer is gone or stuck") from None
-        except grpc.FutureCancelledError:
-            raise ChannelError(f"{what} were cancelled: the link was closed") from None
-        except grpc.RpcError as error:
-            raise self._explain(error, what) from None
-        try:
-            reply = decode(reply_bytes, max_bytes=self.max_message_bytes)
-        except CodecError as error:
-            raise ChannelError(f"reply from {self.peer} at {self.address} rejected: {error}") from None
-        if reply.error:
-            raise PeerRefused(f"{self.peer} refused {what}: {reply.error}")
+    # -- pulling ---------------------------------------------------------------------------------------
+    def pull(self, request: WireMessage) -> Inbound:
+        """Open a pull of the messages the peer sends us, read in the calling thread (see :class:`Inbound`)."""
+        data = encode(request, max_bytes=self.max_message_bytes)
+        return Inbound(self._pull_call(data), self)
 
     def _explain(self, error: grpc.RpcError, what: str, *, quiet: bool = False) -> ChannelError:
         code, details = error.code(), error.details() or ""
@@ -246,9 +285,6 @@ class Link:
         return ChannelError(f"{what} failed: {code.name}: {details}")
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream[0].put(None)  # ends the request generator's thread
-            self._stream = None
         self._channel.close()
 
     def __enter__(self) -> Link:
@@ -262,7 +298,46 @@ def _what(message: WireMessage, link: Link) -> str:
     return f"{message.kind} message (step {message.step}) to {link.peer} at {link.address}"
 
 
+class Inbound:
+    """One pull: the raw envelopes a peer sends us, in order, read in the caller's own thread.
+
+    :meth:`read` blocks until the next envelope arrives; another thread may :meth:`cancel` it (a
+    deadline passed, the run stops). The bytes are the caller's to decode (with the codec).
+    """
+
+    def __init__(self, call, link: Link) -> None:
+        self._call, self._link = call, link
+        self.ended: str | None = None  # why the pull ended, once it has
+
+    def read(self) -> bytes | None:
+        """The next envelope; None once the pull has ended (see :attr:`ended`). A refusal of the pull
+        itself (our certificate, run or a limit) raises :class:`PeerRefused`."""
+        if self.ended is not None:
+            return None
+        try:
+            return next(self._call)
+        except StopIteration:
+            self.ended = f"{self._link.peer} ended its stream"
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (error.details() or "").lower():
+                self.ended = "refused"
+                raise ChannelError(f"a message from {self._link.peer} exceeds the message size limit of "
+                                   f"{self._link.max_message_bytes} bytes: {error.details()}") from None
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED):
+                self.ended = "refused"
+                raise self._link._explain(error, "our pull of its messages") from None
+            self.ended = f"{code.name}: {error.details()}"
+        return None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 Handler = Callable[[WireMessage, str], WireMessage]
+#: what a training listener pulls from: the outbox for (the pull request, the authenticated peer)
+Source = Callable[[WireMessage, str], Outbox]
 
 
 class Listener:
@@ -271,18 +346,19 @@ class Listener:
     ``handler(message, peer_name)`` returns the reply; raising :class:`SecsplitError` turns into a
     refusal the caller sees (and this side logs). Concurrency: ``max_workers`` threads serve
     requests, at most ``max_queue`` more wait; beyond that gRPC answers RESOURCE_EXHAUSTED. An open
-    stream holds one thread; each peer may hold at most :data:`MAX_STREAMS_PER_PEER` at once.
+    pull holds one thread; each peer may hold at most :data:`MAX_STREAMS_PER_PEER` at once.
 
     Args:
         listen: "host:port" (port 0 picks a free port; see :attr:`port`).
         party: our party name; ``allowed_peers``: the client names we accept (certificate CN).
-        streams: also accept ``/secsplit.Split/Stream`` (training parties; not an inference server,
-            whose clients only need one request at a time).
+        source: serve ``/secsplit.Split/Pull`` from the outboxes it returns (training parties; not an
+            inference server, whose clients only need one request at a time). It gets the decoded,
+            authenticated pull request and may refuse it by raising :class:`SecsplitError`.
     """
 
     def __init__(self, handler: Handler, *, listen: str, party: str = "server", allowed_peers: Iterable[str] = ("client",),
                  certs=None, insecure: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 max_workers: int = 4, max_queue: int = 64, streams: bool = False) -> None:
+                 max_workers: int = 4, max_queue: int = 64, source: Source | None = None) -> None:
         self.handler, self.party = handler, party
         self.allowed_peers = tuple(allowed_peers)
         self.insecure = insecure
@@ -290,13 +366,13 @@ class Listener:
         self.last_message_at = time.monotonic()
         self.refusals: list[str] = []
         self._lock = threading.Lock()
-        self._streaming: dict[str, int] = {}  # peer -> streams it holds open
+        self._pulling: dict[str, int] = {}  # peer -> pulls it holds open
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=_options(max_message_bytes),
                                    maximum_concurrent_rpcs=max_workers + max_queue)
         methods = {"Exchange": grpc.unary_unary_rpc_method_handler(self._serve)}
-        self._streams = streams
-        if streams:
-            methods["Stream"] = grpc.stream_unary_rpc_method_handler(self._serve_stream)
+        self.source = source
+        if source is not None:
+            methods["Pull"] = grpc.unary_stream_rpc_method_handler(self._serve_pull)
         self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("secsplit.Split", methods)])
         try:
             if insecure:
@@ -313,8 +389,8 @@ class Listener:
 
     def start(self) -> Listener:
         self._server.start()
-        if self._streams:
-            # a peer's open stream holds one of the server's threads, which the interpreter joins at
+        if self.source is not None:
+            # a peer's open pull holds one of the server's threads, which the interpreter joins at
             # exit: stop serving first, so a process that never closed its channel still exits
             server = weakref.ref(self._server)
             threading._register_atexit(lambda: server() is not None and server().stop(0))
@@ -348,33 +424,38 @@ class Listener:
         self.last_message_at = time.monotonic()
         return data
 
-    def _serve_stream(self, requests, context) -> bytes:
-        """One sender's messages in order; each is checked and handled as an exchanged one (its reply dropped)."""
+    def _serve_pull(self, request: bytes, context):
+        """Write the peer's outbox to it in order, each envelope as the sender encoded it, until the
+        sender closes the outbox, the peer goes away, or a newer pull of the same peer takes over."""
         self.last_message_at = time.monotonic()
         peer = self._peer_name(context)
         key = peer or context.peer()  # plaintext: nobody is authenticated, count per connection
         with self._lock:
-            held = self._streaming.get(key, 0)
+            held = self._pulling.get(key, 0)
             if held < MAX_STREAMS_PER_PEER:
-                self._streaming[key] = held + 1
+                self._pulling[key] = held + 1
         if held >= MAX_STREAMS_PER_PEER:
             self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"{key} already holds {held} open streams (at most {MAX_STREAMS_PER_PEER})")
-        count = 0
+                         f"{key} already holds {held} open pulls (at most {MAX_STREAMS_PER_PEER})")
         try:
-            for request in requests:
-                self.last_message_at = time.monotonic()
-                self._serve_one(request, context, peer)
-                count += 1
+            outbox = self._serve_one(request, context, peer, handler=self.source)
+            owner = outbox.claim()
+            while context.is_active():
+                try:
+                    data = outbox.take(owner, _PULL_POLL_S)
+                except EOFError:
+                    return
+                if data is not None:
+                    yield data
+                    outbox.wrote()  # gRPC asks for the next envelope once it has written this one
+                    self.last_message_at = time.monotonic()
         finally:
             with self._lock:
-                self._streaming[key] -= 1
-                if not self._streaming[key]:
-                    del self._streaming[key]
-        self.last_message_at = time.monotonic()
-        return encode(WireMessage(run_id="", step=count, kind="control", src=self.party, dst=peer or "", tag="ack"))
+                self._pulling[key] -= 1
+                if not self._pulling[key]:
+                    del self._pulling[key]
 
-    def _serve_one(self, request: bytes, context, peer: str | None) -> WireMessage:
+    def _serve_one(self, request: bytes, context, peer: str | None, handler=None):
         """Decode, authenticate and handle one request: the handler's reply, or the call aborted with the refusal."""
         try:
             message = decode(request, max_bytes=self.max_message_bytes)
@@ -383,7 +464,7 @@ class Listener:
             peer = peer or message.src
             if message.src != peer:
                 raise ChannelError(f"message claims to come from {message.src!r} but the peer is {peer!r}")
-            return self.handler(message, peer)
+            return (handler or self.handler)(message, peer)
         except SecsplitError as error:
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except Exception as error:  # a bug must not kill the server thread silently

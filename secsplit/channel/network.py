@@ -6,22 +6,26 @@ each process runs only its own party's statements (``channel.hosts(party)``) and
 hosted party sends or receives crosses the network:
 
 - sending (``src`` hosted): the tensor is encoded with the codec (:mod:`secsplit.channel.codec`,
-  never pickled) and streamed to ``dst``'s listener (one long-lived call per receiver,
-  :meth:`~secsplit.channel.grpc_link.Link.send`) without waiting, so the sender goes on at once;
-  sends to one receiver carry consecutive sequence numbers.
-- receiving (``dst`` hosted): the listener files each decoded message under its sender, and
-  ``send`` on the receiving side returns the next one in sequence after checking that it is the
-  message the protocol expects there (kind, step, tag, phase): both sides run the same program, so
-  anything else is a peer out of step, refused with a one-line error.
+  never pickled) and put in ``dst``'s :class:`~secsplit.channel.grpc_link.Outbox` without waiting,
+  so the sender goes on at once; sends to one receiver carry consecutive sequence numbers.
+- receiving (``dst`` hosted): the receiving party's own thread reads the sender's messages from
+  one long-lived pull of that outbox (:meth:`~secsplit.channel.grpc_link.Link.pull`), decodes each
+  with the codec, and returns it after checking that it is the message the protocol expects there
+  (run, sender, sequence, kind, step, tag, phase): both sides run the same program, so anything
+  else is a peer out of step, refused with a one-line error. The party that refuses fails, and
+  its goodbye carries the reason to the others. Reading in the party's thread spares each message
+  two gRPC thread hand-offs (see :mod:`secsplit.channel.grpc_link`).
 
 Byte accounting and taps are the in-process channel's: each process counts the messages its party
 sends and receives, payload only, so per party they equal the in-process run's; the envelopes'
 framing is counted apart (:meth:`NetworkChannel.transport`).
 
 Limits: one message at most ``max_message_bytes``; a sender may run at most :data:`WINDOW`
-messages or ``max_buffered_bytes`` ahead of its receiver (further messages wait, then are refused);
-a message waited for more than ``timeout_s`` is an error naming the party, kind and step; a peer
-that fails says goodbye with its reason, so the others stop at once instead of timing out.
+messages or ``max_buffered_bytes`` ahead of what its receiver pulled (further messages wait, then
+fail); a receiver holds at most one message of each sender beyond gRPC's flow-control window; a
+message waited for more than ``timeout_s`` is an error naming the party, kind and step (a watcher
+thread interrupts the read); a peer that fails says goodbye with its reason, so the others stop at
+once instead of timing out.
 
 Restarts (resume across processes): every hello carries the party's *incarnation* (a random id per
 channel) and the checkpoints it can resume from (:attr:`NetworkChannel.checkpoints`). A hello from
@@ -29,7 +33,7 @@ a peer with a new incarnation after training started means that peer restarted: 
 the run goes back to the parties' last common checkpoint (this channel answers "stopping" and
 raises :class:`PeerRestarted` at its next message, the party rebuilds and says hello again);
 without it the hello is refused, so a mistaken restart cannot disturb the run. Messages a peer's
-old incarnation sent are dropped when its new incarnation says hello.
+old incarnation sent are dropped when its new incarnation says hello (its old pull is abandoned).
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from collections import defaultdict
 
 import torch
 
-from secsplit.channel.codec import DEFAULT_MAX_MESSAGE_BYTES, WireMessage
-from secsplit.channel.grpc_link import Link, LinkStats, Listener
+from secsplit.channel.codec import DEFAULT_MAX_MESSAGE_BYTES, WireMessage, decode, encode
+from secsplit.channel.grpc_link import Inbound, Link, LinkStats, Listener, Outbox
 from secsplit.channel.inprocess import Channel
 from secsplit.errors import ChannelError, ConfigError
 
@@ -51,11 +55,11 @@ log = logging.getLogger("secsplit.network")
 
 #: how many messages a sender may be ahead of what its receiver consumed
 WINDOW = 256
-#: bytes a receiver buffers from one sender before further messages wait (backpressure)
+#: bytes a sender keeps waiting for one receiver to pull before further messages wait (backpressure)
 DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 MAX_REASON_CHARS = 500
-#: no honest sender is further ahead than the window plus the requests a listener holds at once
-MAX_IN_FLIGHT = 1024
+#: how often the watcher checks whether a read must be interrupted (timeout, a peer failed or restarted)
+WATCH_INTERVAL_S = 0.5
 
 
 class PeerGone(ChannelError):
@@ -114,9 +118,12 @@ class NetworkChannel(Channel):
         self._links: dict[str, Link] = {}
         self._next_out: dict[str, int] = defaultdict(int)
         self._cond = threading.Condition()
-        self._inbox: dict[str, dict[int, WireMessage]] = defaultdict(dict)
+        self._outboxes: dict[str, Outbox] = {}  # receiver -> what this party sent it, until it pulls
+        self._inbounds: dict[str, Inbound] = {}  # sender -> this party's pull of its messages
         self._next_in: dict[str, int] = defaultdict(int)
-        self._buffered: dict[str, int] = defaultdict(int)
+        self._reading: tuple[str, float, Inbound] | None = None  # the read in progress: sender, deadline, pull
+        self._watcher: threading.Thread | None = None
+        self._closed = False
         self._gone: dict[str, str] = {}  # peer -> why it left ("" for a clean finish)
         self._greeted: set[str] = set()  # peers that said hello to this party (so they were up)
         self.incarnation = secrets.token_hex(8)
@@ -129,7 +136,8 @@ class NetworkChannel(Channel):
         self.received = LinkStats()  # what the listener took in (messages, payload, envelopes)
         self.listener = Listener(self._handle, listen=listen or addresses[party], party=party,
                                  allowed_peers=self.peers, max_message_bytes=max_message_bytes,
-                                 max_workers=4 + 2 * len(self.peers), max_queue=64, streams=True, **self._tls)
+                                 max_workers=4 + 2 * len(self.peers), max_queue=64, source=self._source,
+                                 **self._tls)
         self.listener.start()
 
     # -- who runs where -------------------------------------------------------------------------
@@ -191,11 +199,13 @@ class NetworkChannel(Channel):
         """Record ``peer``'s incarnation; a new one drops what its previous incarnation had sent."""
         with self._cond:
             known = self.peer_checkpoints.get(peer)
+            stale = None
             if known is None or known["incarnation"] != info["incarnation"]:
-                self._inbox[peer].clear()
+                stale = self._inbounds.pop(peer, None)
                 self._next_in[peer] = 0
-                self._buffered[peer] = 0
             self.peer_checkpoints[peer] = info
+        if stale is not None:
+            stale.cancel()
 
     def close(self, error: str | None = None, *, rejoin: bool = False) -> None:
         """Wait for every send to be acknowledged, say goodbye (with ``error`` when failing), stop listening.
@@ -207,6 +217,12 @@ class NetworkChannel(Channel):
             if error is None and not rejoin:
                 self.flush()
         finally:
+            with self._cond:
+                self._closed = True
+                outboxes = list(self._outboxes.values())
+                self._cond.notify_all()
+            for outbox in outboxes:  # each peer's pull ends once it has what is left
+                outbox.close()
             for peer in self.peers:
                 meta = {"rejoin": True} if rejoin else {"error": error[:MAX_REASON_CHARS]} if error else {}
                 try:
@@ -222,14 +238,27 @@ class NetworkChannel(Channel):
             self.listener.stop(grace=0.5)
 
     def flush(self) -> None:
-        """Wait until every peer has taken every message sent to it so far; raise the first failure."""
-        for link in list(self._links.values()):
-            link.finish()
+        """Wait until every peer has pulled every message sent to it so far; raise the first failure."""
+        with self._cond:
+            outboxes = dict(self._outboxes)
+        for peer, outbox in outboxes.items():
+            if not outbox.drain(self.timeout_s):
+                self._raise_if_gone(peer)
+                raise ChannelError(f"{peer} has not taken the messages {self.party} sent it within {self.timeout_s:g} s: "
+                                   f"it is gone or stuck (--timeout S waits longer)")
 
-    def _reap(self) -> None:
-        """Raise the failure of any stream that already ended (a refusal surfaces at the next message)."""
-        for link in list(self._links.values()):
-            link.raise_if_failed()
+    def _raise_if_gone(self, peer: str) -> None:
+        """A peer that failed (its goodbye carried the reason) fails this party too, with that reason."""
+        reason = self._gone.get(peer)
+        if reason:
+            raise PeerGone(f"{peer} failed: {reason}")
+
+    def _outbox(self, peer: str) -> Outbox:
+        with self._cond:
+            outbox = self._outboxes.get(peer)
+            if outbox is None:
+                outbox = self._outboxes[peer] = Outbox(window=WINDOW, max_bytes=self.max_buffered_bytes)
+            return outbox
 
     # -- delivery ---------------------------------------------------------------------------------
     def _deliver(self, src, dst, kind, tensor, *, step, tag=""):
@@ -237,79 +266,135 @@ class NetworkChannel(Channel):
             return tensor.detach()
         if self.hosts(src):
             tensor = tensor.detach()
-            self._reap()
             seq = self._next_out[dst]
-            self._next_out[dst] = seq + 1
             message = WireMessage(run_id=self.run_id, step=step, kind=kind, src=src, dst=dst, phase=self.phase,
                                   tag=tag, tensor=tensor, seq=seq)
-            self._link(dst).send(message)
+            data = encode(message, max_bytes=self.max_message_bytes)
+            self._outbox(dst).put(data, timeout_s=self.timeout_s, peer=dst)
+            self._next_out[dst] = seq + 1
+            self._link(dst).stats.record_sent(message, len(data))
             return tensor
         return self._receive(src, kind, step=step, tag=tag)
 
     def _receive(self, src: str, kind: str, *, step: int, tag: str) -> torch.Tensor:
-        what = f"{kind} of step {step} from {src}"
+        """The next message ``src`` sent this party, read from its pull in this thread, checked against
+        what the protocol expects here."""
         deadline = time.monotonic() + self.timeout_s
-        with self._cond:
-            seq = self._next_in[src]
-            while seq not in self._inbox[src]:
-                if self.restarted:
-                    raise PeerRestarted(self.restarted)
-                if src in self._gone:
-                    reason = self._gone[src]
-                    raise PeerGone(f"{src} {'failed' if reason else 'finished'} before sending the {kind} of step {step}"
-                                   + (f": {reason}" if reason else " (do both run the same run file?)"))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ChannelError(f"no {what} within {self.timeout_s:g} s: {src} is gone or stuck "
-                                       f"(--timeout S waits longer)")
-                self._cond.wait(min(left, 0.5))
-            message = self._inbox[src].pop(seq)
-            self._next_in[src] = seq + 1
-            self._buffered[src] -= message.payload_bytes
-            self._cond.notify_all()
+        while True:
+            self._check_waiting(src, kind, step, deadline)
+            inbound = self._inbound(src)
+            if inbound.ended is not None:  # its stream broke or ended: only its goodbye or the deadline is left
+                with self._cond:
+                    self._cond.wait(max(0.0, min(deadline - time.monotonic(), WATCH_INTERVAL_S)))
+                continue
+            with self._cond:  # the watcher looks every WATCH_INTERVAL_S: no wake-up per message
+                self._reading = (src, deadline, inbound)
+            try:
+                data = inbound.read()
+            finally:
+                with self._cond:
+                    self._reading = None
+            if data is not None:
+                break
+        message = self._accept(data, src)
         expected = (kind, step, tag, self.phase)
         got = (message.kind, message.step, message.tag, message.phase)
-        if got != expected or message.tensor is None:
+        if got != expected:
             raise ChannelError(f"{src} is out of step: expected its {kind} of step {step} ({self.phase}"
                                f"{', ' + tag if tag else ''}), got {message.kind} of step {message.step} "
                                f"({message.phase}{', ' + message.tag if message.tag else ''})")
         return message.tensor
 
+    def _check_waiting(self, src: str, kind: str, step: int, deadline: float) -> None:
+        """Raise why waiting for ``src``'s next message is pointless: the run goes back to a checkpoint,
+        ``src`` left, or the deadline passed."""
+        with self._cond:
+            if self.restarted:
+                raise PeerRestarted(self.restarted)
+            if src in self._gone:
+                reason = self._gone[src]
+                raise PeerGone(f"{src} {'failed' if reason else 'finished'} before sending the {kind} of step {step}"
+                               + (f": {reason}" if reason else " (do both run the same run file?)"))
+        if time.monotonic() >= deadline:
+            raise ChannelError(f"no {kind} of step {step} from {src} within {self.timeout_s:g} s: {src} is gone or "
+                               f"stuck (--timeout S waits longer)")
+
+    def _inbound(self, src: str) -> Inbound:
+        """This party's pull of ``src``'s messages, opened at the first read (and the watcher with it)."""
+        inbound = self._inbounds.get(src)
+        if inbound is None:
+            request = WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party, dst=src, tag="pull")
+            inbound = self._link(src).pull(request)
+            with self._cond:
+                self._inbounds[src] = inbound
+                if self._watcher is None:
+                    self._watcher = threading.Thread(target=self._watch, name=f"secsplit-watch-{self.party}",
+                                                     daemon=True)
+                    self._watcher.start()
+        return inbound
+
+    def _watch(self) -> None:
+        """Interrupt the read in progress once it cannot succeed: its deadline passed, its sender failed,
+        or the run goes back to a checkpoint (the reading thread then raises why)."""
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                self._cond.wait(WATCH_INTERVAL_S)
+                reading = self._reading
+                if reading is None:
+                    continue
+                src, deadline, inbound = reading
+                if not (self.restarted or self._gone.get(src) or time.monotonic() >= deadline):
+                    continue
+            inbound.cancel()
+
+    def _accept(self, data: bytes, src: str) -> WireMessage:
+        """Decode and check one envelope pulled from ``src`` (the peer its listener's certificate names)."""
+        try:
+            message = decode(data, max_bytes=self.max_message_bytes)
+            if message.run_id != self.run_id:
+                raise ChannelError(f"message of run {message.run_id[:80]!r}, but {self.party} runs {self.run_id!r}: "
+                                   f"the parties' run files differ")
+            if message.src != src or message.dst != self.party:
+                raise ChannelError(f"message from {message.src[:80]!r} to {message.dst[:80]!r} on {src}'s stream "
+                                   f"to {self.party}")
+            if message.kind == "control" or message.tensor is None:
+                raise ChannelError(f"{message.kind} message carries no tensor")
+            expected = self._next_in[src]
+            if message.seq != expected:
+                raise ChannelError(f"message {message.seq} from {src} out of order: expected message {expected}")
+        except ChannelError as error:
+            log.warning("refused message from %s: %s", src, error)
+            raise
+        self._next_in[src] = expected + 1
+        self.received.messages_received += 1
+        self.received.payload_received += message.payload_bytes
+        self.received.wire_received += len(data)
+        return message
+
     # -- the listener's side ------------------------------------------------------------------------
     def _handle(self, message: WireMessage, peer: str) -> WireMessage:
-        """File one message from ``peer`` (authenticated by its certificate) and acknowledge it."""
+        """Answer one control message (hello, bye) from ``peer`` (authenticated by its certificate)."""
+        self._check_addressed(message)
+        if message.kind != "control":
+            raise ChannelError(f"{message.kind} messages reach {self.party} by its pull of {peer}'s messages, "
+                               f"not as a request")
+        return self._control(message, peer)
+
+    def _source(self, request: WireMessage, peer: str) -> Outbox:
+        """The outbox ``peer`` pulls (its pull request checked like any message)."""
+        self._check_addressed(request)
+        if request.kind != "control" or request.tag != "pull":
+            raise ChannelError(f"a pull request is a control message tagged pull, got {request.kind} {request.tag[:40]!r}")
+        return self._outbox(peer)
+
+    def _check_addressed(self, message: WireMessage) -> None:
         if message.run_id != self.run_id:
             raise ChannelError(f"message of run {message.run_id[:80]!r}, but {self.party} runs {self.run_id!r}: "
                                f"the parties' run files differ")
         if message.dst != self.party:
             raise ChannelError(f"message for {message.dst[:80]!r} reached {self.party}")
-        if message.kind == "control":
-            return self._control(message, peer)
-        if message.tensor is None:
-            raise ChannelError(f"{message.kind} message carries no tensor")
-        size = message.payload_bytes
-        deadline = time.monotonic() + self.timeout_s
-        with self._cond:
-            inbox = self._inbox[peer]
-            if message.seq < self._next_in[peer] or message.seq in inbox:
-                raise ChannelError(f"message {message.seq} from {peer} arrived twice")
-            if message.seq >= self._next_in[peer] + WINDOW + MAX_IN_FLIGHT:
-                raise ChannelError(f"message {message.seq} from {peer} is far ahead of message {self._next_in[peer]}, "
-                                   f"which it has not sent yet")
-            # backpressure: wait while the sender is too far ahead of what this party consumed
-            while (message.seq >= self._next_in[peer] + WINDOW
-                   or (inbox and self._buffered[peer] + size > self.max_buffered_bytes)):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ChannelError(f"{peer} is more than {WINDOW} messages or {self.max_buffered_bytes} bytes "
-                                       f"ahead of {self.party}")
-                self._cond.wait(min(left, 0.5))
-            inbox[message.seq] = message
-            self._buffered[peer] += size
-            self.received.messages_received += 1
-            self.received.payload_received += size
-            self._cond.notify_all()
-        return WireMessage(run_id=self.run_id, step=message.step, kind="control", src=self.party, dst=peer, tag="ack")
 
     def _control(self, message: WireMessage, peer: str) -> WireMessage:
         reply = WireMessage(run_id=self.run_id, step=0, kind="control", src=self.party, dst=peer, tag=message.tag)
