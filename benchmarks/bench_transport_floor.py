@@ -7,10 +7,13 @@ to the server, the activation's gradient back). Every message is a codec envelop
 decoded with :mod:`secsplit.channel.codec`) and every connection uses mutual TLS with certificates
 from :mod:`secsplit.channel.certs`. The designs:
 
-- ``push``: today's transport, :class:`~secsplit.channel.network.NetworkChannel` (each sender
-  streams to the receiver's listener; gRPC's threads hand each message to the receiving party).
-- ``pull``: gRPC, each receiver's own thread reads a unary-stream call to the sender
-  (``grpc.experimental.SingleThreadedUnaryStream``); the sender's listener yields from a queue.
+- ``network``: the product's transport, :class:`~secsplit.channel.network.NetworkChannel`, with
+  its checks, outboxes and watcher. Until commit fc678eb it pushed (each sender streamed to the
+  receiver's listener; gRPC's threads handed each message to the receiving party); since 2c96ba6
+  it pulls, as the next design.
+- ``pull``: a bare prototype of the pull: each receiver's own thread reads a unary-stream call to
+  the sender (``grpc.experimental.SingleThreadedUnaryStream``); the sender's listener yields from a
+  queue.
 - ``tls-socket``: a plain Python ``ssl`` socket, written and read directly in the training thread
   (length-prefixed envelopes): the floor without gRPC's threads.
 
@@ -57,7 +60,7 @@ PATTERNS = {
                ("client", "gradient", OUTPUT, torch.float32, True),
                ("server", "gradient", ACTIVATION, torch.float32, True)],
 }
-DESIGNS = ("push", "pull", "tls-socket")
+DESIGNS = ("network", "pull", "tls-socket")
 PULL_METHOD = "/bench.Floor/Pull"
 
 
@@ -78,8 +81,8 @@ def tensors() -> dict:
             for _, kind, shape, dtype, _ in PATTERNS["vanilla"] + PATTERNS["ushape"]}
 
 
-class PushPipe:
-    """Today's transport: the product's NetworkChannel."""
+class NetworkPipe:
+    """The product's transport: NetworkChannel."""
 
     def __init__(self, party: str, addresses: dict, certs: Path) -> None:
         from secsplit.channel.network import NetworkChannel
@@ -197,7 +200,7 @@ class SocketPipe:
         self.sock.close()
 
 
-PIPES = {"push": PushPipe, "pull": PullPipe, "tls-socket": SocketPipe}
+PIPES = {"network": NetworkPipe, "pull": PullPipe, "tls-socket": SocketPipe}
 
 
 def run_blocks(party: str, args, pipes: dict) -> dict:
