@@ -139,6 +139,14 @@ class SDAR(LearnsFromReleases):
             and the final passes train it on the final simulator anyway).
         online_decoder: train the decoder (and D_x) beside the simulator during training, as the paper does;
             False trains it only after training (the final passes, from scratch): a tenth of the CPU time.
+        class_mmd_weight: weight of the class-conditional MMD^2 (:func:`class_mmd2`: features compared only
+            within a label) between the auxiliary batch, drawn with the received batch's labels, and the received
+            batch (not in the paper): the marginal MMD lets the simulator swap what classes look like, this one
+            does not. Only on the labels the server received (vanilla); in U-shape, with guessed labels only, it is off.
+        bank_size, align_steps, align_batch: keep the last ``bank_size`` received activations (and their labels)
+            and, after training, refine the simulator ``align_steps`` times against them in batches of
+            ``align_batch`` (task loss + the MMD terms), before the final decoder passes: the online updates
+            chase a moving client with small batches, the targets are released by the final one (0, 0 = off).
         targets, max_targets, seed: see :class:`ReconstructionAttack`.
     """
 
@@ -150,6 +158,7 @@ class SDAR(LearnsFromReleases):
                                knows=("client-architecture", "auxiliary-data", "few-labels"), target="inputs")
     #: the attack's own hyperparameters for tuning (see Attack.search_space)
     search_space: ClassVar[dict] = {"simulator_adv_weight": [0.0, 0.02, 0.1], "simulator_mmd_weight": [0.0, 10.0],
+                                     "class_mmd_weight": [0.0, 10.0, 50.0], "align_steps": [0, 300],
                                      "final_epochs": [0, 10],
                                      "steps_per_batch": [1, 4], "lr": [1e-3, 3e-4]}
 
@@ -159,7 +168,7 @@ class SDAR(LearnsFromReleases):
                  simulator_mmd_weight: float = 10.0, ssim_weight: float = 0.1,
                  flip_rate: float = 0.0, critic_width: int = 128, final_epochs: int = 10, final_lr: float = 1e-2,
                  steps_per_batch: int = 4, decoder_steps_per_batch: int = 1, online_decoder: bool = True,
-                 class_mmd_weight: float = 0.0, bank_size: int = 0, align_steps: int = 0, align_batch: int = 256,
+                 class_mmd_weight: float = 50.0, bank_size: int = 4000, align_steps: int = 300, align_batch: int = 512,
                  targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
         super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
         if aux_size < 2 or min(lr, decoder_lr, critic_lr, final_lr) <= 0 or critic_width < 1 or final_epochs < 0 \
@@ -173,9 +182,9 @@ class SDAR(LearnsFromReleases):
         if bank_size < 0 or align_steps < 0 or align_batch < 2:
             raise ConfigError(f"{self.name} needs bank_size >= 0, align_steps >= 0 and align_batch >= 2, got "
                               f"{bank_size}, {align_steps} and {align_batch}")
-        if bool(bank_size) != bool(align_steps):
-            raise ConfigError(f"{self.name} refines its simulator against a bank of releases: bank_size and align_steps "
-                              f"go together (both 0 or both >= 1), got {bank_size} and {align_steps}")
+        if align_steps and not bank_size:
+            raise ConfigError(f"{self.name} refines its simulator against a bank of releases: align_steps={align_steps} "
+                              "needs bank_size >= 1")
         if not 1 <= decoder_steps_per_batch <= steps_per_batch:
             raise ConfigError(f"{self.name} needs 1 <= decoder_steps_per_batch <= steps_per_batch, got "
                               f"{decoder_steps_per_batch} and {steps_per_batch}")
@@ -192,8 +201,8 @@ class SDAR(LearnsFromReleases):
         self.online_decoder, self.decoder_steps_per_batch = bool(online_decoder), decoder_steps_per_batch
         self.class_mmd_weight, self.bank_size, self.align_steps, self.align_batch = \
             class_mmd_weight, bank_size, align_steps, align_batch
-        self._bank: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._batch_seen: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._bank: list[tuple[torch.Tensor, torch.Tensor, bool]] = []  # (released batch, labels, true labels?)
+        self._batch_seen: tuple[torch.Tensor, torch.Tensor, bool] | None = None
         self.align_log: dict | None = None
         self._decoder_steps_left = 0
         self.dataset = None
@@ -242,9 +251,9 @@ class SDAR(LearnsFromReleases):
         self._decoder_steps_left = self.decoder_steps_per_batch
         super().on_step_end(step=step, loss=loss)
         self._received_labels = None
-        if self._batch_seen is not None and self.bank_size:
+        if self._batch_seen is not None and self.align_steps:
             self._bank.append(self._batch_seen)
-            while sum(len(z) for z, _ in self._bank) - len(self._bank[0][0]) >= self.bank_size:
+            while sum(len(z) for z, _, _ in self._bank) - len(self._bank[0][0]) >= self.bank_size:
                 self._bank.pop(0)  # the oldest releases go first: the bank follows the client as it trains
         self._batch_seen = None
 
@@ -290,13 +299,14 @@ class SDAR(LearnsFromReleases):
         """The server's label guess for released activations ``z``: its segment's (vanilla) or the simulated tail's argmax."""
         return self._logits(z).argmax(1)
 
-    def _private_labels(self, z_priv: torch.Tensor) -> torch.Tensor:
-        """The labels of the received batch: the ones the server received for its loss, else its own guess."""
+    def _private_labels(self, z_priv: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The labels of the received batch and whether they are true: the ones the server received for its
+        loss (True), else its own guess (False)."""
         y = self._received_labels
         if y is not None and len(y) == len(z_priv):
             self.true_label_steps += 1
-            return y.to(z_priv.device)
-        return self.guess_labels(z_priv)
+            return y.to(z_priv.device), True
+        return self.guess_labels(z_priv), False
 
     def _flip(self, y: torch.Tensor) -> torch.Tensor:
         """``y`` with a ``flip_rate`` share of labels redrawn uniformly (the authors' label noise)."""
@@ -306,11 +316,12 @@ class SDAR(LearnsFromReleases):
         random = torch.randint(self.k, (len(y),), generator=self._generator)
         return torch.where(redraw.to(y.device), random.to(y.device), y)
 
-    def _aux_index(self, y: torch.Tensor) -> torch.Tensor:
+    def _aux_index(self, y: torch.Tensor, known: bool) -> torch.Tensor:
         """Indices of ``len(y)`` auxiliary images: with the labels ``y`` (one random image of each row's class)
-        when the class-conditional MMD is on, so that both batches have the same label shares; else uniform."""
+        when the class-conditional MMD applies (on, and ``y`` the true labels: ``known``), so that both batches
+        have the same label shares; else uniform."""
         uniform = torch.randint(len(self._aux), (len(y),), generator=self._generator)
-        if not self.class_mmd_weight:
+        if not (self.class_mmd_weight and known):
             return uniform.to(self._aux.device)
         index = uniform.clone()
         y = y.cpu()
@@ -320,17 +331,20 @@ class SDAR(LearnsFromReleases):
                 index[rows] = pool[torch.randint(len(pool), (len(rows),), generator=self._generator)]
         return index.to(self._aux.device)
 
-    def _alignment(self, z_a: torch.Tensor, y_a: torch.Tensor, z_priv: torch.Tensor, y_priv: torch.Tensor) -> torch.Tensor:
-        """The weighted MMD terms between the simulator's features ``z_a`` and the released ``z_priv``."""
+    def _alignment(self, z_a: torch.Tensor, y_a: torch.Tensor, z_priv: torch.Tensor, y_priv: torch.Tensor,
+                   known: bool) -> torch.Tensor:
+        """The weighted MMD terms between the simulator's features ``z_a`` and the released ``z_priv``; the
+        class-conditional one only on true labels (``known``): conditioned on the server's own guesses (U-shape)
+        it feeds them back into the simulator and the tail, and the guesses collapse (measured on digits)."""
         distance = self.simulator_mmd_weight * mmd2(z_a, z_priv) if self.simulator_mmd_weight else torch.zeros((), device=z_a.device)
-        if self.class_mmd_weight:
+        if self.class_mmd_weight and known:
             distance = distance + self.class_mmd_weight * class_mmd2(z_a, y_a, z_priv, y_priv)
         return distance
 
     def _update(self, z_priv: torch.Tensor) -> dict:
-        y_priv = self._private_labels(z_priv)
-        self._batch_seen = (z_priv, y_priv)
-        index = self._aux_index(y_priv)
+        y_priv, known = self._private_labels(z_priv)
+        self._batch_seen = (z_priv, y_priv, known)
+        index = self._aux_index(y_priv, known)
         x_a, y_a = self._aux[index], self._flip(self._aux_y[index])
         bce = F.binary_cross_entropy_with_logits
         with torch.enable_grad():
@@ -340,7 +354,7 @@ class SDAR(LearnsFromReleases):
             task = F.cross_entropy(self._logits(z_a), y_a)
             fake = self.critic_z(z_a, y_a)
             sim_loss = task + self.simulator_adv_weight * bce(fake, torch.ones_like(fake))
-            distance = self._alignment(z_a, self._aux_y[index], z_priv, y_priv)
+            distance = self._alignment(z_a, self._aux_y[index], z_priv, y_priv, known)
             sim_loss = sim_loss + distance
             grads = torch.autograd.grad(sim_loss, self._sim_params, allow_unused=True)
             self._opt_sim.zero_grad(set_to_none=True)
@@ -393,19 +407,20 @@ class SDAR(LearnsFromReleases):
         and a client that no longer moves."""
         if not self.align_steps or not self._bank:
             return
-        z_bank = torch.cat([z for z, _ in self._bank])[-self.bank_size:]
-        y_bank = torch.cat([y for _, y in self._bank])[-self.bank_size:]
+        z_bank = torch.cat([z for z, _, _ in self._bank])[-self.bank_size:]
+        y_bank = torch.cat([y for _, y, _ in self._bank])[-self.bank_size:]
+        known = all(k for _, _, k in self._bank)
         n = min(self.align_batch, len(z_bank))
         first = last = None
         with torch.enable_grad():
             for _ in range(self.align_steps):
                 pick = torch.randperm(len(z_bank), generator=self._generator)[:n].to(z_bank.device)
                 z_priv, y_priv = z_bank[pick], y_bank[pick]
-                index = self._aux_index(y_priv)
+                index = self._aux_index(y_priv, known)
                 x_a, y_a = self._aux[index], self._aux_y[index]
                 z_a = self.simulator(x_a)
                 task = F.cross_entropy(self._logits(z_a), self._flip(y_a))
-                distance = self._alignment(z_a, y_a, z_priv, y_priv)
+                distance = self._alignment(z_a, y_a, z_priv, y_priv, known)
                 grads = torch.autograd.grad(task + distance, self._sim_params, allow_unused=True)
                 self._opt_sim.zero_grad(set_to_none=True)
                 for p, g in zip(self._sim_params, grads):
