@@ -123,7 +123,10 @@ def measure(name: str, args, workdir: Path) -> dict:
     parties = local.party_names
     me = parties[0]  # the (first) data owner: "client", or "client0" with many clients
     init_pki(workdir / name, list(parties), hosts=["127.0.0.1"])
-    addresses = {p: f"127.0.0.1:{free_port()}" for p in parties}
+    ports: set[int] = set()
+    while len(ports) < len(parties):  # free_port can hand out the same free port twice in a row
+        ports.add(free_port())
+    addresses = {p: f"127.0.0.1:{port}" for p, port in zip(parties, sorted(ports))}
     others = {p: subprocess.Popen([sys.executable, __file__, "--party", p, "--topology", name, "--addresses",
                                    json.dumps(addresses), "--certs", str(workdir / name), "--steps", str(args.steps),
                                    "--rounds", str(args.rounds), "--threads", str(args.threads)],
