@@ -115,6 +115,7 @@ def main() -> None:
         col = over_seeds(ushape_labels, args.seeds, epochs=args.ushape_epochs)
         header("digits U-shape (pool1, relu4)", "SDAR label acc.", "chance", "model test acc.", "SDAR SSIM")
         row("server seat", fmt(col["label_accuracy"]), f"{np.mean(col['chance']):.3f}", fmt(col["test_accuracy"]), fmt(col["ssim"]))
+        print("per seed SDAR label acc. / model test acc.:", per_seed(col, "label_accuracy", "test_accuracy"), flush=True)
         print()
     if args.cuts:
         header("MNIST vanilla cut", "SDAR SSIM", f"inverse-network SSIM ({args.inverse_aux} aux x {args.inverse_epochs} ep.)",
