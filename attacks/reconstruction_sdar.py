@@ -61,6 +61,7 @@ from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatMo
 from secsplit.attacks.decoders import ImageDecoder, fit_decoder, held_out_size, image_loss
 from secsplit.attacks.reconstruction_base import LearnsFromReleases, reset_parameters
 from secsplit.attacks.reconstruction_fora import mmd2
+from secsplit.attacks.reconstruction_inverse import _shifted
 from torch import nn
 
 from secsplit.errors import ConfigError
@@ -143,6 +144,9 @@ class SDAR(LearnsFromReleases):
             within a label) between the auxiliary batch, drawn with the received batch's labels, and the received
             batch (not in the paper): the marginal MMD lets the simulator swap what classes look like, this one
             does not. Only on the labels the server received (vanilla); in U-shape, with guessed labels only, it is off.
+        final_shift: the final passes train on the auxiliary images shifted by up to this many pixels (fresh
+            shifts each epoch, through the simulator), as the inverse network's ``shift`` does with its queries
+            (0 = as they are).
         bank_size, align_steps, align_batch: keep the last ``bank_size`` received activations (and their labels)
             and, after training, refine the simulator ``align_steps`` times against them in batches of
             ``align_batch`` (task loss + the MMD terms), before the final decoder passes: the online updates
@@ -168,7 +172,7 @@ class SDAR(LearnsFromReleases):
                  simulator_mmd_weight: float = 10.0, ssim_weight: float = 0.1,
                  flip_rate: float = 0.0, critic_width: int = 128, final_epochs: int = 10, final_lr: float = 1e-2,
                  steps_per_batch: int = 4, decoder_steps_per_batch: int = 1, online_decoder: bool = True,
-                 class_mmd_weight: float = 50.0, bank_size: int = 4000, align_steps: int = 300, align_batch: int = 512,
+                 class_mmd_weight: float = 50.0, final_shift: int = 0, bank_size: int = 4000, align_steps: int = 300, align_batch: int = 512,
                  targets: torch.Tensor | None = None, max_targets: int = 32, seed: int = 0) -> None:
         super().__init__(targets=targets, max_targets=max_targets, phase="eval", seed=seed, steps_per_batch=steps_per_batch)
         if aux_size < 2 or min(lr, decoder_lr, critic_lr, final_lr) <= 0 or critic_width < 1 or final_epochs < 0 \
@@ -201,6 +205,9 @@ class SDAR(LearnsFromReleases):
         self.online_decoder, self.decoder_steps_per_batch = bool(online_decoder), decoder_steps_per_batch
         self.class_mmd_weight, self.bank_size, self.align_steps, self.align_batch = \
             class_mmd_weight, bank_size, align_steps, align_batch
+        if final_shift < 0:
+            raise ConfigError(f"{self.name} needs final_shift >= 0, got {final_shift}")
+        self.final_shift = final_shift
         self._bank: list[tuple[torch.Tensor, torch.Tensor, bool]] = []  # (released batch, labels, true labels?)
         self._batch_seen: tuple[torch.Tensor, torch.Tensor, bool] | None = None
         self.align_log: dict | None = None
@@ -219,7 +226,7 @@ class SDAR(LearnsFromReleases):
                 "simulator_mmd_weight": self.simulator_mmd_weight, "ssim_weight": self.ssim_weight, "critic_width": self.critic_width, "final_epochs": self.final_epochs,
                 "final_lr": self.final_lr, "steps_per_batch": self.steps_per_batch,
                 "decoder_steps_per_batch": self.decoder_steps_per_batch,
-                "online_decoder": self.online_decoder, "class_mmd_weight": self.class_mmd_weight,
+                "online_decoder": self.online_decoder, "class_mmd_weight": self.class_mmd_weight, "final_shift": self.final_shift,
                 "bank_size": self.bank_size, "align_steps": self.align_steps, "align_batch": self.align_batch}
 
     # -- applicability ---------------------------------------------------------------------------
@@ -441,10 +448,16 @@ class SDAR(LearnsFromReleases):
         held = held_out_size(len(order), FINAL_BATCH_SIZE)
         val, train = order[:held], order[held:]
         z = with_label(self.simulate(self._aux), self._aux_y, self.k)
+
+        def shifted_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+            x_epoch = _shifted(self._aux[train], self.final_shift, gen)
+            return with_label(self.simulate(x_epoch), self._aux_y[train], self.k), x_epoch
+
         with torch.enable_grad():
             self.final_log = fit_decoder(self.decoder.inner, z[train], self._aux[train], z[val], self._aux[val],
                                          epochs=self.final_epochs, lr=self.final_lr, batch_size=FINAL_BATCH_SIZE,
-                                         ssim_weight=self.ssim_weight, generator=gen, start_is_candidate=self.online_decoder)
+                                         ssim_weight=self.ssim_weight, generator=gen, start_is_candidate=self.online_decoder,
+                                         refresh=shifted_pairs if self.final_shift else None)
 
     # -- result ----------------------------------------------------------------------------------
     def reconstruct(self, z):

@@ -76,7 +76,7 @@ def feature_gap(sdar, topology, images: torch.Tensor, targets: torch.Tensor) -> 
 
 
 def vanilla_reconstruction(cut: str, seed: int, epochs: int, inverse_aux: int, inverse_epochs: int,
-                           sdar_params: dict) -> dict:
+                           sdar_params: dict, inverse_shift: int = 0) -> dict:
     data = load_dataset("mnist", seed=seed)
     model = create_model("lenet", input_shape=data.input_shape, num_classes=10, seed=seed)
     topology = build_topology("vanilla", model, cuts=[cut], optimizer=OptimizerSpec("adam", lr=1e-3))
@@ -90,7 +90,8 @@ def vanilla_reconstruction(cut: str, seed: int, epochs: int, inverse_aux: int, i
     # the same auxiliary images as SDAR's (the last ``inverse_aux`` training images), at a stated budget
     rec_i = torch.full_like(targets, float("nan"))
     if inverse_epochs:
-        inverse = create_attack("inverse-network", targets=targets, seed=seed, aux_size=inverse_aux, epochs=inverse_epochs)
+        inverse = create_attack("inverse-network", targets=targets, seed=seed, aux_size=inverse_aux, epochs=inverse_epochs,
+                                shift=inverse_shift)
         inverse.check_applicable(topology, data)
         inverse.attach(topology)
         rec_i = inverse.result().reconstructions
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--ushape-epochs", type=int, default=25, help="0 skips the U-shape rows")
     parser.add_argument("--inverse-aux", type=int, default=1000, help="auxiliary images of the inverse network (SDAR's: 1000)")
     parser.add_argument("--inverse-epochs", type=int, default=10, help="passes of the inverse network over them (0: no inverse network)")
+    parser.add_argument("--inverse-shift", type=int, default=0, help="the inverse network's shifted queries (pixels; 0: none)")
     parser.add_argument("--sdar", nargs="*", default=[], metavar="KEY=VALUE",
                         help="SDAR parameters other than its defaults (numbers, true/false), e.g. steps_per_batch=1")
     args = parse(parser)
@@ -124,7 +126,7 @@ def main() -> None:
                    else int(value) for key, value in (item.split("=", 1) for item in args.sdar)}
     for cut in args.cuts:
         col = over_seeds(vanilla_reconstruction, args.seeds, cut, epochs=args.epochs, inverse_aux=args.inverse_aux,
-                         inverse_epochs=args.inverse_epochs, sdar_params=sdar_params)
+                         inverse_epochs=args.inverse_epochs, sdar_params=sdar_params, inverse_shift=args.inverse_shift)
         row(cut, *(fmt(col[k]) for k in ("sdar_ssim", "inv_ssim", "mean_ssim", "sdar_mse", "inv_mse", "mean_mse", "test_accuracy")),
             f"{np.mean(col['seconds']):.0f}")
         print("per seed SDAR/INV SSIM:", per_seed(col, "sdar_ssim", "inv_ssim"), flush=True)

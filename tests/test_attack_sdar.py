@@ -117,6 +117,8 @@ def test_sdar_applicability(digits):
         create_attack("sdar", class_mmd_weight=-1.0)
     with pytest.raises(ConfigError, match="bank_size"):
         create_attack("sdar", bank_size=0, align_steps=10)  # a refinement with nothing to refine against
+    with pytest.raises(ConfigError, match="final_shift"):
+        create_attack("sdar", final_shift=-1)
     with pytest.raises(ConfigError, match="align_batch"):
         create_attack("sdar", bank_size=512, align_steps=10, align_batch=1)
 
@@ -153,3 +155,23 @@ def test_sdar_alignment_to_the_bank_brings_the_simulator_closer_to_the_final_cli
     # the same simulator after the refinement against the final client's banked releases (measured: 0.70 -> 0.20)
     assert _feature_error(topology, attack, data.x_test) < 0.5 * before
     assert attack.align_log["bank"] == 512
+
+
+def test_sdar_final_shift_trains_the_final_decoder_on_shifted_auxiliary_images(digits, monkeypatch):
+    import secsplit.attacks.reconstruction_sdar as sdar_module
+
+    seen = {}
+    fit = sdar_module.fit_decoder
+
+    def recording_fit(decoder, z_train, x_train, *args, refresh=None, **kwargs):
+        seen["x"], seen["refresh"] = x_train, refresh
+        return fit(decoder, z_train, x_train, *args, refresh=refresh, **kwargs)
+
+    monkeypatch.setattr(sdar_module, "fit_decoder", recording_fit)
+    _, attack, _, _ = _run(digits, "vanilla", 1, steps_per_batch=1, final_epochs=1, online_decoder=False,
+                           align_steps=0, final_shift=2)
+    z, x = seen["refresh"]()
+    assert x.shape == seen["x"].shape and not torch.equal(x, seen["x"])  # shifted copies of the same images
+    # the same digits moved with zero fill: ink can only leave the frame, never appear
+    assert (x.sum((1, 2, 3)) <= seen["x"].sum((1, 2, 3)) + 1e-4).all()
+    assert z.shape[0] == len(x) and attack.params()["final_shift"] == 2
