@@ -428,9 +428,11 @@ class SDAR(LearnsFromReleases):
                 z_a = self.simulator(x_a)
                 task = F.cross_entropy(self._logits(z_a), self._flip(y_a))
                 distance = self._alignment(z_a, y_a, z_priv, y_priv, known)
-                grads = torch.autograd.grad(task + distance, self._sim_params, allow_unused=True)
+                # the simulator only: the U-shape tail (the label guesses) stays as training left it
+                params = list(self.simulator.parameters())
+                grads = torch.autograd.grad(task + distance, params, allow_unused=True)
                 self._opt_sim.zero_grad(set_to_none=True)
-                for p, g in zip(self._sim_params, grads):
+                for p, g in zip(params, grads):
                     p.grad = g
                 self._opt_sim.step()
                 last = {"task_loss": float(task.detach()), "distance": float(distance.detach())}
