@@ -423,12 +423,18 @@ def test_pulls_are_bounded_per_peer_and_only_training_listeners_accept_them():
     request = WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="pull")
     try:
         with Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=5) as link:
+            link.exchange(WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="hello"))
             held = [link.pull(request) for _ in range(MAX_STREAMS_PER_PEER)]
             deadline = time.monotonic() + 5
             while len(outboxes) < MAX_STREAMS_PER_PEER and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert len(outboxes) == MAX_STREAMS_PER_PEER  # both pulls are open at the listener
+            third = link.pull(request)
+            guard = threading.Timer(5, third.cancel)  # a read has no deadline of its own (the channel's watcher gives it one)
+            guard.start()
             with pytest.raises(PeerRefused, match="open pulls"):
-                link.pull(request).read()
+                third.read()
+            guard.cancel()
             sent = [torch.ones(2) * i for i in range(3)]
             for i, tensor in enumerate(sent):
                 outboxes[0].put(encode(WireMessage(run_id="r", step=i, kind="activation", src="server", dst="client",
@@ -510,3 +516,15 @@ def test_a_pull_request_gets_the_same_checks_as_an_exchanged_message():
         assert any("exceeds" in r for r in listener.refusals)
     finally:
         listener.stop(grace=0)
+
+
+def test_a_sender_finishing_stops_at_once_when_its_receiver_failed():
+    """A peer that said goodbye will not pull what it was sent: the sender's finish fails with its reason, not at the timeout."""
+    with _pair(timeout_s=30.0) as (client, server):
+        _both(client.open, server.open)
+        client.send("client", "server", "activation", torch.ones(2, 2), step=0)
+        server.close(error="ValueError: the server's disk is full")
+        start = time.monotonic()
+        with pytest.raises(PeerGone, match="server failed: ValueError: the server's disk is full"):
+            client.flush()
+        assert time.monotonic() - start < 2.0  # not the 30 s timeout

@@ -53,7 +53,7 @@ from secsplit.errors import ChannelError, ConfigError
 
 log = logging.getLogger("secsplit.network")
 
-#: how many messages a sender may be ahead of what its receiver consumed
+#: how many messages a sender may be ahead of what its receiver pulled
 WINDOW = 256
 #: bytes a sender keeps waiting for one receiver to pull before further messages wait (backpressure)
 DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
@@ -133,7 +133,7 @@ class NetworkChannel(Channel):
         self.peer_checkpoints: dict[str, dict] = {}  # peer -> hello_info of its current incarnation
         self.training = False  # set once open() has heard every peer
         self.restarted: str | None = None  # why the run must go back to a common checkpoint
-        self.received = LinkStats()  # what the listener took in (messages, payload, envelopes)
+        self.received = LinkStats()  # what this party pulled in (messages, payload, envelopes)
         self.listener = Listener(self._handle, listen=listen or addresses[party], party=party,
                                  allowed_peers=self.peers, max_message_bytes=max_message_bytes,
                                  max_workers=4 + 2 * len(self.peers), max_queue=64, source=self._source,
@@ -208,7 +208,7 @@ class NetworkChannel(Channel):
             stale.cancel()
 
     def close(self, error: str | None = None, *, rejoin: bool = False) -> None:
-        """Wait for every send to be acknowledged, say goodbye (with ``error`` when failing), stop listening.
+        """Wait until every peer pulled what it was sent, say goodbye (with ``error`` when failing), stop listening.
 
         ``rejoin``: this party goes back to a common checkpoint (a peer restarted); its goodbye tells
         the others to do the same rather than fail.
@@ -241,17 +241,23 @@ class NetworkChannel(Channel):
         """Wait until every peer has pulled every message sent to it so far; raise the first failure."""
         with self._cond:
             outboxes = dict(self._outboxes)
+        deadline = time.monotonic() + self.timeout_s
         for peer, outbox in outboxes.items():
-            if not outbox.drain(self.timeout_s):
-                self._raise_if_gone(peer)
-                raise ChannelError(f"{peer} has not taken the messages {self.party} sent it within {self.timeout_s:g} s: "
-                                   f"it is gone or stuck (--timeout S waits longer)")
+            while not outbox.drain(max(0.0, min(WATCH_INTERVAL_S, deadline - time.monotonic()))):
+                self._raise_if_gone(peer)  # a peer that left will not pull: no waiting for the deadline
+                if time.monotonic() >= deadline:
+                    raise ChannelError(f"{peer} has not taken the messages {self.party} sent it within "
+                                       f"{self.timeout_s:g} s: it is gone or stuck (--timeout S waits longer)")
 
     def _raise_if_gone(self, peer: str) -> None:
-        """A peer that failed (its goodbye carried the reason) fails this party too, with that reason."""
-        reason = self._gone.get(peer)
-        if reason:
-            raise PeerGone(f"{peer} failed: {reason}")
+        """A peer that said goodbye fails this party: with the peer's reason, or as a peer out of step
+        (it finished while this party still had messages for it)."""
+        with self._cond:
+            reason = self._gone.get(peer)
+        if reason is not None:
+            raise PeerGone(f"{peer} failed: {reason}" if reason else
+                           f"{peer} finished before taking every message {self.party} sent it "
+                           f"(do both run the same run file?)")
 
     def _outbox(self, peer: str) -> Outbox:
         with self._cond:
