@@ -5,9 +5,9 @@ inference). ``/secsplit.Split/Pull`` (only on listeners given an outbox source: 
 training run) is how a party receives a peer's training messages: the receiver opens one long-lived
 unary-stream call to the sender's listener and reads it in its own thread (gRPC's
 ``SingleThreadedUnaryStream``), and the sender's listener writes what the sender put in its
-:class:`Outbox` for that receiver, in order. A message so passes the sender's writer thread and the
-receiving party's own thread, instead of four gRPC threads with a pushed stream (request iterator,
-channel spin, server poll, worker): each hand-off costs a GIL acquisition on a busy host. The
+:class:`Outbox` for that receiver, in order. A message so passes two gRPC threads, both on the sender
+(the listener's writer and its completion poll), instead of four with a pushed stream (request
+iterator, channel spin, server poll, worker): each hand-off costs a GIL acquisition on a busy host. The
 receiving side checks every pulled envelope itself (through the codec), so refusals of training
 messages happen there. Bytes go in and out of gRPC untouched (no gRPC-side serializers), so the
 only parser that ever sees a peer's bytes is :func:`secsplit.channel.codec.decode`, with its size
