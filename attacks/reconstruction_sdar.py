@@ -10,7 +10,9 @@ auxiliary images (x_a, y_a):
    U-shape, where the labels and the last layer stay with the client, through a simulated tail h~
    too: CE(h~(g(f~(x_a))), y_a)), plus ``simulator_adv_weight`` x the non-saturating GAN loss of a
    discriminator D_f that tells f(x_priv) (the activations just received) from f~(x_a), both
-   conditioned on a label, plus ``simulator_mmd_weight`` x MMD^2(f~(x_a), f(x_priv)) (not in the paper);
+   conditioned on a label, plus ``simulator_mmd_weight`` x MMD^2(f~(x_a), f(x_priv)) and, where the
+   server received the batch's labels (vanilla), ``class_mmd_weight`` x the same within each label,
+   x_a drawn with the received labels (:func:`class_mmd2`; neither term is in the paper);
 2. D_f on (f(x_priv), label) as real and (f~(x_a), y_a) as fake;
 3. a label-conditioned decoder f~^-1 on (f~(x_a), y_a) -> x_a: the inverse network's loss (MSE +
    ``ssim_weight`` x (1 - SSIM)) plus ``decoder_adv_weight`` x the GAN loss of a second discriminator
@@ -26,7 +28,9 @@ h~(g(f(x))) in U-shape, which is also SDAR's label inference there (``label_accu
 held-out images the client runs split inference on; they carry no label, so the decoder gets the
 server's guess (argmax g(f(x)) in vanilla) and reconstructs f~^-1(f(x), guess).
 
-After training, the decoder is trained ``final_epochs`` more passes on the final simulator's features
+After training, when the client is final, the simulator takes ``align_steps`` more updates (task
+loss and MMD terms, batches of ``align_batch``) against the last ``bank_size`` activations it
+received, and the decoder is trained ``final_epochs`` more passes on the final simulator's features
 of the auxiliary set exactly as the inverse network trains its own (:func:`~secsplit.attacks.decoders.fit_decoder`:
 one-cycle Adam, best epoch on a held-out tenth, here warm-started from the online decoder). Decoder
 architecture and loss are the inverse network's (:class:`~secsplit.attacks.decoders.ImageDecoder`, one
