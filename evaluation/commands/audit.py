@@ -148,7 +148,7 @@ def summary(name: str, counts: dict, elapsed: float, results: Path, written: dic
     paths = {key: str(value) for key, value in written.items() if isinstance(value, Path)}
     return {"audit": name, "wall_time_s": round(elapsed, 1), "training_runs": counts["runs"],
             "skipped_runs": counts["skipped"], "new_rows": counts["rows"], "failed_rows": counts["failed"],
-            "worker_seconds": {k: round(v, 1) for k, v in counts["worker_seconds"].items()},
+            "worker_seconds": {k: round(v, 3) for k, v in counts["worker_seconds"].items()},
             "rows_by_status": written["counts"], "paths": {"results": str(results), **paths},
             "findings": written["findings"]}
 
