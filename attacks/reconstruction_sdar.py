@@ -61,7 +61,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatModel
+from secsplit.attacks.base import ATTACKS, AttackResult, NotApplicable, ThreatModel, in_batches
 from secsplit.attacks.decoders import ImageDecoder, fit_decoder, held_out_size, image_loss
 from secsplit.attacks.reconstruction_base import LearnsFromReleases, reset_parameters
 from secsplit.attacks.reconstruction_fora import mmd2
@@ -407,7 +407,7 @@ class SDAR(LearnsFromReleases):
         """The simulator's features of images ``x`` (eval mode, in batches)."""
         self.simulator.eval()
         try:
-            return torch.cat([self.simulator(x[i:i + 256]) for i in range(0, len(x), 256)])
+            return in_batches(self.simulator, x)
         finally:
             self.simulator.train()
 
