@@ -359,12 +359,9 @@ class NetworkChannel(Channel):
         """Decode and check one envelope pulled from ``src`` (the peer its listener's certificate names)."""
         try:
             message = decode(data, max_bytes=self.max_message_bytes)
-            if message.run_id != self.run_id:
-                raise ChannelError(f"message of run {message.run_id[:80]!r}, but {self.party} runs {self.run_id!r}: "
-                                   f"the parties' run files differ")
-            if message.src != src or message.dst != self.party:
-                raise ChannelError(f"message from {message.src[:80]!r} to {message.dst[:80]!r} on {src}'s stream "
-                                   f"to {self.party}")
+            self._check_addressed(message)  # run and addressee, as for a control message
+            if message.src != src:
+                raise ChannelError(f"message from {message.src[:80]!r} on {src}'s stream to {self.party}")
             if message.kind == "control" or message.tensor is None:
                 raise ChannelError(f"{message.kind} message carries no tensor")
             expected = self._next_in[src]
