@@ -81,6 +81,20 @@ def tensors() -> dict:
             for _, kind, shape, dtype, _ in PATTERNS["vanilla"] + PATTERNS["ushape"]}
 
 
+def envelope_step(me: str, pattern, data: dict, step: int, compute: float, *, send, receive) -> None:
+    """One step's messages as codec envelopes: ``me`` computes then ``send``s its own, ``receive``s and
+    decodes the others' (the prototype designs; the product's NetworkChannel does this itself)."""
+    for i, (src, kind, shape, _, computes) in enumerate(pattern):
+        dst = "server" if src == "client" else "client"
+        if src == me:
+            if computes:
+                spin(compute)
+            send(encode(WireMessage(run_id="floor", step=step, kind=kind, src=src, dst=dst,
+                                    tensor=data[(kind, shape)], seq=i)))
+        else:
+            decode(receive())
+
+
 class NetworkPipe:
     """The product's transport: NetworkChannel."""
 
@@ -127,15 +141,7 @@ class PullPipe:
             yield item
 
     def step(self, me: str, pattern, data: dict, step: int, compute: float) -> None:
-        for i, (src, kind, shape, _, computes) in enumerate(pattern):
-            dst = "server" if src == "client" else "client"
-            if src == me:
-                if computes:
-                    spin(compute)
-                self.outbox.put(encode(WireMessage(run_id="floor", step=step, kind=kind, src=src, dst=dst,
-                                                   tensor=data[(kind, shape)], seq=i)))
-            else:
-                decode(next(self.inbox))
+        envelope_step(me, pattern, data, step, compute, send=self.outbox.put, receive=lambda: next(self.inbox))
 
     def close(self) -> None:
         self.outbox.put(None)
@@ -184,17 +190,14 @@ class SocketPipe:
         return buffer
 
     def step(self, me: str, pattern, data: dict, step: int, compute: float) -> None:
-        for i, (src, kind, shape, _, computes) in enumerate(pattern):
-            dst = "server" if src == "client" else "client"
-            if src == me:
-                if computes:
-                    spin(compute)
-                envelope = encode(WireMessage(run_id="floor", step=step, kind=kind, src=src, dst=dst,
-                                              tensor=data[(kind, shape)], seq=i))
-                self.sock.sendall(struct.pack("<Q", len(envelope)) + envelope)
-            else:
-                (n,) = struct.unpack("<Q", self._read(8))
-                decode(bytes(self._read(n)))
+        envelope_step(me, pattern, data, step, compute, send=self._send, receive=self._receive)
+
+    def _send(self, envelope: bytes) -> None:
+        self.sock.sendall(struct.pack("<Q", len(envelope)) + envelope)
+
+    def _receive(self) -> bytes:
+        (n,) = struct.unpack("<Q", self._read(8))
+        return bytes(self._read(n))
 
     def close(self) -> None:
         self.sock.close()
