@@ -442,6 +442,9 @@ def test_pulls_are_bounded_per_peer_and_only_training_listeners_accept_them():
             outboxes[0].close()
             received = [decode(held[0].read()).tensor for _ in sent]
             assert all(torch.equal(a, b) for a, b in zip(sent, received, strict=True))
+            # read in this thread: no gRPC thread relays each message (gRPC ignores a misspelt option silently)
+            assert type(held[0]._call).__name__ == "_SingleThreadedRendezvous"
+            assert not [t.name for t in threading.enumerate() if "channel_spin" in t.name]
             assert held[0].read() is None and "ended its stream" in held[0].ended  # in order, then the end
             assert outboxes[0].drain(1.0)
             outboxes[1].close()

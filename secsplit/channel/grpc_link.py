@@ -32,6 +32,7 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+import grpc.experimental
 
 from secsplit.channel.certs import PartyCredentials, load_credentials
 from secsplit.channel.codec import DEFAULT_MAX_MESSAGE_BYTES, CodecError, WireMessage, decode, encode
@@ -45,7 +46,8 @@ PULL_METHOD = "/secsplit.Split/Pull"
 #: old pull is being torn down); more would let one peer tie up the listener's threads
 MAX_STREAMS_PER_PEER = 2
 #: a pull is read by the thread that calls next() on it, not by a gRPC thread that hands each message over
-_SINGLE_THREADED_PULL = ("grpc.experimental.SingleThreadedUnaryStream", 1)
+#: (the key is gRPC's own constant: a misspelt option is silently ignored by gRPC)
+_SINGLE_THREADED_PULL = (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
 #: how often a listener's writer thread waiting for the next message checks that its pull is still wanted
 _PULL_POLL_S = 0.5
 #: gRPC's own limit sits this far above the codec's, so slightly oversize messages reach the codec
