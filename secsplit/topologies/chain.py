@@ -132,10 +132,11 @@ class ChainTopology(Topology):
             party.zero_grad()
         loss = correct = None
         with self.channel.phase_scope("train"), self.flops.step("train", int(x.shape[0])):
-            logits, crossings, first_release = self._forward(x, step=step, phase="train")
             labels = y
             if label_owner != self.data_owner and self.label_source == "data_owner":
+                # sent before the forward pass, so they travel while the data owner computes
                 labels = self.channel.send(self.data_owner, label_owner, "labels", y, step=step)
+            logits, crossings, first_release = self._forward(x, step=step, phase="train")
             if hosts(label_owner):
                 loss, correct = self.label_owner_loss(logits, labels, step=step)
             self._backward(loss, crossings, x, first_release, step=step)
