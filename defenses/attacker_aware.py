@@ -148,6 +148,7 @@ class AttackerAwareTraining(Defense):
         self.last_decoder_mse: float | None = None
         self.last_decoder_ssim: float | None = None
         self.pretrain_summary: dict | None = None
+        self._restored: tuple[dict, dict] | None = None
 
     def on_setup(self, trainer) -> None:
         topology = self.topology = trainer.topology
@@ -177,6 +178,19 @@ class AttackerAwareTraining(Defense):
                 for group in optimizer.param_groups if optimizer is not None else ():
                     group["lr"] = group["lr"] * self.client_lr_scale
 
+    def state_dict(self):
+        """The simulated attacker as trained so far, and whether pretraining ran (a resumed run does not rerun it)."""
+        decoder = None
+        if self.decoder is not None:
+            decoder = {"weights": self.decoder.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"steps": self.steps, "pretrain_summary": self.pretrain_summary, "decoder": decoder}
+
+    def load_state_dict(self, state):
+        self.steps, self.pretrain_summary = int(state["steps"]), state["pretrain_summary"]
+        decoder = state["decoder"]
+        self.decoder, self.optimizer = None, None
+        self._restored = None if decoder is None else (decoder["weights"], decoder["optimizer"])
+
     # -- the simulated attacker ----------------------------------------------------------------------
 
     def _build_decoder(self, z: torch.Tensor, x: torch.Tensor) -> None:
@@ -188,6 +202,11 @@ class AttackerAwareTraining(Defense):
             torch.manual_seed(self.seed + 1)
             self.decoder = SimulatedDecoder(tuple(z.shape[1:]), tuple(x.shape[1:]), width=self.decoder_width).to(z.device)
         self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.decoder_lr)
+        if self._restored is not None:  # a resumed run: the decoder as it was at the checkpoint
+            decoder, optimizer = self._restored
+            self.decoder.load_state_dict(decoder)
+            self.optimizer.load_state_dict({**optimizer, "state": {int(k): v for k, v in optimizer["state"].items()}})
+            self._restored = None
 
     def _train_decoder(self, released: torch.Tensor, target: torch.Tensor) -> None:
         """``decoder_steps`` steps of the simulated attacker on (release, input) pairs, the client segment detached."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 
-from secsplit.callbacks import Callback
+from secsplit.callbacks import Callback, generator_state
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.errors import ConfigError
 
@@ -65,6 +65,7 @@ class ClientDPSGD(Defense):
         self.seed = seed
         self.sample_rate: float | None = None
         self.steps = 0
+        self._restored_generator = None
         self.module = None
         self.optimizer = None
 
@@ -108,9 +109,21 @@ class ClientDPSGD(Defense):
                     target_epsilon=self.target_epsilon, target_delta=self.delta, sample_rate=self.sample_rate,
                     steps=max(1, epochs * steps_per_epoch), accountant=self.accountant_name)
         self.optimizer = self._party.optimizer = self._make_optimizer(self.noise_multiplier)
+        if self._restored_generator is not None:  # a resumed run: the noise goes on where it stopped
+            self.optimizer.generator.set_state(self._restored_generator)
+            self._restored_generator = None
 
     def on_step_end(self, *, step, loss):
         self.steps += 1
+
+    def state_dict(self):
+        """The steps taken (the accountant's history) and the noise generator: a resumed run neither replays
+        noise already used nor forgets steps, so it reports the uninterrupted run's epsilon."""
+        generator = self.optimizer.generator if self.optimizer is not None else None
+        return {"steps": self.steps, "generator": generator_state(generator)}
+
+    def load_state_dict(self, state):
+        self.steps, self._restored_generator = int(state["steps"]), state["generator"]
 
     # -- report ----------------------------------------------------------------------------------
     def params(self):

@@ -96,6 +96,14 @@ class HijackDetection(Defense):
                                   f"(detected at step {self.detected_at}); the client sends no more activations")
         return z
 
+    def state_dict(self):
+        """The gaps seen and any alarm: a restarted client does not forget a detected hijack."""
+        return {"gaps": list(self.gaps), "detected_at": self.detected_at}
+
+    def load_state_dict(self, state):
+        self.gaps = [float(g) for g in state["gaps"]]
+        self.detected_at = None if state["detected_at"] is None else int(state["detected_at"])
+
     def params(self):
         return {"threshold": self.threshold, "window": self.window, "warmup": self.warmup}
 

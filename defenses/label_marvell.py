@@ -227,6 +227,22 @@ class Marvell(LabelGradientDefense):
         noise = s_along * along + s_perp * (z - along)
         return grad + noise.to(grad.dtype).reshape(grad.shape)
 
+    def state_dict(self):
+        """Besides the generator: the last batch's solution, reused for a one-class batch after a resume too."""
+        last = None if self.last is None else {"solution": asdict(self.last),
+                                               "direction": self._last_direction}
+        return {**super().state_dict(), "last": last, "skipped": self.skipped, "reused": self.reused,
+                "sumkl_before": list(self.sumkl_before), "sumkl_after": list(self.sumkl_after)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        last = state["last"]
+        self.last = None if last is None else MarvellSolution(**{k: float(v) for k, v in last["solution"].items()})
+        self._last_direction = None if last is None else last["direction"]
+        self.skipped, self.reused = int(state["skipped"]), int(state["reused"])
+        self.sumkl_before = [float(v) for v in state["sumkl_before"]]
+        self.sumkl_after = [float(v) for v in state["sumkl_after"]]
+
     def params(self):
         return {"scale": self.scale, "power": self.power, "p": self.p, "sumkl_threshold": self.sumkl_threshold, "seed": self.seed}
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from secsplit.callbacks import generator_state, make_generator
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.defenses.layers import AddLoss, add_layer, chain_segments, output_shape
 from secsplit.errors import ConfigError
@@ -55,6 +56,7 @@ class VariationalBottleneck(nn.Module):
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 2 * bottleneck))
         self.decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.ReLU(), nn.Linear(hidden, d))
         self.generator: torch.Generator | None = None
+        self.restored_generator: torch.Tensor | None = None  # a resumed run's saved state, used at the first draw
         self.last_kl: float | None = None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -62,7 +64,8 @@ class VariationalBottleneck(nn.Module):
         mu, std = stats[:, : self.k], F.softplus(stats[:, self.k:] - 5.0)
         if self.training or self.sample_at_eval:
             if self.generator is None or self.generator.device != h.device:
-                self.generator = torch.Generator(device=h.device).manual_seed(self.seed)
+                self.generator = make_generator(h.device, self.seed, self.restored_generator)
+                self.restored_generator = None
             eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=self.generator)
             z = mu + std * eps
         else:
@@ -122,6 +125,14 @@ class MID(Defense):
             self.layer = add_layer(topology, 0, layer, name="mid", at="end")
         else:
             self.layer = add_layer(topology, 1, layer, name="mid", at="start")
+
+    def state_dict(self):
+        """The layer's sampling generator goes on where it stopped (its weights are the party's)."""
+        return {"generator": generator_state(self.layer.generator if self.layer is not None else None)}
+
+    def load_state_dict(self, state):
+        if self.layer is not None:
+            self.layer.restored_generator, self.layer.generator = state["generator"], None
 
     def params(self):
         return {"lam": self.lam, "bottleneck": self.bottleneck, "hidden": self.hidden, "side": self.side,

@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from secsplit.callbacks import generator_state, make_generator
 from secsplit.defenses import dp_math
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.errors import ConfigError
@@ -54,6 +55,7 @@ class ActivationNoise(Defense):
             self.scale = scale if scale is not None else dp_math.gaussian_sigma(clip=clip, epsilon=epsilon, delta=delta)
             self.per_release = dp_math.gaussian_epsilon(clip=clip, sigma=self.scale, delta=delta)
         self.generator: torch.Generator | None = None
+        self._restored_generator: torch.Tensor | None = None
         self.epochs = 0
         self.seconds = 0.0
 
@@ -62,7 +64,8 @@ class ActivationNoise(Defense):
             return z
         start = time.perf_counter()
         if self.generator is None or self.generator.device != z.device:
-            self.generator = torch.Generator(device=z.device).manual_seed(self.seed)
+            self.generator = make_generator(z.device, self.seed, self._restored_generator)
+            self._restored_generator = None
         clipped = clip_per_sample(z, self.clip, p=1 if self.mechanism == "laplace" else 2)
         out = clipped + self.sample_noise(z.shape, z.dtype, z.device)
         self.seconds += time.perf_counter() - start
@@ -79,6 +82,14 @@ class ActivationNoise(Defense):
 
     def on_epoch_end(self, *, epoch, metrics):
         self.epochs = epoch  # each epoch releases every training sample once
+
+    def state_dict(self):
+        """The generator goes on where it stopped: a replayed draw on two releases would cancel in their difference."""
+        return {"generator": generator_state(self.generator), "epochs": self.epochs}
+
+    def load_state_dict(self, state):
+        self._restored_generator, self.epochs = state["generator"], int(state["epochs"])
+        self.generator = None
 
     def params(self):
         return {"mechanism": self.mechanism, "clip": self.clip, "scale": self.scale, "delta": self.delta}

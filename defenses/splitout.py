@@ -79,6 +79,7 @@ class SplitOut(Defense):
                               f"got {sim_samples}, {sim_epochs}, {window}, {threshold}")
         self.sim_samples, self.sim_epochs, self.window, self.threshold, self.seed = sim_samples, sim_epochs, window, threshold, seed
         self.detector = None
+        self.examples: np.ndarray | None = None
         self.batch_size = 64
         self.xs: list[torch.Tensor] = []
         self.ys: list[torch.Tensor] = []
@@ -147,15 +148,18 @@ class SplitOut(Defense):
         return np.stack(examples)
 
     def arm(self, step: int) -> None:
-        from sklearn.neighbors import LocalOutlierFactor
-
         x = torch.cat(self.xs)[: self.sim_samples]
         y = torch.cat(self.ys)[: self.sim_samples]
-        examples = self.simulate(x, y)
-        self.honest_examples = len(examples)
-        self.detector = LocalOutlierFactor(n_neighbors=max(1, len(examples) - 1), novelty=True).fit(examples)
+        self._fit_detector(self.simulate(x, y))
         self.armed_at = step
         self.xs, self.ys = [], []
+
+    def _fit_detector(self, examples: np.ndarray) -> None:
+        from sklearn.neighbors import LocalOutlierFactor
+
+        self.examples = examples
+        self.honest_examples = len(examples)
+        self.detector = LocalOutlierFactor(n_neighbors=max(1, len(examples) - 1), novelty=True).fit(examples)
 
     # -- detection ---------------------------------------------------------------------------------
     def on_step_end(self, *, step, loss):
@@ -183,6 +187,28 @@ class SplitOut(Defense):
             raise TrainingStopped(f"splitout: the server's gradients are outliers to honest training (detected at "
                                   f"step {self.detected_at}); the client sends no more activations")
         return z
+
+    def state_dict(self):
+        """Where detection stood: the samples collected or the honest gradients the detector is fitted on
+        (it is refitted from them), the decisions so far and any alarm."""
+        return {"xs": torch.cat(self.xs) if self.xs else None, "ys": torch.cat(self.ys) if self.ys else None,
+                "examples": None if self.examples is None else torch.from_numpy(np.ascontiguousarray(self.examples)),
+                "pending": [{"step": at, "features": torch.from_numpy(np.ascontiguousarray(f))} for at, f in self.pending],
+                "decisions": list(self.decisions), "outliers": list(self.outliers), "steps_checked": self.steps_checked,
+                "armed_at": self.armed_at, "detected_at": self.detected_at}
+
+    def load_state_dict(self, state):
+        self.xs = [] if state["xs"] is None else [state["xs"]]
+        self.ys = [] if state["ys"] is None else [state["ys"]]
+        self.detector, self.examples = None, None
+        if state["examples"] is not None:
+            self._fit_detector(state["examples"].numpy())
+        self.pending = [(int(p["step"]), p["features"].numpy()) for p in state["pending"]]
+        self.decisions = deque((int(d) for d in state["decisions"]), maxlen=self.window)
+        self.outliers = [int(o) for o in state["outliers"]]
+        self.steps_checked = int(state["steps_checked"])
+        self.armed_at = None if state["armed_at"] is None else int(state["armed_at"])
+        self.detected_at = None if state["detected_at"] is None else int(state["detected_at"])
 
     def params(self):
         return {"sim_samples": self.sim_samples, "sim_epochs": self.sim_epochs, "window": self.window,

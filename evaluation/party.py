@@ -198,22 +198,6 @@ ATTACKS_IN_PROCESS = (
     "process (secsplit attack / audit), where the simulation holds every party's data; a run across processes "
     "trains only")
 
-#: defenses whose state a checkpoint does not hold: resuming them would change what they guarantee
-NOT_RESUMABLE = {"dpsgd": "its noise generator and privacy accounting are not checkpointed: a resumed run would "
-                          "replay noise already used and under-state epsilon"}
-
-
-def check_resumable(description) -> None:
-    """Refuse training checkpoints for a run whose defenses a checkpoint cannot hold (in process too)."""
-    from secsplit.specs import parse_spec
-
-    for spec in description.active_defenses:
-        name = parse_spec(spec)[0]
-        if name in NOT_RESUMABLE:
-            raise ConfigError(f"--checkpoint-dir with defense {name}: {NOT_RESUMABLE[name]}; train it without "
-                              f"checkpoints (start over after a crash)")
-
-
 def _checkpointing(description, directory, every: int, resume: bool):
     """The party's :class:`~secsplit.training.Checkpointing`, after checking the run it resumes is this one."""
     from secsplit.evaluation.commands.train import _check_or_record_run
@@ -223,7 +207,6 @@ def _checkpointing(description, directory, every: int, resume: bool):
         if resume:
             raise ConfigError("--resume needs --checkpoint-dir DIR (where this party saved its state)")
         return None
-    check_resumable(description)
     checkpointing = Checkpointing(str(directory), every=every, resume=resume)
     _check_or_record_run(checkpointing, description)
     return checkpointing

@@ -50,6 +50,27 @@ class Callback:
     def on_epoch_end(self, *, epoch: int, metrics: dict) -> None:
         """After each epoch's evaluation; ``metrics`` is the epoch's history row."""
 
+    def state_dict(self) -> dict:
+        """What a training checkpoint must hold for a resumed run to go on as the uninterrupted one
+        (generator states, counters, trained auxiliary models): tensors and JSON values. ``{}``: none."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what :meth:`state_dict` returned at the checkpoint (before training resumes)."""
+
+
+def generator_state(generator: torch.Generator | None) -> torch.Tensor | None:
+    """A lazily made generator's state for :meth:`Callback.state_dict` (None before its first draw)."""
+    return None if generator is None else generator.get_state()
+
+
+def make_generator(device: torch.device, seed: int, state: torch.Tensor | None = None) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``, or continuing from a saved ``state`` (a resumed run)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    if state is not None:
+        generator.set_state(state)
+    return generator
+
 
 class CallbackList(Callback):
     """Runs several callbacks in order; transforms compose and extra losses add up."""

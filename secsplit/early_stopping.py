@@ -45,6 +45,13 @@ class EarlyStoppingCallback(Callback):
     def on_setup(self, trainer) -> None:
         self.trainer = trainer
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = None if state["best"] is None else float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+
     def on_epoch_end(self, *, epoch: int, metrics: dict) -> None:
         accuracy = self.trainer.evaluate(self.x_val, self.y_val)["accuracy"]
         metrics["validation_accuracy"] = accuracy

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from secsplit.callback_state import load_callbacks_state, save_callbacks_state
 from secsplit.callbacks import Callback, CallbackList
 from secsplit.errors import ConfigError, TrainingStopped
 from secsplit.topologies.base import Topology
@@ -39,9 +40,9 @@ class Checkpointing:
     What is saved: every party's weights and optimizer state (safetensors + JSON per party, named
     by step), the position in the data order, the epoch history so far and the RNG state. The
     trainer's JSON is written last and names the step, so it always points at complete files.
-    A resumed run trains the remaining steps exactly as the uninterrupted run would have, for
-    callbacks that keep no state of their own (noise defenses draw from the restored RNG; stateful
-    ones such as DP accounting or hijack detection restart their bookkeeping).
+    Callbacks' own state (:meth:`Callback.state_dict`: noise generators, privacy accounting,
+    trained decoders) is saved with it, so a resumed run trains the remaining steps exactly as the
+    uninterrupted run would have and reports the same epsilon.
     """
 
     directory: str
@@ -217,6 +218,8 @@ class Trainer:
         """Train for ``epochs`` and evaluate on the test split after each epoch."""
         x_train, y_train = dataset.x_train.to(self.device), dataset.y_train.to(self.device)
         report = TrainingReport()
+        if self._resume is not None:  # before on_fit_start: what a callback did once (pretraining) is not redone
+            load_callbacks_state(self.checkpointing.directory, self._resume["global_step"], self.callbacks.callbacks)
         self.callbacks.on_fit_start(num_samples=len(x_train), epochs=self.epochs, batch_size=self.batch_size)
         start = time.perf_counter()
         stopped = None
@@ -289,9 +292,14 @@ class Trainer:
             row.update({f"test_{k}": v for k, v in self.evaluate(dataset.x_test, dataset.y_test).items()})
             row["wall_time_s"] = time.perf_counter() - start
             report.history.append(row)
+            try:  # the callbacks' epoch-end bookkeeping belongs to the epoch-end state
+                self.callbacks.on_epoch_end(epoch=epoch, metrics=row)
+            except TrainingStopped:
+                if self.checkpointing is not None:
+                    self._save(epoch + 1, 0, (0.0, 0, 0), report)
+                raise
             if self.checkpointing is not None:  # an epoch-end state: resuming starts the next epoch
                 self._save(epoch + 1, 0, (0.0, 0, 0), report)
-            self.callbacks.on_epoch_end(epoch=epoch, metrics=row)
 
     def _save(self, epoch: int, batches_done: int, sums: tuple, report: TrainingReport) -> None:
         """Parties' states first (named by step), then the trainer's JSON that points at them."""
@@ -304,6 +312,7 @@ class Trainer:
         directory.mkdir(parents=True, exist_ok=True)
         step = self.global_step
         self.topology.save_training_state(directory, step)
+        save_callbacks_state(directory, step, self.callbacks.callbacks)
         state = {"global_step": step, "epoch": epoch, "batches_done": batches_done, "sums": list(sums),
                  "history": report.history, "seed": self.seed, "batch_size": self.batch_size, "epochs": self.epochs,
                  "sampling": self.sampling, "rng": torch.get_rng_state().tolist(),

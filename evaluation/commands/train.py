@@ -41,10 +41,6 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(CONNECT_RETIRED)
     checkpointing = _checkpointing(args)
-    if checkpointing is not None:  # DP-SGD's noise stream is not checkpointed: resuming would replay it
-        from secsplit.evaluation.party import check_resumable
-
-        check_resumable(description)
     _check_or_record_run(checkpointing, description)
     remote = None
     built = build_run(description, progress=False if (args.quiet or args.json) else None,
