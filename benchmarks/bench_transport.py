@@ -14,8 +14,12 @@ fails unless each equals the in-process run's (the transport must not change a b
 round trip of one exchange (an empty message and one of the activation's size, each acknowledged)
 against a bare listener in another process: the floor that bounds the step's overhead.
 
+``--trace`` adds, per topology, when each message is queued, taken by gRPC's writer thread, written,
+read and decoded, as medians since the start of the timing client's step (CLOCK_MONOTONIC is one
+clock for every process on the host): where a step's transport time goes.
+
 Run: ``python benchmarks/bench_transport.py [--topology vanilla ushape multihop splitfed] [--steps N]
-[--rounds N] [--rtt]``.
+[--rounds N] [--rtt] [--trace]``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,63 @@ def network(party: str, addresses: dict, certs: str):
     return NetworkChannel(party=party, addresses=addresses, run_id="bench", certs=certs, timeout_s=120)
 
 
+# -- --trace: where a step's time goes across processes ---------------------------------------------
+#: (monotonic ns, party, event, bytes); CLOCK_MONOTONIC is one clock for every process on the host
+EVENTS: list[tuple[int, str, str, int]] = []
+#: the party this process traces for (the timing client's changes with the topology)
+TRACE_PARTY = [""]
+#: the methods timed: (class, method, event on entry, event on return)
+TRACED = (("Outbox", "put", "queued", None), ("Outbox", "take", None, "taken by writer"),
+          ("Outbox", "wrote", "written", None), ("Inbound", "read", None, "read"),
+          ("NetworkChannel", "_accept", None, "decoded"), ("NetworkChannel", "_deliver", "send/receive", None))
+
+
+def install_trace() -> None:
+    """Record when each message is queued, taken by gRPC's writer, written, read and decoded, in this process."""
+    from secsplit.channel import grpc_link, network
+
+    classes = {"Outbox": grpc_link.Outbox, "Inbound": grpc_link.Inbound, "NetworkChannel": network.NetworkChannel}
+    for cls_name, method, before, after in TRACED:
+        cls = classes[cls_name]
+        original = getattr(cls, method)
+
+        def timed(*a, _original=original, _before=before, _after=after, **k):
+            if _before:
+                EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], _before, 0))
+            out = _original(*a, **k)
+            if _after:
+                EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], _after, len(out) if isinstance(out, bytes) else 0))
+            return out
+
+        setattr(cls, method, timed)
+
+
+def trace_table(events: list[tuple[int, str, str, int]], me: str) -> list[dict]:
+    """Median time of each event since the start of ``me``'s step, over the steps across processes (the
+    first 20 left out): the n-th occurrence of an event in a step is its own row."""
+    events = sorted(events)
+    steps, current = [], None
+    for event in events:
+        if event[1] == me and event[2] == "step start":
+            current = [event]
+        elif current is not None:
+            current.append(event)
+            if event[1] == me and event[2] == "step end":
+                steps.append(current)
+                current = None
+    rows: dict[str, list[float]] = {}
+    for step in steps[20:]:
+        start, seen = step[0][0], {}
+        for t, party, name, _ in step[1:]:
+            key = (party, name)
+            seen[key] = seen.get(key, 0) + 1
+            rows.setdefault(f"{party}: {name} #{seen[key]}", []).append((t - start) / 1e3)
+    counted = len(steps[20:])
+    table = [{"event": k, "median_us": round(statistics.median(v)), "in_steps": len(v)}
+             for k, v in rows.items() if len(v) >= 0.8 * counted]
+    return sorted(table, key=lambda row: row["median_us"])
+
+
 def block(topo, data, step: int, *, mask: bool) -> tuple[list[float], int]:
     """One block of training: every step's seconds (SplitFed: one round's seconds per step) and the next step number.
 
@@ -78,14 +139,25 @@ def block(topo, data, step: int, *, mask: bool) -> tuple[list[float], int]:
             n += 1
         return [(time.perf_counter() - start) / n] * n, step + n
     times = []
+    traced = EVENTS if isinstance(topo.channel, _network_channel()) else None
     for x, y in data:
         if mask:
             x, y = torch.zeros_like(x), torch.zeros_like(y)
         start = time.perf_counter()
+        if traced is not None:
+            traced.append((time.monotonic_ns(), topo.channel.party, "step start", 0))
         topo.train_step(x, y, step=step)
+        if traced is not None:
+            traced.append((time.monotonic_ns(), topo.channel.party, "step end", 0))
         times.append(time.perf_counter() - start)
         step += 1
     return times, step
+
+
+def _network_channel():
+    from secsplit.channel.network import NetworkChannel
+
+    return NetworkChannel
 
 
 def digest(topo, party: str) -> str | None:
@@ -113,7 +185,8 @@ def party_main(args) -> None:
         _, step = block(topo, batches(args.steps), step, mask=not args.party.startswith("client"))
         cpu += time.process_time() - start if i else 0.0
     channel.close()
-    print(json.dumps({"party": args.party, "weights": digest(topo, args.party), "cpu_s": cpu}), flush=True)
+    print(json.dumps({"party": args.party, "weights": digest(topo, args.party), "cpu_s": cpu, "events": EVENTS}),
+          flush=True)
 
 
 def measure(name: str, args, workdir: Path) -> dict:
@@ -122,6 +195,8 @@ def measure(name: str, args, workdir: Path) -> dict:
     local = topology(name)
     parties = local.party_names
     me = parties[0]  # the (first) data owner: "client", or "client0" with many clients
+    EVENTS.clear()
+    TRACE_PARTY[0] = me
     init_pki(workdir / name, list(parties), hosts=["127.0.0.1"])
     ports: set[int] = set()
     while len(ports) < len(parties):  # free_port can hand out the same free port twice in a row
@@ -129,7 +204,8 @@ def measure(name: str, args, workdir: Path) -> dict:
     addresses = {p: f"127.0.0.1:{port}" for p, port in zip(parties, sorted(ports))}
     others = {p: subprocess.Popen([sys.executable, __file__, "--party", p, "--topology", name, "--addresses",
                                    json.dumps(addresses), "--certs", str(workdir / name), "--steps", str(args.steps),
-                                   "--rounds", str(args.rounds), "--threads", str(args.threads)],
+                                   "--rounds", str(args.rounds), "--threads", str(args.threads)]
+                                  + (["--trace"] if args.trace else []),
                                   stdout=subprocess.PIPE, text=True)
               for p in parties if p != me}
     channel = network(me, addresses, str(workdir / name))
@@ -153,6 +229,7 @@ def measure(name: str, args, workdir: Path) -> dict:
         remote_cpu += reported["cpu_s"]
         if reported["weights"] != digest(local, party):
             mismatched.append(party)
+        EVENTS.extend(tuple(e) for e in reported["events"])
     if mismatched:
         raise SystemExit(f"{name}: weights across processes differ from in process for {mismatched}")
     lt, rt = statistics.median(local_times), statistics.median(remote_times)
@@ -162,7 +239,8 @@ def measure(name: str, args, workdir: Path) -> dict:
             "overhead_ms": round((rt - lt) * 1e3, 2), "cpu_ms_in_process": round(local_cpu / steps * 1e3, 2),
             "cpu_ms_all_processes": round(remote_cpu / steps * 1e3, 2), "cpu_ratio": round(remote_cpu / local_cpu, 3),
             "weights_equal": True,
-            "framing_bytes_per_message": round(transport["framing_sent"] / max(transport["messages_sent"], 1), 1)}
+            "framing_bytes_per_message": round(transport["framing_sent"] / max(transport["messages_sent"], 1), 1),
+            **({"trace": trace_table(EVENTS, me)} if args.trace else {})}
 
 
 def rtt_listener(certs: str) -> None:
@@ -215,12 +293,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="blocks per side, alternating, after one to warm up")
     parser.add_argument("--rtt", action="store_true", help="also measure the loopback round trip (the floor)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of every process")
+    parser.add_argument("--trace", action="store_true",
+                        help="also give when each message is queued, written, read and decoded within a step (medians)")
     parser.add_argument("--party", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--addresses", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--certs", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rtt-listener", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.trace:
+        install_trace()
+        TRACE_PARTY[0] = args.party or ""  # the timing client's name is set per topology in measure()
     if args.rtt_listener:
         rtt_listener(args.rtt_listener)
         return
