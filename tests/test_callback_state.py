@@ -33,24 +33,26 @@ class _CrashAt(Callback):
             raise _Crash(step)
 
 
-# name -> (options, classes, topology): each defense where it applies
+# name -> (options, classes, topology, data): each defense where it applies; "digits" trains LeNet on digits
 DEFENSES = {
-    "noise": ({"scale": 0.5}, 3, "vanilla"),
-    "label-dp": ({"epsilon": 1.0}, 3, "vanilla"),
-    "gradient-noise": ({"scale": 1.0}, 3, "vanilla"),
-    "marvell": ({}, 2, "vanilla"),
-    "mid": ({"bottleneck": 4, "hidden": 16}, 3, "vanilla"),
-    "attacker-aware": ({"lam": 0.5}, 3, "vanilla"),
-    "dpsgd": ({"noise_multiplier": 1.0}, 3, "vanilla"),
-    "hijack-detection": ({"warmup": 2, "window": 2}, 3, "ushape"),
+    "noise": ({"scale": 0.5}, 3, "vanilla", "synthetic"),
+    "label-dp": ({"epsilon": 1.0}, 3, "vanilla", "synthetic"),
+    "gradient-noise": ({"scale": 1.0}, 3, "vanilla", "synthetic"),
+    "marvell": ({}, 2, "vanilla", "synthetic"),
+    "mid": ({"bottleneck": 4, "hidden": 16}, 3, "vanilla", "synthetic"),
+    "attacker-aware": ({"lam": 0.5}, 3, "vanilla", "synthetic"),
+    "attacker-aware-pretrained": ({"lam": 0.5, "pretrain_epochs": 1, "pretrain_data": "digits"}, 10, "vanilla",
+                                  "digits"),
+    "dpsgd": ({"noise_multiplier": 1.0}, 3, "vanilla", "synthetic"),
+    "hijack-detection": ({"warmup": 2, "window": 2}, 3, "ushape", "synthetic"),
     # on the small synthetic MLP splitout flags honest training at once; on digits (its own tests' setup) it does not
-    "splitout": ({"sim_epochs": 10}, 10, "vanilla"),
+    "splitout": ({"sim_epochs": 10}, 10, "vanilla", "digits"),
 }
 
 
 def _run(name, directory, *, crash_at=None, resume=False):
-    options, classes, topology = DEFENSES[name]
-    if name == "splitout":
+    options, classes, topology, source = DEFENSES[name]
+    if source == "digits":
         data = load_dataset("digits", seed=0)
         model = create_model("lenet", input_shape=data.input_shape, num_classes=classes, seed=0)
     else:
@@ -58,7 +60,7 @@ def _run(name, directory, *, crash_at=None, resume=False):
         model = create_model("mlp", input_shape=data.input_shape, num_classes=classes, seed=0, hidden=(16, 8))
     cuts = ["relu1", "relu2"] if topology == "ushape" else None
     topo = build_topology(topology, model, cuts=cuts)
-    defense = create_defense(name, **options)
+    defense = create_defense(name.removesuffix("-pretrained"), **options)
     callbacks = [defense] + ([_CrashAt(crash_at)] if crash_at is not None else [])
     checkpointing = None if directory is None else Checkpointing(str(directory), every=EVERY, resume=resume)
     trainer = Trainer(topo, batch_size=32, epochs=EPOCHS, seed=0, callbacks=callbacks, checkpointing=checkpointing)
@@ -100,6 +102,19 @@ def test_without_its_state_a_resumed_noise_defense_replays_noise_and_the_run_dif
     monkeypatch.setattr(ActivationNoise, "load_state_dict", lambda self, state: None)
     model, _, _ = _crash_then_resume("noise", tmp_path)
     assert not _same_weights(model, whole_model)
+
+
+def test_a_resumed_attacker_aware_run_does_not_pretrain_again(tmp_path, monkeypatch):
+    from secsplit.defenses.attacker_aware import AttackerAwareTraining
+
+    calls = []
+    pretrain = AttackerAwareTraining.pretrain
+    monkeypatch.setattr(AttackerAwareTraining, "pretrain", lambda self: calls.append(1) or pretrain(self))
+    with pytest.raises(_Crash):
+        _run("attacker-aware-pretrained", tmp_path, crash_at=CRASH_AT)
+    assert len(calls) == 1
+    _, defense, _ = _run("attacker-aware-pretrained", tmp_path, resume=True)
+    assert len(calls) == 1 and defense.pretrain_summary["epochs"] == 1  # restored, not redone
 
 
 def test_dpsgd_accounting_counts_the_steps_before_the_crash(tmp_path):
