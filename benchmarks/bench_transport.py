@@ -69,17 +69,25 @@ def network(party: str, addresses: dict, certs: str):
 EVENTS: list[tuple[int, str, str, int]] = []
 #: the party this process traces for (the timing client's changes with the topology)
 TRACE_PARTY = [""]
-#: the methods timed: (class, method, event on entry, event on return)
+#: what is timed: (owner, function, event on entry, event on return); the compute phases too, so that
+#: the same phase in process and across processes can be compared
 TRACED = (("Outbox", "put", "queued", None), ("Outbox", "take", None, "taken by writer"),
           ("Outbox", "wrote", "written", None), ("Inbound", "read", None, "read"),
-          ("NetworkChannel", "_accept", None, "decoded"), ("NetworkChannel", "_deliver", "send/receive", None))
+          ("NetworkChannel", "_accept", None, "decoded"), ("NetworkChannel", "_deliver", "send/receive", None),
+          ("autograd", "backward", "backward start", "backward end"),
+          ("Party", "step", "optimizer start", "optimizer end"))
+#: the timing client's party name for the in-process blocks
+IN_PROCESS = "in process"
 
 
 def install_trace() -> None:
-    """Record when each message is queued, taken by gRPC's writer, written, read and decoded, in this process."""
+    """Record when each message is queued, taken by gRPC's writer, written, read and decoded, and when each
+    backward pass and optimizer step starts and ends, in this process."""
     from secsplit.channel import grpc_link, network
+    from secsplit.parties import Party
 
-    classes = {"Outbox": grpc_link.Outbox, "Inbound": grpc_link.Inbound, "NetworkChannel": network.NetworkChannel}
+    classes = {"Outbox": grpc_link.Outbox, "Inbound": grpc_link.Inbound, "NetworkChannel": network.NetworkChannel,
+               "autograd": torch.autograd, "Party": Party}
     for cls_name, method, before, after in TRACED:
         cls = classes[cls_name]
         original = getattr(cls, method)
@@ -96,8 +104,8 @@ def install_trace() -> None:
 
 
 def trace_table(events: list[tuple[int, str, str, int]], me: str) -> list[dict]:
-    """Median time of each event since the start of ``me``'s step, over the steps across processes (the
-    first 20 left out): the n-th occurrence of an event in a step is its own row."""
+    """Median time of each event since the start of ``me``'s step (the first 20 steps left out): the n-th
+    occurrence of an event in a step is its own row. ``me`` = :data:`IN_PROCESS`: the in-process steps."""
     events = sorted(events)
     steps, current = [], None
     for event in events:
@@ -139,25 +147,20 @@ def block(topo, data, step: int, *, mask: bool) -> tuple[list[float], int]:
             n += 1
         return [(time.perf_counter() - start) / n] * n, step + n
     times = []
-    traced = EVENTS if isinstance(topo.channel, _network_channel()) else None
+    traced = EVENTS if TRACE_PARTY[0] else None
     for x, y in data:
         if mask:
             x, y = torch.zeros_like(x), torch.zeros_like(y)
         start = time.perf_counter()
         if traced is not None:
-            traced.append((time.monotonic_ns(), topo.channel.party, "step start", 0))
+            traced.append((time.monotonic_ns(), TRACE_PARTY[0], "step start", 0))
         topo.train_step(x, y, step=step)
         if traced is not None:
-            traced.append((time.monotonic_ns(), topo.channel.party, "step end", 0))
+            traced.append((time.monotonic_ns(), TRACE_PARTY[0], "step end", 0))
         times.append(time.perf_counter() - start)
         step += 1
     return times, step
 
-
-def _network_channel():
-    from secsplit.channel.network import NetworkChannel
-
-    return NetworkChannel
 
 
 def digest(topo, party: str) -> str | None:
@@ -196,7 +199,6 @@ def measure(name: str, args, workdir: Path) -> dict:
     parties = local.party_names
     me = parties[0]  # the (first) data owner: "client", or "client0" with many clients
     EVENTS.clear()
-    TRACE_PARTY[0] = me
     init_pki(workdir / name, list(parties), hosts=["127.0.0.1"])
     ports: set[int] = set()
     while len(ports) < len(parties):  # free_port can hand out the same free port twice in a row
@@ -215,7 +217,9 @@ def measure(name: str, args, workdir: Path) -> dict:
     local_cpu = remote_cpu = 0.0  # CPU seconds (all threads of a process), less sensitive to load than wall time
     for i in range(args.rounds + 1):  # the first block of each side measures FLOPs and warms up: not counted
         start = time.process_time()
+        TRACE_PARTY[0] = IN_PROCESS if args.trace else ""
         times, local_step = block(local, batches(args.steps), local_step, mask=False)
+        TRACE_PARTY[0] = me if args.trace else ""
         local_times, local_cpu = (local_times + times, local_cpu + time.process_time() - start) if i else (local_times, 0.0)
         start = time.process_time()
         times, remote_step = block(remote, batches(args.steps), remote_step, mask=False)
@@ -240,7 +244,8 @@ def measure(name: str, args, workdir: Path) -> dict:
             "cpu_ms_all_processes": round(remote_cpu / steps * 1e3, 2), "cpu_ratio": round(remote_cpu / local_cpu, 3),
             "weights_equal": True,
             "framing_bytes_per_message": round(transport["framing_sent"] / max(transport["messages_sent"], 1), 1),
-            **({"trace": trace_table(EVENTS, me)} if args.trace else {})}
+            **({"trace": trace_table(EVENTS, me), "trace_in_process": trace_table(EVENTS, IN_PROCESS)}
+               if args.trace else {})}
 
 
 def rtt_listener(certs: str) -> None:
