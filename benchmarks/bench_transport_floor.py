@@ -12,7 +12,7 @@ from :mod:`secsplit.channel.certs`. The designs:
   receiver's listener; gRPC's threads handed each message to the receiving party); since 2c96ba6
   it pulls, as the next design.
 - ``pull``: a bare prototype of the pull: each receiver's own thread reads a unary-stream call to
-  the sender (``grpc.experimental.SingleThreadedUnaryStream``); the sender's listener yields from a
+  the sender (gRPC's ``SingleThreadedUnaryStream`` option); the sender's listener yields from a
   queue.
 - ``tls-socket``: a plain Python ``ssl`` socket, written and read directly in the training thread
   (length-prefixed envelopes): the floor without gRPC's threads.
@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import grpc
+import grpc.experimental
 import torch
 
 from secsplit.channel.certs import CA_CERT, init_pki, load_credentials
@@ -132,7 +133,7 @@ class PullPipe:
         self.server.start()
         tls = grpc.ssl_channel_credentials(root_certificates=cred.ca, private_key=cred.key, certificate_chain=cred.certificate)
         self.channel = grpc.secure_channel(addresses[peer], tls, options=[
-            ("grpc.ssl_target_name_override", peer), ("grpc.experimental.SingleThreadedUnaryStream", 1)])
+            ("grpc.ssl_target_name_override", peer), (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)])
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.inbox = self.channel.unary_stream(PULL_METHOD)(b"", wait_for_ready=True)
 
