@@ -14,9 +14,11 @@ fails unless each equals the in-process run's (the transport must not change a b
 round trip of one exchange (an empty message and one of the activation's size, each acknowledged)
 against a bare listener in another process: the floor that bounds the step's overhead.
 
-``--trace`` adds, per topology, when each message is queued, taken by gRPC's writer thread, written,
-read and decoded, as medians since the start of the timing client's step (CLOCK_MONOTONIC is one
-clock for every process on the host): where a step's transport time goes.
+``--trace`` adds, per chain topology (SplitFed's rounds are timed whole, not traced), when each
+message is queued, taken by gRPC's writer thread, written, read and decoded, and when each backward
+pass and optimizer step starts and ends, as medians since the start of the timing client's step
+(CLOCK_MONOTONIC is one clock for every process on the host), with the in-process step's phases
+beside them: where a step's time goes.
 
 Run: ``python benchmarks/bench_transport.py [--topology vanilla ushape multihop splitfed] [--steps N]
 [--rounds N] [--rtt] [--trace]``.
