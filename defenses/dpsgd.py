@@ -66,6 +66,7 @@ class ClientDPSGD(Defense):
         self.sample_rate: float | None = None
         self.steps = 0
         self._restored_generator = None
+        self._restored_noise: tuple[float, float] | None = None  # (noise multiplier, sample rate) at the checkpoint
         self.module = None
         self.optimizer = None
 
@@ -108,6 +109,12 @@ class ClientDPSGD(Defense):
                 self.noise_multiplier = get_noise_multiplier(
                     target_epsilon=self.target_epsilon, target_delta=self.delta, sample_rate=self.sample_rate,
                     steps=max(1, epochs * steps_per_epoch), accountant=self.accountant_name)
+        if self._restored_noise is not None and self._restored_noise != (self.noise_multiplier, self.sample_rate):
+            raise ConfigError(
+                f"dpsgd: the checkpoint was trained with noise multiplier {self._restored_noise[0]:.6g} and sample "
+                f"rate {self._restored_noise[1]:.6g}; this run gives {self.noise_multiplier:.6g} and "
+                f"{self.sample_rate:.6g} (target_epsilon is spread over the run's epochs): resume with the same "
+                f"epochs, or train anew, so that one accounting covers every step")
         self.optimizer = self._party.optimizer = self._make_optimizer(self.noise_multiplier)
         if self._restored_generator is not None:  # a resumed run: the noise goes on where it stopped
             self.optimizer.generator.set_state(self._restored_generator)
@@ -120,10 +127,12 @@ class ClientDPSGD(Defense):
         """The steps taken (the accountant's history) and the noise generator: a resumed run neither replays
         noise already used nor forgets steps, so it reports the uninterrupted run's epsilon."""
         generator = self.optimizer.generator if self.optimizer is not None else None
-        return {"steps": self.steps, "generator": generator_state(generator)}
+        return {"steps": self.steps, "generator": generator_state(generator), "noise_multiplier": self.noise_multiplier,
+                "sample_rate": self.sample_rate}
 
     def load_state_dict(self, state):
         self.steps, self._restored_generator = int(state["steps"]), state["generator"]
+        self._restored_noise = (float(state["noise_multiplier"]), float(state["sample_rate"]))
 
     # -- report ----------------------------------------------------------------------------------
     def params(self):

@@ -50,7 +50,7 @@ DEFENSES = {
 }
 
 
-def _run(name, directory, *, crash_at=None, resume=False):
+def _run(name, directory, *, crash_at=None, resume=False, epochs=EPOCHS):
     options, classes, topology, source = DEFENSES[name]
     if source == "digits":
         data = load_dataset("digits", seed=0)
@@ -60,10 +60,10 @@ def _run(name, directory, *, crash_at=None, resume=False):
         model = create_model("mlp", input_shape=data.input_shape, num_classes=classes, seed=0, hidden=(16, 8))
     cuts = ["relu1", "relu2"] if topology == "ushape" else None
     topo = build_topology(topology, model, cuts=cuts)
-    defense = create_defense(name.removesuffix("-pretrained"), **options)
+    defense = create_defense(name.removesuffix("-pretrained").removesuffix("-target"), **options)
     callbacks = [defense] + ([_CrashAt(crash_at)] if crash_at is not None else [])
     checkpointing = None if directory is None else Checkpointing(str(directory), every=EVERY, resume=resume)
-    trainer = Trainer(topo, batch_size=32, epochs=EPOCHS, seed=0, callbacks=callbacks, checkpointing=checkpointing)
+    trainer = Trainer(topo, batch_size=32, epochs=epochs, seed=0, callbacks=callbacks, checkpointing=checkpointing)
     report = trainer.fit(data)
     return model, defense, report
 
@@ -122,6 +122,23 @@ def test_dpsgd_accounting_counts_the_steps_before_the_crash(tmp_path):
     _, resumed, _ = _crash_then_resume("dpsgd", tmp_path)
     assert resumed.steps == whole.steps > CRASH_AT
     assert resumed.epsilon()["prv"] == whole.epsilon()["prv"]
+
+
+def test_dpsgd_resumed_with_other_epochs_under_a_target_epsilon_is_refused(tmp_path):
+    """target_epsilon spreads the budget over the run's epochs: more epochs on resume would change the noise
+    multiplier mid-run, and one accounting would no longer cover every step."""
+    DEFENSES["dpsgd-target"] = ({"target_epsilon": 4.0}, 3, "vanilla", "synthetic")
+    try:
+        with pytest.raises(_Crash):
+            _run("dpsgd-target", tmp_path, crash_at=CRASH_AT)
+        with pytest.raises(ConfigError, match="dpsgd: the checkpoint was trained with noise multiplier .* resume with "
+                                              "the same epochs"):
+            _run("dpsgd-target", tmp_path, resume=True, epochs=EPOCHS + 1)
+        model, defense, _ = _run("dpsgd-target", tmp_path, resume=True)  # the same epochs: it resumes
+        whole_model, whole, _ = _run("dpsgd-target", None)
+        assert _same_weights(model, whole_model) and defense.epsilon() == whole.epsilon()
+    finally:
+        del DEFENSES["dpsgd-target"]
 
 
 def test_a_missing_or_altered_callbacks_state_is_one_line_naming_the_file(tmp_path):
