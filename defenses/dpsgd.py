@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 
-from secsplit.callbacks import Callback, generator_state
+from secsplit.callbacks import Callback
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.errors import ConfigError
 
@@ -126,8 +126,8 @@ class ClientDPSGD(Defense):
     def state_dict(self):
         """The steps taken (the accountant's history) and the noise generator: a resumed run neither replays
         noise already used nor forgets steps, so it reports the uninterrupted run's epsilon."""
-        generator = self.optimizer.generator if self.optimizer is not None else None
-        return {"steps": self.steps, "generator": generator_state(generator), "noise_multiplier": self.noise_multiplier,
+        generator = self.optimizer.generator.get_state() if self.optimizer is not None else self._restored_generator
+        return {"steps": self.steps, "generator": generator, "noise_multiplier": self.noise_multiplier,
                 "sample_rate": self.sample_rate}
 
     def load_state_dict(self, state):

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from secsplit.callbacks import generator_state, make_generator
+from secsplit.callbacks import SeededGenerator
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.errors import ConfigError
 
@@ -58,8 +58,7 @@ class LabelDP(Defense):
         self.num_classes = num_classes
         self.seed = int(seed)
         self.label_owner: str | None = None
-        self.generator: torch.Generator | None = None
-        self._restored_generator: torch.Tensor | None = None
+        self.random = SeededGenerator(self.seed)
         self.epochs = 0
         self.flipped = 0
         self.seen = 0
@@ -93,10 +92,8 @@ class LabelDP(Defense):
             raise ConfigError("label-dp needs num_classes= or a Trainer whose model reports its output width")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise ConfigError(f"label-dp got labels outside 0..{self.num_classes - 1}")
-        if self.generator is None or self.generator.device != y.device:
-            self.generator = make_generator(y.device, self.seed, self._restored_generator)
-            self._restored_generator = None
-        out = randomized_response(y, epsilon=self.epsilon_value, num_classes=self.num_classes, generator=self.generator)
+        out = randomized_response(y, epsilon=self.epsilon_value, num_classes=self.num_classes,
+                                  generator=self.random.on(y.device))
         self.flipped += int((out != y).sum())
         self.seen += int(y.numel())
         return out
@@ -106,11 +103,10 @@ class LabelDP(Defense):
 
     def state_dict(self):
         """The generator goes on where it stopped (fresh randomness per use of a label, as the composition assumes)."""
-        return {"generator": generator_state(self.generator), "epochs": self.epochs, "flipped": self.flipped,
-                "seen": self.seen}
+        return {"generator": self.random.state(), "epochs": self.epochs, "flipped": self.flipped, "seen": self.seen}
 
     def load_state_dict(self, state):
-        self._restored_generator, self.generator = state["generator"], None
+        self.random.restore(state["generator"])
         self.epochs, self.flipped, self.seen = int(state["epochs"]), int(state["flipped"]), int(state["seen"])
 
     def params(self):

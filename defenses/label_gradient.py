@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from secsplit.callbacks import generator_state, make_generator
+from secsplit.callbacks import SeededGenerator
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.errors import ConfigError
 
@@ -51,8 +51,7 @@ class LabelGradientDefense(Defense):
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = int(seed)
         self.label_owner: str | None = None
-        self.generator: torch.Generator | None = None
-        self._restored_generator: torch.Tensor | None = None
+        self.random = SeededGenerator(self.seed)
         self.labels: torch.Tensor | None = None
         self.steps = 0
         self.seconds = 0.0
@@ -77,16 +76,14 @@ class LabelGradientDefense(Defense):
         return out
 
     def _gen(self, device: torch.device) -> torch.Generator:
-        if self.generator is None or self.generator.device != device:
-            self.generator = make_generator(device, self.seed, self._restored_generator)
-            self._restored_generator = None
-        return self.generator
+        return self.random.on(device)
 
     def state_dict(self):
-        return {"generator": generator_state(self.generator), "steps": self.steps}
+        return {"generator": self.random.state(), "steps": self.steps}
 
     def load_state_dict(self, state):
-        self._restored_generator, self.generator, self.steps = state["generator"], None, int(state["steps"])
+        self.random.restore(state["generator"])
+        self.steps = int(state["steps"])
 
     def _randn(self, like: torch.Tensor) -> torch.Tensor:
         return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=self._gen(like.device))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secsplit.callbacks import generator_state, make_generator
+from secsplit.callbacks import SeededGenerator
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.defenses.layers import AddLoss, add_layer, chain_segments, output_shape
 from secsplit.errors import ConfigError
@@ -55,18 +55,14 @@ class VariationalBottleneck(nn.Module):
         self.shape, self.k, self.lam, self.sample_at_eval, self.seed = tuple(shape), bottleneck, lam, sample_at_eval, seed
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 2 * bottleneck))
         self.decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.ReLU(), nn.Linear(hidden, d))
-        self.generator: torch.Generator | None = None
-        self.restored_generator: torch.Tensor | None = None  # a resumed run's saved state, used at the first draw
+        self.random = SeededGenerator(seed)
         self.last_kl: float | None = None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         stats = self.encoder(h)
         mu, std = stats[:, : self.k], F.softplus(stats[:, self.k:] - 5.0)
         if self.training or self.sample_at_eval:
-            if self.generator is None or self.generator.device != h.device:
-                self.generator = make_generator(h.device, self.seed, self.restored_generator)
-                self.restored_generator = None
-            eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=self.generator)
+            eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=self.random.on(h.device))
             z = mu + std * eps
         else:
             z = mu
@@ -128,11 +124,11 @@ class MID(Defense):
 
     def state_dict(self):
         """The layer's sampling generator goes on where it stopped (its weights are the party's)."""
-        return {"generator": generator_state(self.layer.generator if self.layer is not None else None)}
+        return {"generator": self.layer.random.state() if self.layer is not None else None}
 
     def load_state_dict(self, state):
         if self.layer is not None:
-            self.layer.restored_generator, self.layer.generator = state["generator"], None
+            self.layer.random.restore(state["generator"])
 
     def params(self):
         return {"lam": self.lam, "bottleneck": self.bottleneck, "hidden": self.hidden, "side": self.side,

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from secsplit.callbacks import generator_state, make_generator
+from secsplit.callbacks import SeededGenerator
 from secsplit.defenses import dp_math
 from secsplit.defenses.base import DEFENSES, Defense
 from secsplit.errors import ConfigError
@@ -54,8 +54,7 @@ class ActivationNoise(Defense):
         else:
             self.scale = scale if scale is not None else dp_math.gaussian_sigma(clip=clip, epsilon=epsilon, delta=delta)
             self.per_release = dp_math.gaussian_epsilon(clip=clip, sigma=self.scale, delta=delta)
-        self.generator: torch.Generator | None = None
-        self._restored_generator: torch.Tensor | None = None
+        self.random = SeededGenerator(seed)
         self.epochs = 0
         self.seconds = 0.0
 
@@ -63,9 +62,6 @@ class ActivationNoise(Defense):
         if phase != "train" and not self.at_eval:
             return z
         start = time.perf_counter()
-        if self.generator is None or self.generator.device != z.device:
-            self.generator = make_generator(z.device, self.seed, self._restored_generator)
-            self._restored_generator = None
         clipped = clip_per_sample(z, self.clip, p=1 if self.mechanism == "laplace" else 2)
         out = clipped + self.sample_noise(z.shape, z.dtype, z.device)
         self.seconds += time.perf_counter() - start
@@ -73,7 +69,7 @@ class ActivationNoise(Defense):
 
     def sample_noise(self, shape, dtype, device) -> torch.Tensor:
         """Laplace(0, b) as b * (E1 - E2) with E exponential(1); Gaussian N(0, sigma^2)."""
-        g = self.generator
+        g = self.random.on(device)
         if self.mechanism == "laplace":
             e1 = torch.empty(shape, dtype=dtype, device=device).exponential_(generator=g)
             e2 = torch.empty(shape, dtype=dtype, device=device).exponential_(generator=g)
@@ -85,11 +81,11 @@ class ActivationNoise(Defense):
 
     def state_dict(self):
         """The generator goes on where it stopped: a replayed draw on two releases would cancel in their difference."""
-        return {"generator": generator_state(self.generator), "epochs": self.epochs}
+        return {"generator": self.random.state(), "epochs": self.epochs}
 
     def load_state_dict(self, state):
-        self._restored_generator, self.epochs = state["generator"], int(state["epochs"])
-        self.generator = None
+        self.random.restore(state["generator"])
+        self.epochs = int(state["epochs"])
 
     def params(self):
         return {"mechanism": self.mechanism, "clip": self.clip, "scale": self.scale, "delta": self.delta}

@@ -59,17 +59,31 @@ class Callback:
         """Take back what :meth:`state_dict` returned at the checkpoint (before training resumes)."""
 
 
-def generator_state(generator: torch.Generator | None) -> torch.Tensor | None:
-    """A lazily made generator's state for :meth:`Callback.state_dict` (None before its first draw)."""
-    return None if generator is None else generator.get_state()
+class SeededGenerator:
+    """A callback's random source: seeded, made at the first draw on that draw's device, and carried by
+    training checkpoints (:meth:`state` / :meth:`restore`), so a resumed run draws on where the
+    uninterrupted one would instead of replaying draws already used."""
 
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._generator: torch.Generator | None = None
+        self._restored: torch.Tensor | None = None
 
-def make_generator(device: torch.device, seed: int, state: torch.Tensor | None = None) -> torch.Generator:
-    """A generator on ``device`` seeded with ``seed``, or continuing from a saved ``state`` (a resumed run)."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    if state is not None:
-        generator.set_state(state)
-    return generator
+    def on(self, device: torch.device | str) -> torch.Generator:
+        device = torch.device(device)
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            if self._restored is not None:
+                self._generator.set_state(self._restored)
+                self._restored = None
+        return self._generator
+
+    def state(self) -> torch.Tensor | None:
+        """The state to checkpoint: None before the first draw (a restored one until it is drawn from)."""
+        return self._restored if self._generator is None else self._generator.get_state()
+
+    def restore(self, state: torch.Tensor | None) -> None:
+        self._generator, self._restored = None, state
 
 
 class CallbackList(Callback):

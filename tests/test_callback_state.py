@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from secsplit.callback_state import callbacks_state_name, join_state, split_state
-from secsplit.callbacks import Callback
+from secsplit.callbacks import Callback, SeededGenerator
 from secsplit.data import load_dataset
 from secsplit.defenses import create_defense
 from secsplit.errors import ConfigError
@@ -172,3 +172,16 @@ def test_states_split_into_tensors_and_json_and_join_back():
         join_state({"x": {"tensor": "gone"}}, {}, where="here")
     with pytest.raises(TypeError, match="holds a set"):
         split_state({"bad": {1, 2}})
+
+
+def test_a_seeded_generator_draws_on_after_restore_and_keeps_its_state_until_the_first_draw():
+    source = SeededGenerator(7)
+    first = torch.rand(3, generator=source.on("cpu"))
+    saved = source.state()
+    expected = torch.rand(3, generator=source.on("cpu"))
+    again = SeededGenerator(7)
+    assert again.state() is None  # nothing drawn, nothing to save
+    again.restore(saved)
+    assert torch.equal(again.state(), saved)  # a checkpoint before the first draw after a resume keeps it
+    drawn = torch.rand(3, generator=again.on("cpu"))
+    assert torch.equal(drawn, expected) and not torch.equal(drawn, first)
