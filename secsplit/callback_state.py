@@ -9,22 +9,18 @@ states of the same step.
 
 A state is a JSON object whose leaves may be tensors (a generator's state is a uint8 tensor). The
 tensors go to ``callbacks-step<N>.safetensors`` under their path in the object; the JSON file holds
-the rest, each tensor replaced by a ``{"tensor": key}`` marker, and the tensor file's SHA-256.
+the rest, each tensor replaced by a ``{"tensor": key}`` marker, and the tensor file's SHA-256 (the
+same two files as a party's state: :func:`secsplit.party_state.write_state_files`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from secsplit.atomic import atomic_write
 from secsplit.errors import ConfigError
+from secsplit.party_state import StateError, read_state_files, write_state_files
 
 _MARKER = "tensor"
 
@@ -86,44 +82,29 @@ def save_callbacks_state(directory, step: int, callbacks) -> None:
     if not entries:
         return
     plain, tensors = split_state(entries)
-    blob = st_save(tensors)
-    name = callbacks_state_name(step)
-    atomic_write(Path(directory) / f"{name}.safetensors", blob)
-    meta = {"callbacks": plain, "sha256": hashlib.sha256(blob).hexdigest()}
-    atomic_write(Path(directory) / f"{name}.json", json.dumps(meta, sort_keys=True).encode())
+    write_state_files(directory, callbacks_state_name(step), tensors, {"callbacks": plain})
 
 
 def load_callbacks_state(directory, step: int, callbacks) -> None:
     """Give each callback back the state saved at ``step``; a missing, altered or mismatched file is one
     :class:`ConfigError` naming the file and what is wrong."""
     callbacks = _stateful(callbacks)
+    mine = [type(cb).__name__ for cb in callbacks]
     name = callbacks_state_name(step)
     path = Path(directory) / f"{name}.json"
     if not path.exists():
         if callbacks:
-            stateful = [type(cb).__name__ for cb in callbacks]
-            raise ConfigError(f"cannot resume: {path} is missing, and {', '.join(stateful)} need(s) their saved "
+            raise ConfigError(f"cannot resume: {path} is missing, and {', '.join(mine)} need(s) their saved "
                               f"state to continue as the uninterrupted run (noise, accounting, trained decoders)")
         return
     try:
-        meta = json.loads(path.read_text())
-        blob = (Path(directory) / f"{name}.safetensors").read_bytes()
-    except FileNotFoundError as error:
-        raise ConfigError(f"cannot resume: {error.filename} is missing") from None
-    except (ValueError, OSError) as error:
-        raise ConfigError(f"cannot resume: {path} is unreadable ({error})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("callbacks"), list) or "sha256" not in meta:
+        meta, tensors = read_state_files(directory, name)
+    except StateError as error:
+        raise ConfigError(f"cannot resume: {error}") from None
+    if not isinstance(meta.get("callbacks"), list):
         raise ConfigError(f"cannot resume: {path} is not a secsplit callbacks state")
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise ConfigError(f"cannot resume: {path.with_suffix('.safetensors')} does not match its checksum "
-                          f"(truncated or modified)")
-    try:
-        tensors = st_load(blob)
-    except SafetensorError as error:
-        raise ConfigError(f"cannot resume: {path.with_suffix('.safetensors')} is not a safetensors file: {error}") from None
     entries = join_state(meta["callbacks"], tensors, where=str(path))
     saved = [e.get("callback") if isinstance(e, dict) else None for e in entries]
-    mine = [type(cb).__name__ for cb in callbacks]
     if saved != mine:
         raise ConfigError(f"cannot resume: {path}: field callbacks holds {saved}, this run has {mine}: resume with "
                           f"the run's own defenses")

@@ -47,20 +47,46 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
-def save_party_state(directory: str | Path, name: str, party, *, info: dict) -> Path:
-    """Write ``<name>.safetensors`` and ``<name>.json`` (``info`` + optimizer settings) in ``directory``."""
+def write_state_files(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``<name>.safetensors``, then ``<name>.json`` (``meta`` plus the tensor file's SHA-256)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    blob = st_save(tensors)
+    atomic_write(directory / f"{name}.safetensors", blob)
+    meta = {**meta, "sha256": hashlib.sha256(blob).hexdigest()}
+    atomic_write(directory / f"{name}.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+    return directory / f"{name}.json"
+
+
+def read_state_files(directory: str | Path, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``<name>.json``'s object and ``<name>.safetensors``' tensors, after checking the tensor file against
+    its checksum; a missing, unreadable or altered file is a :class:`StateError` naming it."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / f"{name}.json").read_text())
+        blob = (directory / f"{name}.safetensors").read_bytes()
+    except FileNotFoundError as error:
+        raise StateError(f"no training state {name!r} in {directory}: {Path(error.filename).name} is missing") from None
+    except (ValueError, OSError) as error:
+        raise StateError(f"training state {directory / (name + '.json')} is unreadable: {error}") from None
+    if not isinstance(meta, dict) or "sha256" not in meta:
+        raise StateError(f"{directory / (name + '.json')} is not a secsplit training state")
+    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise StateError(f"{directory / (name + '.safetensors')} does not match its checksum (truncated or modified)")
+    try:
+        return meta, st_load(blob)
+    except SafetensorError as error:
+        raise StateError(f"{directory / (name + '.safetensors')} is not a safetensors file: {error}") from None
+
+
+def save_party_state(directory: str | Path, name: str, party, *, info: dict) -> Path:
+    """Write ``<name>.safetensors`` and ``<name>.json`` (``info`` + optimizer settings) in ``directory``."""
     tensors = {f"segments.{k}": v.detach().cpu().contiguous().clone() for k, v in party.segments.state_dict().items()}
     plain_optimizer = None
     if party.optimizer is not None:
         optimizer_tensors, plain_optimizer = _split_optimizer(party.optimizer.state_dict())
         tensors.update(optimizer_tensors)
-    blob = st_save(tensors)
-    atomic_write(directory / f"{name}.safetensors", blob)
-    meta = {"info": info, "optimizer": plain_optimizer, "sha256": hashlib.sha256(blob).hexdigest()}
-    atomic_write(directory / f"{name}.json", json.dumps(meta, indent=1, sort_keys=True).encode())
-    return directory / f"{name}.json"
+    return write_state_files(directory, name, tensors, {"info": info, "optimizer": plain_optimizer})
 
 
 def _check_optimizer(path: Path, saved, current: dict) -> None:
@@ -89,21 +115,7 @@ def _check_optimizer(path: Path, saved, current: dict) -> None:
 def load_party_state(directory: str | Path, name: str, party) -> dict:
     """Load ``name``'s files into ``party`` (weights and optimizer); returns the saved ``info``."""
     directory = Path(directory)
-    try:
-        meta = json.loads((directory / f"{name}.json").read_text())
-        blob = (directory / f"{name}.safetensors").read_bytes()
-    except FileNotFoundError as error:
-        raise StateError(f"no training state {name!r} in {directory}: {Path(error.filename).name} is missing") from None
-    except (ValueError, OSError) as error:
-        raise StateError(f"training state {directory / (name + '.json')} is unreadable: {error}") from None
-    if not isinstance(meta, dict) or "sha256" not in meta:
-        raise StateError(f"{directory / (name + '.json')} is not a secsplit training state")
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise StateError(f"{directory / (name + '.safetensors')} does not match its checksum (truncated or modified)")
-    try:
-        tensors = st_load(blob)
-    except SafetensorError as error:
-        raise StateError(f"{directory / (name + '.safetensors')} is not a safetensors file: {error}") from None
+    meta, tensors = read_state_files(directory, name)
     weights = {k[len("segments."):]: v for k, v in tensors.items() if k.startswith("segments.")}
     mine = party.segments.state_dict()
     for key in sorted(set(mine) | set(weights)):
