@@ -67,8 +67,8 @@ def network(party: str, addresses: dict, certs: str):
 
 
 # -- --trace: where a step's time goes across processes ---------------------------------------------
-#: (monotonic ns, party, event, bytes); CLOCK_MONOTONIC is one clock for every process on the host
-EVENTS: list[tuple[int, str, str, int]] = []
+#: (monotonic ns, party, event); CLOCK_MONOTONIC is one clock for every process on the host
+EVENTS: list[tuple[int, str, str]] = []
 #: the party this process traces for (the timing client's changes with the topology)
 TRACE_PARTY = [""]
 #: what is timed: (owner, function, event on entry, event on return); the compute phases too, so that
@@ -96,16 +96,16 @@ def install_trace() -> None:
 
         def timed(*a, _original=original, _before=before, _after=after, **k):
             if _before:
-                EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], _before, 0))
+                EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], _before))
             out = _original(*a, **k)
             if _after:
-                EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], _after, len(out) if isinstance(out, bytes) else 0))
+                EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], _after))
             return out
 
         setattr(cls, method, timed)
 
 
-def trace_table(events: list[tuple[int, str, str, int]], me: str) -> list[dict]:
+def trace_table(events: list[tuple[int, str, str]], me: str) -> list[dict]:
     """Median time of each event since the start of ``me``'s step (the first 20 steps left out): the n-th
     occurrence of an event in a step is its own row. ``me`` = :data:`IN_PROCESS`: the in-process steps."""
     events = sorted(events)
@@ -121,7 +121,7 @@ def trace_table(events: list[tuple[int, str, str, int]], me: str) -> list[dict]:
     rows: dict[str, list[float]] = {}
     for step in steps[20:]:
         start, seen = step[0][0], {}
-        for t, party, name, _ in step[1:]:
+        for t, party, name in step[1:]:
             key = (party, name)
             seen[key] = seen.get(key, 0) + 1
             rows.setdefault(f"{party}: {name} #{seen[key]}", []).append((t - start) / 1e3)
@@ -149,20 +149,18 @@ def block(topo, data, step: int, *, mask: bool) -> tuple[list[float], int]:
             n += 1
         return [(time.perf_counter() - start) / n] * n, step + n
     times = []
-    traced = EVENTS if TRACE_PARTY[0] else None
     for x, y in data:
         if mask:
             x, y = torch.zeros_like(x), torch.zeros_like(y)
         start = time.perf_counter()
-        if traced is not None:
-            traced.append((time.monotonic_ns(), TRACE_PARTY[0], "step start", 0))
+        if TRACE_PARTY[0]:
+            EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], "step start"))
         topo.train_step(x, y, step=step)
-        if traced is not None:
-            traced.append((time.monotonic_ns(), TRACE_PARTY[0], "step end", 0))
+        if TRACE_PARTY[0]:
+            EVENTS.append((time.monotonic_ns(), TRACE_PARTY[0], "step end"))
         times.append(time.perf_counter() - start)
         step += 1
     return times, step
-
 
 
 def digest(topo, party: str) -> str | None:
@@ -301,7 +299,8 @@ def main() -> None:
     parser.add_argument("--rtt", action="store_true", help="also measure the loopback round trip (the floor)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of every process")
     parser.add_argument("--trace", action="store_true",
-                        help="also give when each message is queued, written, read and decoded within a step (medians)")
+                        help="also give when each message is queued, written, read and decoded, and each backward "
+                             "pass and optimizer step runs, within a step (medians)")
     parser.add_argument("--party", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--addresses", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--certs", default=None, help=argparse.SUPPRESS)
