@@ -33,25 +33,26 @@ class _CrashAt(Callback):
             raise _Crash(step)
 
 
-# name -> (options, classes, topology, data): each defense where it applies; "digits" trains LeNet on digits
+# case -> (defense, options, classes, topology, data): each defense where it applies; "digits" trains LeNet on digits
 DEFENSES = {
-    "noise": ({"scale": 0.5}, 3, "vanilla", "synthetic"),
-    "label-dp": ({"epsilon": 1.0}, 3, "vanilla", "synthetic"),
-    "gradient-noise": ({"scale": 1.0}, 3, "vanilla", "synthetic"),
-    "marvell": ({}, 2, "vanilla", "synthetic"),
-    "mid": ({"bottleneck": 4, "hidden": 16}, 3, "vanilla", "synthetic"),
-    "attacker-aware": ({"lam": 0.5}, 3, "vanilla", "synthetic"),
-    "attacker-aware-pretrained": ({"lam": 0.5, "pretrain_epochs": 1, "pretrain_data": "digits"}, 10, "vanilla",
-                                  "digits"),
-    "dpsgd": ({"noise_multiplier": 1.0}, 3, "vanilla", "synthetic"),
-    "hijack-detection": ({"warmup": 2, "window": 2}, 3, "ushape", "synthetic"),
+    "noise": ("noise", {"scale": 0.5}, 3, "vanilla", "synthetic"),
+    "label-dp": ("label-dp", {"epsilon": 1.0}, 3, "vanilla", "synthetic"),
+    "gradient-noise": ("gradient-noise", {"scale": 1.0}, 3, "vanilla", "synthetic"),
+    "marvell": ("marvell", {}, 2, "vanilla", "synthetic"),
+    "mid": ("mid", {"bottleneck": 4, "hidden": 16}, 3, "vanilla", "synthetic"),
+    "attacker-aware": ("attacker-aware", {"lam": 0.5}, 3, "vanilla", "synthetic"),
+    "attacker-aware-pretrained": ("attacker-aware", {"lam": 0.5, "pretrain_epochs": 1, "pretrain_data": "digits"}, 10,
+                                  "vanilla", "digits"),
+    "dpsgd": ("dpsgd", {"noise_multiplier": 1.0}, 3, "vanilla", "synthetic"),
+    "dpsgd-target": ("dpsgd", {"target_epsilon": 4.0}, 3, "vanilla", "synthetic"),
+    "hijack-detection": ("hijack-detection", {"warmup": 2, "window": 2}, 3, "ushape", "synthetic"),
     # on the small synthetic MLP splitout flags honest training at once; on digits (its own tests' setup) it does not
-    "splitout": ({"sim_epochs": 10}, 10, "vanilla", "digits"),
+    "splitout": ("splitout", {"sim_epochs": 10}, 10, "vanilla", "digits"),
 }
 
 
-def _run(name, directory, *, crash_at=None, resume=False, epochs=EPOCHS):
-    options, classes, topology, source = DEFENSES[name]
+def _run(case, directory, *, crash_at=None, resume=False, epochs=EPOCHS):
+    name, options, classes, topology, source = DEFENSES[case]
     if source == "digits":
         data = load_dataset("digits", seed=0)
         model = create_model("lenet", input_shape=data.input_shape, num_classes=classes, seed=0)
@@ -60,7 +61,7 @@ def _run(name, directory, *, crash_at=None, resume=False, epochs=EPOCHS):
         model = create_model("mlp", input_shape=data.input_shape, num_classes=classes, seed=0, hidden=(16, 8))
     cuts = ["relu1", "relu2"] if topology == "ushape" else None
     topo = build_topology(topology, model, cuts=cuts)
-    defense = create_defense(name.removesuffix("-pretrained").removesuffix("-target"), **options)
+    defense = create_defense(name, **options)
     callbacks = [defense] + ([_CrashAt(crash_at)] if crash_at is not None else [])
     checkpointing = None if directory is None else Checkpointing(str(directory), every=EVERY, resume=resume)
     trainer = Trainer(topo, batch_size=32, epochs=epochs, seed=0, callbacks=callbacks, checkpointing=checkpointing)
@@ -68,10 +69,10 @@ def _run(name, directory, *, crash_at=None, resume=False, epochs=EPOCHS):
     return model, defense, report
 
 
-def _crash_then_resume(name, directory):
+def _crash_then_resume(case, directory):
     with pytest.raises(_Crash):
-        _run(name, directory, crash_at=CRASH_AT)
-    return _run(name, directory, resume=True)
+        _run(case, directory, crash_at=CRASH_AT)
+    return _run(case, directory, resume=True)
 
 
 def _same_weights(a, b) -> bool:
@@ -85,10 +86,10 @@ def _comparable(defense) -> dict:
     return {"report": report, "epsilon": epsilon() if callable(epsilon) else None}
 
 
-@pytest.mark.parametrize("name", sorted(DEFENSES))
-def test_a_crashed_run_resumed_ends_as_the_uninterrupted_run(name, tmp_path):
-    whole_model, whole_defense, whole = _run(name, None)
-    model, defense, resumed = _crash_then_resume(name, tmp_path)
+@pytest.mark.parametrize("case", sorted(DEFENSES))
+def test_a_crashed_run_resumed_ends_as_the_uninterrupted_run(case, tmp_path):
+    whole_model, whole_defense, whole = _run(case, None)
+    model, defense, resumed = _crash_then_resume(case, tmp_path)
     assert _same_weights(model, whole_model)
     assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in whole.history]
     assert _comparable(defense) == _comparable(whole_defense)
@@ -127,18 +128,14 @@ def test_dpsgd_accounting_counts_the_steps_before_the_crash(tmp_path):
 def test_dpsgd_resumed_with_other_epochs_under_a_target_epsilon_is_refused(tmp_path):
     """target_epsilon spreads the budget over the run's epochs: more epochs on resume would change the noise
     multiplier mid-run, and one accounting would no longer cover every step."""
-    DEFENSES["dpsgd-target"] = ({"target_epsilon": 4.0}, 3, "vanilla", "synthetic")
-    try:
-        with pytest.raises(_Crash):
-            _run("dpsgd-target", tmp_path, crash_at=CRASH_AT)
-        with pytest.raises(ConfigError, match="dpsgd: the checkpoint was trained with noise multiplier .* resume with "
-                                              "the same epochs"):
-            _run("dpsgd-target", tmp_path, resume=True, epochs=EPOCHS + 1)
-        model, defense, _ = _run("dpsgd-target", tmp_path, resume=True)  # the same epochs: it resumes
-        whole_model, whole, _ = _run("dpsgd-target", None)
-        assert _same_weights(model, whole_model) and defense.epsilon() == whole.epsilon()
-    finally:
-        del DEFENSES["dpsgd-target"]
+    with pytest.raises(_Crash):
+        _run("dpsgd-target", tmp_path, crash_at=CRASH_AT)
+    with pytest.raises(ConfigError, match="dpsgd: the checkpoint was trained with noise multiplier .* resume with "
+                                          "the same epochs"):
+        _run("dpsgd-target", tmp_path, resume=True, epochs=EPOCHS + 1)
+    model, defense, _ = _run("dpsgd-target", tmp_path, resume=True)  # the same epochs: it resumes
+    whole_model, whole, _ = _run("dpsgd-target", None)
+    assert _same_weights(model, whole_model) and defense.epsilon() == whole.epsilon()
 
 
 def test_a_missing_or_altered_callbacks_state_is_one_line_naming_the_file(tmp_path):
