@@ -424,11 +424,13 @@ def test_pulls_are_bounded_per_peer_and_only_training_listeners_accept_them():
     try:
         with Link(f"127.0.0.1:{listener.port}", party="client", insecure=True, timeout_s=5) as link:
             link.exchange(WireMessage(run_id="r", step=0, kind="control", src="client", dst="server", tag="hello"))
-            held = [link.pull(request) for _ in range(MAX_STREAMS_PER_PEER)]
-            deadline = time.monotonic() + 5
-            while len(outboxes) < MAX_STREAMS_PER_PEER and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert len(outboxes) == MAX_STREAMS_PER_PEER  # both pulls are open at the listener
+            held = []
+            for n in range(1, MAX_STREAMS_PER_PEER + 1):  # one at a time, so outboxes[i] is held[i]'s
+                held.append(link.pull(request))
+                deadline = time.monotonic() + 5
+                while len(outboxes) < n and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert len(outboxes) == n  # the pull is open at the listener
             third = link.pull(request)
             guard = threading.Timer(5, third.cancel)  # a read has no deadline of its own (the channel's watcher gives it one)
             guard.start()
@@ -440,12 +442,15 @@ def test_pulls_are_bounded_per_peer_and_only_training_listeners_accept_them():
                 outboxes[0].put(encode(WireMessage(run_id="r", step=i, kind="activation", src="server", dst="client",
                                                    tensor=tensor)), timeout_s=1, peer="client")
             outboxes[0].close()
+            guard = threading.Timer(10, held[0].cancel)  # a lost message fails the test instead of hanging it
+            guard.start()
             received = [decode(held[0].read()).tensor for _ in sent]
             assert all(torch.equal(a, b) for a, b in zip(sent, received, strict=True))
             # read in this thread: no gRPC thread relays each message (gRPC ignores a misspelt option silently)
             assert type(held[0]._call).__name__ == "_SingleThreadedRendezvous"
             assert not [t.name for t in threading.enumerate() if "channel_spin" in t.name]
             assert held[0].read() is None and "ended its stream" in held[0].ended  # in order, then the end
+            guard.cancel()
             assert outboxes[0].drain(1.0)
             outboxes[1].close()
         with Link(f"127.0.0.1:{plain.port}", party="client", insecure=True, timeout_s=5) as link:
