@@ -536,3 +536,21 @@ def test_a_sender_finishing_stops_at_once_when_its_receiver_failed():
         with pytest.raises(PeerGone, match="server failed: ValueError: the server's disk is full"):
             client.flush()
         assert time.monotonic() - start < 2.0  # not the 30 s timeout
+
+
+def test_a_message_that_arrived_before_its_senders_goodbye_is_still_read():
+    """A peer finishing cleanly flushes (its messages are written) and then says goodbye; the receiver
+    may hear the goodbye before its training thread reads the last message. That message is read; only
+    a message that never comes fails, once the finished peer's stream has ended."""
+    with _pair(timeout_s=30.0) as (client, server):
+        _both(client.open, server.open)
+        client.send("client", "server", "activation", torch.ones(2), step=0)
+        assert torch.equal(server.send("client", "server", "activation", None, step=0), torch.ones(2))
+        client.send("client", "server", "activation", torch.full((2,), 2.0), step=1)
+        client.close()  # flushed: written to the server's pull, then goodbye
+        assert server._gone.get("client") == ""  # the goodbye was heard before the read below
+        start = time.monotonic()
+        assert torch.equal(server.send("client", "server", "activation", None, step=1), torch.full((2,), 2.0))
+        with pytest.raises(PeerGone, match="client finished before sending the activation of step 2"):
+            server.send("client", "server", "activation", None, step=2)
+        assert time.monotonic() - start < 5.0  # not the 30 s timeout

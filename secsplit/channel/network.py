@@ -290,6 +290,7 @@ class NetworkChannel(Channel):
             self._check_waiting(src, kind, step, deadline)
             inbound = self._inbound(src)
             if inbound.ended is not None:  # its stream broke or ended: only its goodbye or the deadline is left
+                self._check_waiting(src, kind, step, deadline, drained=True)
                 with self._cond:
                     self._cond.wait(max(0.0, min(deadline - time.monotonic(), WATCH_INTERVAL_S)))
                 continue
@@ -311,14 +312,18 @@ class NetworkChannel(Channel):
                                f"({message.phase}{', ' + message.tag if message.tag else ''})")
         return message.tensor
 
-    def _check_waiting(self, src: str, kind: str, step: int, deadline: float) -> None:
+    def _check_waiting(self, src: str, kind: str, step: int, deadline: float, *, drained: bool = False) -> None:
         """Raise why waiting for ``src``'s next message is pointless: the run goes back to a checkpoint,
-        ``src`` left, or the deadline passed."""
+        ``src`` failed, ``src`` finished and its stream has ended (``drained``), or the deadline passed.
+
+        A peer finishing cleanly flushes before its goodbye, so its last messages may still be on the
+        way when the goodbye is heard: they are read until its stream ends.
+        """
         with self._cond:
             if self.restarted:
                 raise PeerRestarted(self.restarted)
-            if src in self._gone:
-                reason = self._gone[src]
+            reason = self._gone.get(src)
+            if reason or (reason is not None and drained):
                 raise PeerGone(f"{src} {'failed' if reason else 'finished'} before sending the {kind} of step {step}"
                                + (f": {reason}" if reason else " (do both run the same run file?)"))
         if time.monotonic() >= deadline:
