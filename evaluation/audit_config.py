@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from secsplit.description import TOP_LEVEL_KEYS, RunDescription, normalize, read_table_file, stable_hash
@@ -97,7 +97,10 @@ def load_audit_config(path) -> AuditConfig:
 def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
     """Validate a parsed audit description and expand its grid into runs."""
     from secsplit.evaluation.build import check_components
+    from secsplit.evaluation.every_attack import expand_all
 
+    if "audit" not in raw and "experiment" not in raw:
+        return run_file_audit(raw, origin=origin)
     audit = dict(raw.get("audit", {}))
     unknown = sorted(set(raw) - {"audit", "experiment"})
     if unknown:
@@ -116,6 +119,7 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
     if not isinstance(experiments, list) or not experiments or not all(isinstance(e, dict) for e in experiments):
         raise ConfigError(f"{origin}: needs at least one [[experiment]] table")
     config = AuditConfig(name=name, source=raw)
+    active_memo: dict = {}
     for number, experiment in enumerate(experiments, start=1):
         where = f"{origin}: experiment {number}"
         experiment = {LEGACY.get(k, k): v for k, v in experiment.items()}
@@ -124,14 +128,62 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
         merged = _merge_defaults(audit, experiment, where)
         if "epochs" not in merged and "early_stopping" not in merged:
             merged.update(CONVERGENCE_DEFAULTS)
-        descriptions = expand_experiment(merged, where=where)
-        for description in descriptions:
+        descriptions = []  # the experiment's own runs (an active attack's run of its own aside)
+        for description in expand_experiment(merged, where=where):
             check_components(description, where=where)
-            config.runs.append(RunSpec(description))
+            own, *apart = expand_all(description, memo=active_memo)
+            descriptions.append(own)
+            config.runs.extend(RunSpec(d) for d in (own, *apart))
         if wanted is not None:
             config.frontiers.extend(_experiment_frontiers(descriptions, wanted, f"{name}-e{number}", where))
     if not config.runs:
         raise ConfigError(f"{origin}: the grid is empty")
+    _check_data_sources(config, origin)
+    return config
+
+
+#: a deployment's run file names its parties' addresses; an audit simulates every party in process
+PARTIES_KEY = "parties"
+
+
+def run_file_audit(raw: dict, *, origin: str = "run") -> AuditConfig:
+    """The worst-case audit of one run file, the same file ``secsplit train`` or ``launch`` / ``serve`` take.
+
+    The run is audited as written (its data, model, topology, cuts, defenses, training), and without
+    its defenses when it has some (what they buy and cost), with every party simulated in this process (``[parties]`` is set aside: scoring an attack needs the ground
+    truth its victim holds). Unless the file says otherwise: every attack (``attacks = ["all"]``),
+    each from every seat; attacks tuned (``tune = true``); training to convergence when it gives
+    neither ``epochs`` nor ``early_stopping``. A ``[frontier]`` table (as ``secsplit frontier`` takes)
+    searches each defense family's strength on the undefended run after the audit.
+    """
+    from secsplit.evaluation.build import check_components
+    from secsplit.evaluation.every_attack import ALL, expand_all
+
+    run = normalize({k: v for k, v in raw.items() if k != PARTIES_KEY}, where=origin)
+    frontier = run.pop("frontier", None)
+    unknown = sorted(set(run) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}: neither an audit file ([audit] and "
+                          f"[[experiment]] tables) nor a run file (keys {', '.join(TOP_LEVEL_KEYS)}, [parties], "
+                          f"[frontier])")
+    if not run.get("attacks"):
+        run["attacks"] = [ALL]
+    run.setdefault("tune", True)
+    if "epochs" not in run and "early_stopping" not in run:
+        run.update(CONVERGENCE_DEFAULTS)
+    description = RunDescription.from_dict(run, where=origin)
+    check_components(description, where=origin)
+    name = Path(origin).stem
+    config = AuditConfig(name=name, source=raw)
+    memo: dict = {}
+    # with defenses, the same run undefended too: what the defenses buy, and what they cost in utility
+    variants = [description, replace(description, defenses=())] if description.active_defenses else [description]
+    for variant in variants:
+        config.runs.extend(RunSpec(d) for d in expand_all(variant, memo=memo))
+    table = _frontier_table(None, frontier, origin)
+    if table is not None:
+        undefended = expand_all(replace(description, defenses=()), memo=memo)[0]
+        config.frontiers.extend(_experiment_frontiers([undefended], table, name, origin))
     _check_data_sources(config, origin)
     return config
 
@@ -157,8 +209,6 @@ def _frontier_table(audit_table, experiment_table, where: str) -> dict | None:
 def _experiment_frontiers(descriptions, table: dict, prefix: str, where: str) -> list:
     """One frontier per configuration of the experiment's grid (its defenses and seeds aside): it searches on
     the configuration's first seed and confirms on the others, unless ``table`` says otherwise."""
-    from dataclasses import replace
-
     from secsplit.evaluation.frontier import configuration_label, frontier_config
 
     groups: dict[str, list[RunDescription]] = {}

@@ -49,8 +49,10 @@ def check_components(description: RunDescription, *, where: str = "run") -> None
     from secsplit.attacks import ATTACKS
     from secsplit.defenses import DEFENSES
 
+    from secsplit.evaluation.every_attack import ALL
+
     for key, registry, specs in (("defenses", DEFENSES, description.active_defenses),
-                                 ("attacks", ATTACKS, [a for a in description.attacks if a != "none"])):
+                                 ("attacks", ATTACKS, [a for a in description.attacks if a not in ("none", ALL)])):
         for spec in specs:
             name, params = parse_spec(spec)
             if key == "attacks":
@@ -210,6 +212,9 @@ def build_run(description: RunDescription, *, progress: bool | None = False, che
         topology = build_topology(name, model, cuts=cuts, optimizer=optimizer, label_source=d.label_source,
                                   seed=d.seed, model_name=model_name, model_options=model_options, **options)
     attacks, not_applicable, variants, slots = {}, {}, {}, {}
+    if attach_attacks and "all" in d.attacks:
+        raise ConfigError("attacks = [\"all\"] is for audits (`secsplit audit --config FILE`, which gives each "
+                          "active attack a run of its own); here name the attacks (`secsplit list` shows them)")
     if attach_attacks:
         for base in d.attacks:
             if base == "none":

@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
                     "results.jsonl, tables, plots and report.html.",
         epilog=AUDIT_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = audit.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, help="audit file (TOML or JSON; format below and in docs/run-files.md)")
+    source.add_argument("--config", type=Path,
+                        help="audit file (TOML or JSON; format below and in docs/run-files.md), or a run file "
+                             "(the one train, launch or serve take): its worst-case audit")
     source.add_argument("--preset", default=None, help="built-in audit: quick (default), standard (trained models, 3 seeds, tuned attacks) or full")
     audit.add_argument("--out", type=Path, default=Path("audit-results"), help="output folder (results.jsonl, tables, plots, report.html)")
     audit.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (local process pool)")
@@ -65,7 +67,12 @@ audit file (TOML; every key documented in docs/run-files.md):
   attacks = ["norm-attack", "cosine-attack"]
 
 A list under a one-value key is a grid axis; a list-valued key (cuts, features, views, hidden) takes a
-list of lists for a grid. `secsplit audit --print-config FILE` shows the expanded grid."""
+list of lists for a grid. attacks = "all" is every attack (each active one in a run of its own).
+`secsplit audit --print-config FILE` shows the expanded grid.
+
+a run file (no [audit] or [[experiment]]; [parties] set aside, every party simulated here) is audited
+as written, and undefended beside it when it has defenses; unless it says otherwise: every attack
+from every seat, tuned, trained to convergence; a [frontier] table searches each defense family."""
 
 
 def tuned(config):
@@ -78,16 +85,27 @@ def tuned(config):
                    frontiers=[replace(f, base=replace(f.base, tune=True)) for f in config.frontiers])
 
 
+def load_audit_file(path):
+    """An audit file, or a run file (the one `train`, `launch` or `serve` take) as its worst-case audit."""
+    from secsplit.description import read_table_file
+    from secsplit.evaluation.audit_config import build_audit_config
+    from secsplit.evaluation.commands.run_args import without_parties
+
+    raw = read_table_file(path)
+    if "audit" not in raw and "experiment" not in raw:
+        raw = without_parties(raw, str(path))
+    return build_audit_config(raw, origin=str(path))
+
+
 def run(args: argparse.Namespace) -> int:
-    from secsplit.evaluation.audit_config import build_audit_config, describe_grid, load_audit_config
+    from secsplit.evaluation.audit_config import build_audit_config, describe_grid
     from secsplit.evaluation.presets import preset
     from secsplit.evaluation.report import write_report
     from secsplit.evaluation.runner import run_audit
 
-    if isinstance(args.print_config, str):
-        config = load_audit_config(args.print_config)
-    elif args.config:
-        config = load_audit_config(args.config)
+    path = args.print_config if isinstance(args.print_config, str) else args.config
+    if path:
+        config = load_audit_file(path)
     else:
         name = args.preset or "quick"
         config = build_audit_config(preset(name), origin=f"preset {name}")

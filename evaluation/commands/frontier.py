@@ -54,13 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     from secsplit.description import read_table_file
     from secsplit.errors import ConfigError
+    from secsplit.evaluation.commands.run_args import without_parties
     from secsplit.evaluation.frontier import build_frontier_config, run_frontier
 
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-
-    config = build_frontier_config(read_table_file(args.config), origin=str(args.config), budget=args.budget)
+    raw = without_parties(read_table_file(args.config), str(args.config))
+    config = build_frontier_config(raw, origin=str(args.config), budget=args.budget)
     summary = run_frontier(config, args.out, quiet=args.quiet or args.json)
     if args.json:
         print(json.dumps({k: v for k, v in summary.items()}, indent=2, default=str))

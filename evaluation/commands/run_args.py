@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from secsplit.evaluation.commands.common import keyword_option, positive_float, positive_int
@@ -61,7 +62,7 @@ def description_from_args(args: argparse.Namespace, *, attacks: list[str] | None
     from secsplit.description import RunDescription, normalize, read_table_file
 
     where = str(args.config) if args.config else "run"
-    raw = normalize(read_table_file(args.config), where=where) if args.config else {}
+    raw = normalize(without_parties(read_table_file(args.config), where), where=where) if args.config else {}
     for key, value in getattr(args, "run_defaults", {}).items():
         raw.setdefault(key, value)
     raw["data"] = _table(raw.get("data"), "source")
@@ -94,6 +95,18 @@ def description_from_args(args: argparse.Namespace, *, attacks: list[str] | None
     if probe is not None:
         raw["probe_samples"] = probe
     return RunDescription.from_dict({k: v for k, v in raw.items() if v is not None}, where=where)
+
+
+def without_parties(raw: dict, where: str) -> dict:
+    """A deployment's run file without its ``[parties]`` table, said on stderr: this command runs every
+    party in this process (the same run, weight for weight, as `secsplit launch` or `serve` give)."""
+    from secsplit.evaluation.audit_config import PARTIES_KEY
+
+    if PARTIES_KEY not in raw:
+        return raw
+    print(f"secsplit: {where}: [{PARTIES_KEY}] set aside: every party runs in this process "
+          f"(`secsplit launch` / `serve` run them apart)", file=sys.stderr)
+    return {k: v for k, v in raw.items() if k != PARTIES_KEY}
 
 
 def print_description(description) -> None:
