@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 
-
 from secsplit.attacks import ATTACKS
 from secsplit.evaluation.audit_config import build_audit_config
 from secsplit.evaluation.build import create_attack_from_spec
