@@ -195,8 +195,8 @@ def build_party(description, parties: dict[str, str], role: str, *, certs=None, 
 ATTACKS_IN_PROCESS = (
     "an attack is scored against ground truth its seat's party does not hold across processes (a label attack "
     "against the label owner's labels, an input reconstruction against the data owner's inputs): run attacks in "
-    "process (secsplit attack / audit), where the simulation holds every party's data; a run across processes "
-    "trains only")
+    "process, where the simulation holds every party's data (`secsplit audit --config` on this run file audits "
+    "it with every attack, its [parties] set aside); a run across processes trains only")
 
 def _checkpointing(description, directory, every: int, resume: bool):
     """The party's :class:`~secsplit.training.Checkpointing`, after checking the run it resumes is this one."""
