@@ -87,6 +87,8 @@ class AuditConfig:
     source: dict = field(default_factory=dict)
     #: frontier searches run after the grid (``frontier = {...}``), one per experiment configuration
     frontiers: list = field(default_factory=list)
+    #: a run file's audit: the defense search against its worst attacks (:mod:`secsplit.evaluation.verdict`)
+    defense_search: object | None = None
 
 
 def load_audit_config(path) -> AuditConfig:
@@ -153,8 +155,9 @@ def run_file_audit(raw: dict, *, origin: str = "run") -> AuditConfig:
     its defenses when it has some (what they buy and cost), with every party simulated in this process (``[parties]`` is set aside: scoring an attack needs the ground
     truth its victim holds). Unless the file says otherwise: every attack (``attacks = ["all"]``),
     each from every seat; attacks tuned (``tune = true``); training to convergence when it gives
-    neither ``epochs`` nor ``early_stopping``. A ``[frontier]`` table (as ``secsplit frontier`` takes)
-    searches each defense family's strength on the undefended run after the audit.
+    neither ``epochs`` nor ``early_stopping``; and after the attacks, a search of each defense family
+    against each target's worst attack (:mod:`secsplit.evaluation.verdict`), set by a ``[frontier]``
+    table (the keys ``secsplit frontier`` takes) or turned off by ``frontier = false``.
     """
     from secsplit.evaluation.build import check_components
     from secsplit.evaluation.every_attack import ALL, expand_all
@@ -180,10 +183,14 @@ def run_file_audit(raw: dict, *, origin: str = "run") -> AuditConfig:
     variants = [description, replace(description, defenses=())] if description.active_defenses else [description]
     for variant in variants:
         config.runs.extend(RunSpec(d) for d in expand_all(variant, memo=memo))
-    table = _frontier_table(None, frontier, origin)
-    if table is not None:
+    if frontier is not False:
+        from secsplit.evaluation.frontier import check_frontier_keys
+        from secsplit.evaluation.verdict import DefenseSearch
+
+        table = {} if frontier in (None, True) else frontier
+        check_frontier_keys(table, f"{origin}: frontier")
         undefended = expand_all(replace(description, defenses=()), memo=memo)[0]
-        config.frontiers.extend(_experiment_frontiers([undefended], table, name, origin))
+        config.defense_search = DefenseSearch(undefended, dict(table), name=f"{name}-defenses")
     _check_data_sources(config, origin)
     return config
 

@@ -105,7 +105,7 @@ def frontier_points(summary: dict, undefended: DefensePoint | None) -> list[Defe
             continue
         attack, leak = max(leaks, key=lambda item: item[1])
         record = {**{k: base.get(k) for k in ("utility_chance", "test_size")}, "utility": point["utility"],
-                  "source": "frontier"}
+                  "source": "frontier", "searched_attacks": sorted(attack for attack, _ in leaks)}
         out.append(DefensePoint(point["defense"], leak, (attack, None), record))
     return out
 
@@ -178,8 +178,12 @@ def _best_defense(defended: list[DefensePoint], worst: DefensePoint, budget: flo
                       f"{cheapest.leak:.2f} at a cost of {(reference - cheapest.record['utility']) * 100:.1f} points of utility")
         return (f"No defense tried within {words} lowers the worst leak meaningfully ({len(within)} tried; the least "
                 f"leaky, {best.defense}, leaves {best.leak:.2f}){beyond}.", best, True)
-    searched = " (found by the frontier search)" if best.record.get("source") == "frontier" else ""
-    return (f"Best defense within {words}: {best.defense}{searched}, which takes the worst leak over every attack "
+    if best.record.get("source") == "frontier":  # judged by the attacks it was searched against, not every one
+        attacks = ", ".join(best.record.get("searched_attacks") or ["its search's attacks"])
+        return (f"Best defense within {words}: {best.defense} (found by the frontier search), which takes the worst "
+                f"leak of the attacks it was searched against ({attacks}) from {change}; the audit's other attacks "
+                f"were not rerun on it.", best, True)
+    return (f"Best defense within {words}: {best.defense}, which takes the worst leak over every attack "
             f"and seat from {change}.", best, True)
 
 

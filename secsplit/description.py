@@ -177,8 +177,11 @@ class RunDescription:
         return tuple(d for d in self.defenses if d != "none")
 
     def training_part(self) -> RunDescription:
-        """This description without its attacks: what determines the trained weights (a cache key)."""
-        return replace(self, attacks=(), probe_samples=1, tune=False)
+        """What determines the trained weights (the model cache's key): this description without its
+        passive attacks. An active attack (FSHA's hijacking server) changes what its party sends, so the
+        weights it leaves are not the honest run's and it stays in the key."""
+        return replace(self, attacks=tuple(a for a in self.attacks if _is_active_attack(a)), probe_samples=1,
+                       tune=False)
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -382,3 +385,15 @@ def _integer(value, where: str) -> int:
             return int(value)
         raise ConfigError(f"{where} must be an integer, got {value!r}")
     return value
+
+
+def _is_active_attack(spec: str) -> bool:
+    """Whether the attack ``spec`` names deviates from the protocol (its threat model's behaviour)."""
+    from secsplit.attacks import ATTACKS
+    from secsplit.attacks.base import canonical_name
+    from secsplit.specs import parse_spec
+
+    if spec == "none":
+        return False
+    name = canonical_name(parse_spec(spec)[0])
+    return name in ATTACKS and ATTACKS.lookup(name).threat_model.behaviour == "active"

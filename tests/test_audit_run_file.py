@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from secsplit.attacks import ATTACKS
 from secsplit.evaluation.audit_config import build_audit_config
 from secsplit.evaluation.build import create_attack_from_spec
@@ -118,3 +120,44 @@ def test_a_deployment_file_audited_end_to_end(tmp_path, capsys):
     assert all(r["status"] == "ok" and r["seat"] == "client" for r in rows)
     assert (out / "report.html").exists()
     assert "parties" not in json.loads((out / "audit-config.json").read_text())  # no addresses in the outputs
+    # then each label-defense family is searched against the worst label attack, seated at the client
+    searched = json.loads((out / "frontier" / "hospital-defenses" / "frontier.json").read_text())
+    worst = max((r for r in rows if not r["run"]["defenses"]), key=lambda r: r["leakage"]["leak_auc"])
+    assert {row["attack"] for row in searched["rows"]} == {f"{worst['attack']}:attacker=client"}
+    families = {row["defense"] for row in searched["rows"]}
+    assert {"max-norm", "gradient-noise", "label-dp"} <= families and "nopeek" not in families
+    findings = (out / "results.md").read_text().split("## Results")[0]
+    assert "(found by the frontier search)" in findings or "No defense tried" in findings
+
+
+def test_an_active_attacks_run_never_stands_for_the_honest_run_in_the_model_cache():
+    """FSHA's hijacking server trains the client toward its own decoder: its weights are not the honest
+    run's, so its training key (the model cache's and the frontier's reuse key) differs."""
+    config = build_audit_config({"data": "digits", "epochs": 1, "frontier": False}, origin="run.toml")
+    honest, hijacked = config.runs
+    assert hijacked.description.attacks == ("fsha",)
+    assert honest.training_key() != hijacked.training_key()
+    assert honest.training_key() == build_audit_config(
+        {"data": "digits", "epochs": 1, "attacks": ["norm-attack"], "frontier": False}).runs[0].training_key()
+
+
+def test_the_defense_search_takes_each_seats_worst_attack_at_its_tuned_settings():
+    from secsplit.description import RunDescription
+    from secsplit.evaluation.verdict import MIN_LEAK, worst_attacks
+
+    undefended = RunDescription.from_dict({"data": "breast-cancer", "attacks": ["norm-attack", "cosine-attack"]})
+    other = RunDescription.from_dict({"data": "breast-cancer", "defenses": ["max-norm"], "attacks": ["norm-attack"]})
+
+    def row(attack, seat, auc, *, description=undefended, status="ok", tuning=None):
+        return {"run_key": description.key(), "run": description.to_dict(), "status": status, "attack": attack,
+                "seat": seat, "leakage": {"leak_auc": auc, "chance_auc": 0.5}, "tuning": tuning}
+
+    rows = [row("norm-attack", "client", 0.90, tuning={"best_params": {"score": "spectral"}}),
+            row("cosine-attack", "client", 0.80),
+            row("norm-attack", "server", 0.5 + 0.5 * MIN_LEAK / 2),  # under MIN_LEAK of the way to 1: no search
+            row("cosine-attack", "client", 1.0, status="failed"),
+            row("cosine-attack", "client", 1.0, description=other)]
+    worst = worst_attacks(rows, undefended)
+    assert list(worst) == [("labels", "client")]
+    chosen = worst[("labels", "client")]
+    assert chosen.spec == "norm-attack:score=spectral,attacker=client" and chosen.leak == pytest.approx(0.8)

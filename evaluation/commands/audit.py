@@ -114,8 +114,13 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config is not None:
         frontiers = [{"name": f.name, "budget": f.budget, "trials": f.trials, "seeds": list(f.seeds),
                       "confirm_seeds": list(f.confirm_seeds), "families": list(f.families)} for f in config.frontiers]
+        search = config.defense_search
+        if search is not None:  # what it searches depends on the attacks' results
+            search = {"name": search.name, "against": "each target's worst attack on the undefended run",
+                      **search.table}
         print(json.dumps({"name": config.name, "runs": describe_grid(config),
-                          **({"frontiers": frontiers} if frontiers else {})}, indent=2))
+                          **({"frontiers": frontiers} if frontiers else {}),
+                          **({"defense_search": search} if search else {})}, indent=2))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "audit-config.json").write_text(json.dumps(config.source, indent=2))
@@ -126,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
                            ray_address=args.ray_address,
                            artifacts_dir=args.out / "artifacts")
         run_frontiers(config, args.out, results, quiet=args.quiet)
+        if config.defense_search is not None:
+            from secsplit.evaluation.findings import UTILITY_BUDGET
+            from secsplit.evaluation.verdict import run_defense_search
+
+            budget = UTILITY_BUDGET if args.utility_budget is None else args.utility_budget
+            run_defense_search(config.defense_search, args.out, results, workers=args.jobs, utility_budget=budget,
+                               quiet=args.quiet)
         elapsed = time.perf_counter() - start
         written = write_report(results, args.out, config_source=config.source, artifacts_dir=args.out / "artifacts",
                                utility_budget=args.utility_budget, frontier=args.frontier)
