@@ -72,7 +72,8 @@ list of lists for a grid. attacks = "all" is every attack (each active one in a 
 
 a run file (no [audit] or [[experiment]]; [parties] set aside, every party simulated here) is audited
 as written, and undefended beside it when it has defenses; unless it says otherwise: every attack
-from every seat, tuned, trained to convergence; a [frontier] table searches each defense family."""
+from every seat, tuned, trained to convergence; then each defense family is searched against each
+seat's worst attack (a [frontier] table sets the search, frontier = false turns it off)."""
 
 
 def tuned(config):
