@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from secsplit.description import RunDescription
+from secsplit.description import RunDescription, is_active_attack
 
 #: the attack list entry that stands for every registered attack
 ALL = "all"
@@ -32,7 +32,7 @@ def expand_all(description: RunDescription, *, memo: dict | None = None) -> list
         return [description]
     from secsplit.attacks import ATTACKS
     from secsplit.attacks.base import canonical_name
-    from secsplit.evaluation.build import attack_slots, build_run, create_attack_from_spec
+    from secsplit.evaluation.build import attack_slots, build_run
     from secsplit.specs import parse_spec
 
     named = [a for a in description.attacks if a != ALL]
@@ -44,8 +44,7 @@ def expand_all(description: RunDescription, *, memo: dict | None = None) -> list
     for name in ATTACKS.names():
         if name in given:
             continue
-        attack = create_attack_from_spec(name, seed=description.seed)
-        if attack.threat_model.behaviour != "active":
+        if not is_active_attack(name):
             passive.append(name)
             continue
         if (configuration, name) not in memo:

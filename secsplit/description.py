@@ -180,7 +180,7 @@ class RunDescription:
         """What determines the trained weights (the model cache's key): this description without its
         passive attacks. An active attack (FSHA's hijacking server) changes what its party sends, so the
         weights it leaves are not the honest run's and it stays in the key."""
-        return replace(self, attacks=tuple(a for a in self.attacks if _is_active_attack(a)), probe_samples=1,
+        return replace(self, attacks=tuple(a for a in self.attacks if is_active_attack(a)), probe_samples=1,
                        tune=False)
 
     # -- serialization ---------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def _integer(value, where: str) -> int:
     return value
 
 
-def _is_active_attack(spec: str) -> bool:
+def is_active_attack(spec: str) -> bool:
     """Whether the attack ``spec`` names deviates from the protocol (its threat model's behaviour)."""
     from secsplit.attacks import ATTACKS
     from secsplit.attacks.base import canonical_name
