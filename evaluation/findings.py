@@ -37,6 +37,7 @@ class Finding:
     cost: str
     data: dict = field(default_factory=dict)
     caution: str = ""
+    exposure: str = ""  # what the protocol itself hands over (labels sent in the clear), beside the attacks
 
     @property
     def title(self) -> str:
@@ -44,7 +45,8 @@ class Finding:
 
     def to_dict(self) -> dict:
         return {"configuration": self.configuration, "title": self.title, "leak": self.leak,
-                "sentences": [s for s in (self.worst, self.defense, self.cost, self.caution) if s], **self.data}
+                "sentences": [s for s in (self.worst, self.exposure, self.defense, self.cost, self.caution) if s],
+                **self.data}
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,17 @@ def _finding(config: tuple, points: dict[str, DefensePoint], budget: float) -> F
             "best_defense": _defense_data(best, within) if best else None}
     caution = _chance_caution(worst.record)
     return Finding(dict(zip(CONFIG_FIELDS, config)), worst.leak, _worst_sentence(worst), defense_text, cost_text, data,
-                   caution)
+                   caution, _exposure_sentence(worst.record))
+
+
+def _exposure_sentence(record: dict) -> str:
+    """The labels this configuration's protocol sends another party: a full label leak no attack measures."""
+    routes = record.get("labels_sent") or []
+    if not routes:
+        return ""
+    return (f"Labels: every training label is sent in the clear ({', '.join(routes)}), so that party holds them "
+            f"all without attacking; U-shape, or the labels held by the party computing the loss "
+            f"(label_source = \"label_owner\"), keeps them from it.")
 
 
 def _chance_caution(record: dict) -> str:

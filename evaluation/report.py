@@ -190,7 +190,8 @@ def _findings_html(found: list, budget: float) -> str:
             f"<li class='finding'><h3>{_e(f.title)} <span class='leak' style='--leak:{f.leak:.3f}' "
             f"title='worst normalized leak'>leak {f.leak:.2f}</span></h3>"
             + "".join(f"<p class='{kind}'>{_e(text)}</p>" for kind, text in
-                      (("worst", f.worst), ("defense", f.defense), ("cost", f.cost), ("caution", f.caution)) if text)
+                      (("worst", f.worst), ("exposure", f.exposure), ("defense", f.defense), ("cost", f.cost),
+                       ("caution", f.caution)) if text)
             + "</li>"
             for f in found)
         body = f"<ol class='findings'>{items}</ol>"

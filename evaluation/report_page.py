@@ -20,6 +20,7 @@ li.finding h3{margin:.2em 0 .3em;display:flex;flex-wrap:wrap;align-items:baselin
 li.finding p{margin:.25em 0}
 li.finding .worst{font-weight:600}
 li.finding .caution{color:#8a4b00;font-style:italic}
+li.finding .exposure{color:#8a1c00}
 .leak{font-size:.8em;font-weight:600;color:#fff;padding:.05em .55em;border-radius:1em;
  background:color-mix(in srgb,#D55E00 calc(var(--leak)*100%),#0072B2)}
 figure{margin:1.2em 0}

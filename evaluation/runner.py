@@ -141,6 +141,8 @@ def execute_run(spec: RunSpec, artifacts_dir: str | None = None, cache_dir: str 
             "epochs_trained": summary.get("epochs_trained"),
             "client_flops_train": summary["client_train_flops"], "flops": summary["flops"],
             "bytes": summary["traffic"]["per_party"], "train_wall_time_s": summary["wall_time_s"], **leakage,
+            # labels the protocol itself hands to another party: exposed without any attack
+            "labels_sent": sorted({f"{r.src} -> {r.dst}" for r in topology.routes() if r.kind == "labels"}),
         }
         for (attack_spec, seat), reason in built.not_applicable.items():
             slot_rows.append((attack_spec, seat, {"status": "not_applicable", "reason": reason, **common}))

@@ -61,6 +61,7 @@ def table_records(rows: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
         record.update(_mean_numbers([_numbers(row) for row in group]))
         record["status"] = ", ".join(sorted({r["status"] for r in group}))
         record["tuning"] = _tuning(group[0].get("tuning"))
+        record["labels_sent"] = group[0].get("labels_sent") or []
         metric = next((m for m in PRIMARY if m in record), None)
         if metric:
             record.update(metric=metric, leak=record.get(f"{metric}_norm"), leak_sd=record.get(f"{metric}_norm_sd"))

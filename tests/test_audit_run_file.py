@@ -161,3 +161,18 @@ def test_the_defense_search_takes_each_seats_worst_attack_at_its_tuned_settings(
     assert list(worst) == [("labels", "client")]
     chosen = worst[("labels", "client")]
     assert chosen.spec == "norm-attack:score=spectral,attacker=client" and chosen.leak == pytest.approx(0.8)
+
+
+def test_rows_name_the_labels_the_protocol_sends():
+    from secsplit.description import RunDescription
+    from secsplit.evaluation.audit_config import RunSpec
+    from secsplit.evaluation.runner import execute_run
+
+    def labels_sent(**topology):
+        description = RunDescription.from_dict({"data": "breast-cancer", "epochs": 1, "topology": topology})
+        (row,) = execute_run(RunSpec(description))
+        return row["labels_sent"]
+
+    assert labels_sent(name="vanilla") == ["client -> server"]  # label_source = "data_owner": sent each batch
+    assert labels_sent(name="vanilla", label_source="label_owner") == []
+    assert labels_sent(name="ushape") == []

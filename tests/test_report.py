@@ -166,9 +166,26 @@ def test_settings_a_frontier_searched_join_the_findings(records):
                             "leakage": {"norm-attack": {"mean": 0.58}, "cosine-attack": {"mean": 0.60}}}]}
     labels = findings.findings(records, frontier=frontier)[0]
     assert "marvell:scale=4 (found by the frontier search)" in labels.defense and "from 1.00 to 0.11" in labels.defense
+    # judged by the frontier's attacks only, and the finding says which
+    assert "the attacks it was searched against (cosine-attack, norm-attack)" in labels.defense
+    assert "other attacks were not rerun on it" in labels.defense
     assert "the frontier search records no epsilon" in labels.cost
     other = findings.findings(records, frontier={**frontier, "configuration": "digits mlp vanilla relu1"})[0]
     assert "frontier" not in other.defense
+
+
+def test_labels_the_protocol_sends_in_the_clear_are_a_finding_of_their_own(tmp_path):
+    ssim = {"ssim": 0.99, "num_targets": 16}
+    sent = [row(WHITEBOX, seat="server", dataset="digits", leakage=ssim, labels_sent=["client -> server"])]
+    (finding,) = findings.findings(tables.table_records(sent))
+    assert finding.exposure.startswith("Labels: every training label is sent in the clear (client -> server)")
+    assert finding.to_dict()["sentences"][1] == finding.exposure  # right after the worst attack
+    kept = [row(WHITEBOX, seat="server", dataset="digits", leakage=ssim, labels_sent=[])]
+    assert findings.findings(tables.table_records(kept))[0].exposure == ""
+    results = tmp_path / "results.jsonl"
+    append_row(results, sent[0])
+    html = write_report(results, tmp_path)["html"].read_text()
+    assert "<p class='exposure'>Labels: every training label is sent in the clear (client -&gt; server)" in html
 
 
 def test_a_configuration_without_defenses_says_so(records):
