@@ -36,9 +36,14 @@ import itertools
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from secsplit.description import TOP_LEVEL_KEYS, RunDescription, normalize, read_table_file, stable_hash
 from secsplit.errors import ConfigError
+from secsplit.evaluation.party import PARTIES_KEY  # a deployment's addresses: an audit simulates every party here
+
+if TYPE_CHECKING:
+    from secsplit.evaluation.verdict import DefenseSearch
 
 #: keys of [audit] that are not run defaults
 AUDIT_ONLY_KEYS = ("name", "seeds", "frontier")
@@ -88,7 +93,7 @@ class AuditConfig:
     #: frontier searches run after the grid (``frontier = {...}``), one per experiment configuration
     frontiers: list = field(default_factory=list)
     #: a run file's audit: the defense search against its worst attacks (:mod:`secsplit.evaluation.verdict`)
-    defense_search: object | None = None
+    defense_search: DefenseSearch | None = None
 
 
 def load_audit_config(path) -> AuditConfig:
@@ -144,16 +149,12 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
     return config
 
 
-#: a deployment's run file names its parties' addresses; an audit simulates every party in process
-PARTIES_KEY = "parties"
-
-
 def run_file_audit(raw: dict, *, origin: str = "run") -> AuditConfig:
     """The worst-case audit of one run file, the same file ``secsplit train`` or ``launch`` / ``serve`` take.
 
     The run is audited as written (its data, model, topology, cuts, defenses, training), and without
-    its defenses when it has some (what they buy and cost), with every party simulated in this process (``[parties]`` is set aside: scoring an attack needs the ground
-    truth its victim holds). Unless the file says otherwise: every attack (``attacks = ["all"]``),
+    its defenses when it has some (what they buy and cost), with every party simulated in this
+    process (``[parties]`` is set aside: scoring an attack needs the ground truth its victim holds). Unless the file says otherwise: every attack (``attacks = ["all"]``),
     each from every seat; attacks tuned (``tune = true``); training to convergence when it gives
     neither ``epochs`` nor ``early_stopping``; and after the attacks, a search of each defense family
     against each target's worst attack (:mod:`secsplit.evaluation.verdict`), set by a ``[frontier]``

@@ -100,7 +100,7 @@ def description_from_args(args: argparse.Namespace, *, attacks: list[str] | None
 def without_parties(raw: dict, where: str) -> dict:
     """A deployment's run file without its ``[parties]`` table, said on stderr: this command runs every
     party in this process (the same run, weight for weight, as `secsplit launch` or `serve` give)."""
-    from secsplit.evaluation.audit_config import PARTIES_KEY
+    from secsplit.evaluation.party import PARTIES_KEY
 
     if PARTIES_KEY not in raw:
         return raw
