@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from concurrent.futures import Executor, Future
@@ -274,10 +275,14 @@ def normalized(leak: float, chance: float, undefended: float) -> float | None:
 
 # -- running points ----------------------------------------------------------------------------------
 
-def _set_threads(threads: int) -> None:
+def _set_threads(threads: int, audit_pid: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)  # each worker as many torch threads as the parent: N workers share the cores
+    if audit_pid is not None:
+        from secsplit.evaluation.runner import exit_with
+
+        exit_with(audit_pid)
 
 
 def _train_run(description: RunDescription, cache_dir: str) -> tuple[list[dict], float]:
@@ -552,7 +557,7 @@ def run_frontier(config: FrontierConfig, out, *, quiet: bool = False, reuse=(), 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["secsplit.evaluation.runner", "secsplit.evaluation.build"])
         pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=context,
-                                   initializer=_set_threads, initargs=(torch.get_num_threads(),))
+                                   initializer=_set_threads, initargs=(torch.get_num_threads(), os.getpid()))
     try:
         summary = _search_and_confirm(config, out, quiet=quiet, reuse=reuse, cache_dir=cache_dir, pool=pool)
     finally:

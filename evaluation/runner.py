@@ -244,6 +244,31 @@ def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)  # several runs share the cores; more threads each only contend
+    exit_with(os.getppid())
+
+
+def exit_with(pid: int, interval_s: float = 1.0) -> None:
+    """End this worker process once process ``pid`` (the audit that started its pool) is gone, killed or
+    stopped by ``timeout``, instead of training on for nobody and writing into a later run's model
+    cache. A forkserver's worker cannot rely on its own parent: the forkserver lives as long as its
+    workers do."""
+    import threading
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's: pid reused
+            return True
+        return False
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="secsplit-exit-with-audit", daemon=True).start()
 
 
 def add_worker_seconds(phases: dict, rows: list[dict]) -> None:

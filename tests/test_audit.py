@@ -248,3 +248,45 @@ def test_an_experiment_without_epochs_trains_to_convergence_and_explicit_epochs_
     assert first_run({}, {"epochs": 2}).early_stopping is None
     own = first_run({}, {"early_stopping": {"patience": 2}})
     assert own.early_stopping.patience == 2 and own.epochs == 5  # the user's stopping rule, the usual cap
+
+
+@pytest.mark.parametrize("pool", ["runner", "frontier"])
+def test_pool_workers_end_when_the_audit_is_killed(tmp_path, pool):
+    """A worker of the audit's or the frontier's pool does not train on for nobody after its parent dies
+    (killed, or stopped by `timeout`), writing into the next run's model cache."""
+    script = tmp_path / "parent.py"
+    script.write_text(f'''
+import multiprocessing, os, time
+from concurrent.futures import ProcessPoolExecutor
+from secsplit.evaluation import frontier, runner
+if __name__ == "__main__":  # forkserver workers import this file again
+    if "{pool}" == "runner":
+        pool = ProcessPoolExecutor(max_workers=1, initializer=runner._worker_init)
+    else:
+        context = multiprocessing.get_context("forkserver")
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=frontier._set_threads,
+                                   initargs=(1, os.getpid()))
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 120)
+    time.sleep(120)
+''')
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting for its (new) parent to reap it has ended
+        return stat.read().split(")")[-1].split()[0] != "Z"
