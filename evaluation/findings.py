@@ -86,6 +86,8 @@ def findings(records_by_group: dict, *, utility_budget: float = UTILITY_BUDGET, 
     points = defense_points(records_by_group)
     summaries = frontier if isinstance(frontier, list) else [frontier] if frontier else []
     for summary in summaries:
+        if "confirmed_in_audit" in summary:  # its settings were audited with every attack: their rows stand for them
+            continue
         for config in points:
             if _frontier_matches(summary.get("configuration", ""), config):
                 found = frontier_points(summary, points[config].get("none"))

@@ -4,9 +4,10 @@ A run file's audit (:func:`secsplit.evaluation.audit_config.run_file_audit`) fir
 from every seat. For each target (inputs, labels) and seat, the attack that leaked most on the undefended
 run, at its tuned settings, is what a defense must stop: the frontier search
 (:mod:`secsplit.evaluation.frontier`) then finds, per defense family, the strongest setting within
-the utility budget and the leak it leaves, so the findings name the cheapest defense that works
-(or say none does). Searching against the worst attacks only keeps the search's cost to one
-training and one or two attacks per point, whatever the number of attacks audited.
+the utility budget and the leak it leaves. Searching against the worst attacks only keeps the
+search's cost to one training and one or two attacks per point, whatever the number of attacks
+audited; each family's best setting is then audited with every attack that leaked, tuned anew,
+so the findings judge a defense by every attack, as they judge the run's own.
 """
 
 from __future__ import annotations
@@ -79,17 +80,24 @@ def _pinned_spec(row: dict) -> str:
 
 def run_defense_search(search: DefenseSearch, out, results, *, workers: int = 1, utility_budget: float,
                        quiet: bool = False) -> dict | None:
-    """Search each defense family against the worst attacks in ``results``; None when nothing leaked.
+    """Search each defense family against the worst attacks in ``results``, then confirm each family's
+    best setting with every attack that leaked; None when nothing leaked.
 
     The search's utility budget is the findings' (``[frontier].budget`` overrides it), so the search
-    and the verdict weigh defenses alike.
+    and the verdict weigh defenses alike. The search judges its points by the worst attacks only (at
+    settings tuned on the undefended model), which a defense can stop while another attack still
+    leaks; so each family's best setting is then audited like the run itself, with every attack that
+    leaked undefended, tuned anew against the defended model. Those rows join the results, and the
+    findings weigh only them (the search's own points are marked ``confirmed_in_audit``).
     """
+    import json
     from pathlib import Path
 
     from secsplit.evaluation.frontier import frontier_config, run_frontier
     from secsplit.evaluation.results import load_rows
 
-    worst = worst_attacks(load_rows(results), search.undefended)
+    rows = load_rows(results)
+    worst = worst_attacks(rows, search.undefended)
     if not worst:
         if not quiet:
             print(f"defense search: no attack leaked more than {MIN_LEAK:g} of the way from chance; nothing to stop")
@@ -102,5 +110,43 @@ def run_defense_search(search: DefenseSearch, out, results, *, workers: int = 1,
         for w in worst.values():
             print(f"defense search against the worst {w.target} leak from the {w.seat} seat: {w.spec} ({w.leak:.2f}); "
                   f"families {', '.join(config.families)}, budget {config.budget * 100:g} points")
-    return run_frontier(config, Path(out) / "frontier" / search.name, quiet=quiet, reuse=(results,),
-                        cache_dir=Path(out) / "cache")
+    folder = Path(out) / "frontier" / search.name
+    summary = run_frontier(config, folder, quiet=quiet, reuse=(results,), cache_dir=Path(out) / "cache")
+    settings = sorted({row["setting"] for row in summary["rows"] if row.get("within_budget")})
+    if settings:
+        if not quiet:
+            print(f"defense search: confirming {', '.join(settings)} with every attack that leaked")
+        confirm_settings(search, settings, leaking_attacks(rows, search.undefended), out, results, jobs=workers,
+                         quiet=quiet)
+        summary["confirmed_in_audit"] = settings
+        (folder / "frontier.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def leaking_attacks(rows: list[dict], undefended: RunDescription) -> tuple[str, ...]:
+    """The attack specs (as audited: a tuned audit's watching variants under their own attack) whose rows
+    on the ``undefended`` run leaked at least :data:`MIN_LEAK`."""
+    from secsplit.evaluation.leaks import row_leaks
+
+    key, out = undefended.key(), []
+    for row in rows:
+        if row.get("run_key") != key or row.get("status") != "ok" or row.get("attack") in (None, "none"):
+            continue
+        leaks = row_leaks(row)
+        metric = next((m for m in ATTACK_METRICS if m in leaks), None)
+        leak = None if metric is None else leaks[metric].normalized
+        if leak is not None and leak >= MIN_LEAK:
+            out.append((row.get("tuning") or {}).get("variant_of") or row["attack"])
+    return tuple(dict.fromkeys(a for a in undefended.attacks if a in out))
+
+
+def confirm_settings(search: DefenseSearch, settings, attacks, out, results, *, jobs: int, quiet: bool) -> dict:
+    """Audit the undefended run under each defense setting with ``attacks`` (rows appended to ``results``)."""
+    from pathlib import Path
+
+    from secsplit.evaluation.audit_config import AuditConfig, RunSpec
+    from secsplit.evaluation.runner import run_audit
+
+    runs = [RunSpec(replace(search.undefended, defenses=(setting,), attacks=attacks)) for setting in settings]
+    config = AuditConfig(name=f"{search.name}-confirm", runs=runs)
+    return run_audit(config, results, jobs=jobs, quiet=quiet, artifacts_dir=Path(out) / "artifacts")

@@ -115,7 +115,8 @@ def test_a_deployment_file_audited_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["audit", "--config", str(path), "--out", str(out), "--quiet"]) == 0
     rows = load_rows(out / "results.jsonl")
-    assert {(tuple(r["run"]["defenses"]), r["attack"]) for r in rows} == {
+    own = [r for r in rows if r["run"]["defenses"] in ([], ["max-norm"])]  # the run, and the run undefended
+    assert {(tuple(r["run"]["defenses"]), r["attack"]) for r in own} == {
         (d, a) for d in (("max-norm",), ()) for a in ("norm-attack", "cosine-attack")}
     assert all(r["status"] == "ok" and r["seat"] == "client" for r in rows)
     assert (out / "report.html").exists()
@@ -126,8 +127,14 @@ def test_a_deployment_file_audited_end_to_end(tmp_path, capsys):
     assert {row["attack"] for row in searched["rows"]} == {f"{worst['attack']}:attacker=client"}
     families = {row["defense"] for row in searched["rows"]}
     assert {"max-norm", "gradient-noise", "label-dp"} <= families and "nopeek" not in families
+    # each family's best setting is audited with every attack that leaked, and judged by all of them
+    confirmed = searched["confirmed_in_audit"]
+    assert confirmed == sorted({r["setting"] for r in searched["rows"] if r["within_budget"]})
+    for setting in confirmed:
+        assert {r["attack"] for r in rows if r["run"]["defenses"] == [setting]} == {"norm-attack", "cosine-attack"}
     findings = (out / "results.md").read_text().split("## Results")[0]
-    assert "(found by the frontier search)" in findings or "No defense tried" in findings
+    assert "found by the frontier search" not in findings
+    assert "which takes the worst leak over every attack and seat" in findings or "No defense tried" in findings
 
 
 def test_an_active_attacks_run_never_stands_for_the_honest_run_in_the_model_cache():
