@@ -40,23 +40,29 @@ class WorstAttack:
     seat: str | None
 
 
-def worst_attacks(rows: list[dict], undefended: RunDescription) -> dict[tuple, WorstAttack]:
-    """(target, seat) -> the attack with the largest leak (0-1) on the ``undefended`` run from that seat,
-    among the passive attacks that ran there (a defense may stop one seat and not another); leaks under
-    :data:`MIN_LEAK` are left out."""
-    from secsplit.evaluation.frontier import attack_target
+def leaks_on(rows: list[dict], undefended: RunDescription):
+    """(row, leak 0-1) for each attack row of the ``undefended`` run that leaked at least :data:`MIN_LEAK`."""
     from secsplit.evaluation.leaks import row_leaks
 
     key = undefended.key()
-    worst: dict[tuple, WorstAttack] = {}
     for row in rows:
         if row.get("run_key") != key or row.get("status") != "ok" or row.get("attack") in (None, "none"):
             continue
         leaks = row_leaks(row)
         metric = next((m for m in ATTACK_METRICS if m in leaks), None)
         leak = None if metric is None else leaks[metric].normalized
-        if leak is None or leak < MIN_LEAK:
-            continue
+        if leak is not None and leak >= MIN_LEAK:
+            yield row, leak
+
+
+def worst_attacks(rows: list[dict], undefended: RunDescription) -> dict[tuple, WorstAttack]:
+    """(target, seat) -> the attack with the largest leak (0-1) on the ``undefended`` run from that seat,
+    among the passive attacks that ran there (a defense may stop one seat and not another); leaks under
+    :data:`MIN_LEAK` are left out."""
+    from secsplit.evaluation.frontier import attack_target
+
+    worst: dict[tuple, WorstAttack] = {}
+    for row, leak in leaks_on(rows, undefended):
         target = attack_target(row["attack"])
         slot = (target, row.get("seat"))
         if slot not in worst or leak > worst[slot].leak:
@@ -126,18 +132,8 @@ def run_defense_search(search: DefenseSearch, out, results, *, workers: int = 1,
 def leaking_attacks(rows: list[dict], undefended: RunDescription) -> tuple[str, ...]:
     """The attack specs (as audited: a tuned audit's watching variants under their own attack) whose rows
     on the ``undefended`` run leaked at least :data:`MIN_LEAK`."""
-    from secsplit.evaluation.leaks import row_leaks
-
-    key, out = undefended.key(), []
-    for row in rows:
-        if row.get("run_key") != key or row.get("status") != "ok" or row.get("attack") in (None, "none"):
-            continue
-        leaks = row_leaks(row)
-        metric = next((m for m in ATTACK_METRICS if m in leaks), None)
-        leak = None if metric is None else leaks[metric].normalized
-        if leak is not None and leak >= MIN_LEAK:
-            out.append((row.get("tuning") or {}).get("variant_of") or row["attack"])
-    return tuple(dict.fromkeys(a for a in undefended.attacks if a in out))
+    leaked = {(row.get("tuning") or {}).get("variant_of") or row["attack"] for row, _ in leaks_on(rows, undefended)}
+    return tuple(a for a in dict.fromkeys(undefended.attacks) if a in leaked)
 
 
 def confirm_settings(search: DefenseSearch, settings, attacks, out, results, *, jobs: int, quiet: bool) -> dict:
