@@ -33,10 +33,11 @@ class DefenseSearch:
 
 @dataclass(frozen=True)
 class WorstAttack:
+    """What a defense must stop on one seat: the attack that leaked most there, as the search runs it."""
+
     target: str
     spec: str  # the attack at its tuned settings, seated where it leaked
     leak: float  # 0-1
-    row_attack: str
     seat: str | None
 
 
@@ -66,7 +67,7 @@ def worst_attacks(rows: list[dict], undefended: RunDescription) -> dict[tuple, W
         target = attack_target(row["attack"])
         slot = (target, row.get("seat"))
         if slot not in worst or leak > worst[slot].leak:
-            worst[slot] = WorstAttack(target, _pinned_spec(row), leak, row["attack"], row.get("seat"))
+            worst[slot] = WorstAttack(target, _pinned_spec(row), leak, row.get("seat"))
     return worst
 
 
