@@ -106,7 +106,7 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
     from secsplit.evaluation.build import check_components
     from secsplit.evaluation.every_attack import expand_all
 
-    if "audit" not in raw and "experiment" not in raw:
+    if is_run_file(raw):
         return run_file_audit(raw, origin=origin)
     audit = dict(raw.get("audit", {}))
     unknown = sorted(set(raw) - {"audit", "experiment"})
@@ -149,13 +149,19 @@ def build_audit_config(raw: dict, *, origin: str = "config") -> AuditConfig:
     return config
 
 
+def is_run_file(raw: dict) -> bool:
+    """Whether a parsed file is a run file (audited as it is) rather than an audit file."""
+    return "audit" not in raw and "experiment" not in raw
+
+
 def run_file_audit(raw: dict, *, origin: str = "run") -> AuditConfig:
     """The worst-case audit of one run file, the same file ``secsplit train`` or ``launch`` / ``serve`` take.
 
     The run is audited as written (its data, model, topology, cuts, defenses, training), and without
     its defenses when it has some (what they buy and cost), with every party simulated in this
-    process (``[parties]`` is set aside: scoring an attack needs the ground truth its victim holds). Unless the file says otherwise: every attack (``attacks = ["all"]``),
-    each from every seat; attacks tuned (``tune = true``); training to convergence when it gives
+    process (``[parties]`` is set aside: scoring an attack needs the ground truth its victim holds).
+    Unless the file says otherwise: every attack (``attacks = ["all"]``), each from every seat;
+    attacks tuned (``tune = true``); training to convergence when it gives
     neither ``epochs`` nor ``early_stopping``; and after the attacks, a search of each defense family
     against each target's worst attack (:mod:`secsplit.evaluation.verdict`), set by a ``[frontier]``
     table (the keys ``secsplit frontier`` takes) or turned off by ``frontier = false``.
@@ -183,14 +189,15 @@ def run_file_audit(raw: dict, *, origin: str = "run") -> AuditConfig:
     # with defenses, the same run undefended too: what the defenses buy, and what they cost in utility
     variants = [description, replace(description, defenses=())] if description.active_defenses else [description]
     for variant in variants:
-        config.runs.extend(RunSpec(d) for d in expand_all(variant, memo=memo))
+        runs = expand_all(variant, memo=memo)
+        config.runs.extend(RunSpec(d) for d in runs)
+    undefended = runs[0]  # the last variant is undefended; its first run carries the passive attacks
     if frontier is not False:
         from secsplit.evaluation.frontier import check_frontier_keys
         from secsplit.evaluation.verdict import DefenseSearch
 
         table = {} if frontier in (None, True) else frontier
         check_frontier_keys(table, f"{origin}: frontier")
-        undefended = expand_all(replace(description, defenses=()), memo=memo)[0]
         config.defense_search = DefenseSearch(undefended, dict(table), name=f"{name}-defenses")
     _check_data_sources(config, origin)
     return config

@@ -48,7 +48,6 @@ def check_components(description: RunDescription, *, where: str = "run") -> None
     """Defense and attack specs name registered components with valid parameters (nothing is built)."""
     from secsplit.attacks import ATTACKS
     from secsplit.defenses import DEFENSES
-
     from secsplit.evaluation.every_attack import ALL
 
     for key, registry, specs in (("defenses", DEFENSES, description.active_defenses),
@@ -212,7 +211,9 @@ def build_run(description: RunDescription, *, progress: bool | None = False, che
         topology = build_topology(name, model, cuts=cuts, optimizer=optimizer, label_source=d.label_source,
                                   seed=d.seed, model_name=model_name, model_options=model_options, **options)
     attacks, not_applicable, variants, slots = {}, {}, {}, {}
-    if attach_attacks and "all" in d.attacks:
+    from secsplit.evaluation.every_attack import has_all
+
+    if attach_attacks and has_all(d):
         raise ConfigError("attacks = [\"all\"] is for audits (`secsplit audit --config FILE`, which gives each "
                           "active attack a run of its own); here name the attacks (`secsplit list` shows them)")
     if attach_attacks:

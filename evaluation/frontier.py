@@ -275,14 +275,13 @@ def normalized(leak: float, chance: float, undefended: float) -> float | None:
 
 # -- running points ----------------------------------------------------------------------------------
 
-def _set_threads(threads: int, audit_pid: int | None = None) -> None:
+def _set_threads(threads: int, audit_pid: int) -> None:
     import torch
 
-    torch.set_num_threads(threads)  # each worker as many torch threads as the parent: N workers share the cores
-    if audit_pid is not None:
-        from secsplit.evaluation.runner import exit_with
+    from secsplit.evaluation.runner import exit_with
 
-        exit_with(audit_pid)
+    torch.set_num_threads(threads)  # each worker as many torch threads as the parent: N workers share the cores
+    exit_with(audit_pid)
 
 
 def _train_run(description: RunDescription, cache_dir: str) -> tuple[list[dict], float]:

@@ -257,9 +257,7 @@ def exit_with(pid: int, interval_s: float = 1.0) -> None:
     def gone() -> bool:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, someone else's: pid reused
+        except (ProcessLookupError, PermissionError):  # PermissionError: the pid now is someone else's
             return True
         return False
 

@@ -89,11 +89,11 @@ def tuned(config):
 def load_audit_file(path):
     """An audit file, or a run file (the one `train`, `launch` or `serve` take) as its worst-case audit."""
     from secsplit.description import read_table_file
-    from secsplit.evaluation.audit_config import build_audit_config
+    from secsplit.evaluation.audit_config import build_audit_config, is_run_file
     from secsplit.evaluation.commands.run_args import without_parties
 
     raw = read_table_file(path)
-    if "audit" not in raw and "experiment" not in raw:
+    if is_run_file(raw):
         raw = without_parties(raw, str(path))
     return build_audit_config(raw, origin=str(path))
 
